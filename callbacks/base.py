@@ -1,0 +1,83 @@
+"""The callback base class: every moment a plugin can act on, each a documented no-op.
+
+A `Callback` is a `keras.callbacks.Callback`, so every Keras hook (`on_epoch_end`,
+`on_train_batch_end`, ...) works, and plain Keras callbacks can be passed to the Trainer as
+well. It adds Trainer-level hooks that receive the Trainer itself, an explicit `order`, and
+`state_dict` / `load_state_dict` so that a resumed run resumes its callbacks too.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+class Callback(keras.callbacks.Callback):
+    """Base class for digits callbacks.
+
+    Hooks run in ascending `order` (ties keep the order they were given in); the Trainer puts
+    checkpointing last. Override only the hooks you need.
+
+    Class attributes:
+        order: lower runs first. Built-ins use 0-90; checkpointing uses 100.
+        name: the registered name (set by the registry; informational).
+
+    Example:
+        >>> class PrintAccuracy(Callback):
+        ...     def on_epoch_end(self, epoch, logs=None):
+        ...         print(epoch, logs["val_accuracy"])
+    """
+
+    order: int = 50
+    name: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trainer = None
+
+    @property
+    def state_key(self) -> str:
+        """Identifies this callback's state in a saved run; override if one run has two."""
+        return type(self).__qualname__
+
+    # --- Keras' evaluation-pass hooks, renamed: `on_test_end` is the Trainer-level hook ----
+
+    def on_evaluate_begin(self, logs=None) -> None:
+        """Called when a Keras evaluation pass (the validation of an epoch) begins."""
+
+    def on_evaluate_end(self, logs=None) -> None:
+        """Called when a Keras evaluation pass ends, with its logs (`loss`, `accuracy`, ...)."""
+
+    # --- Trainer-level hooks -------------------------------------------------------------
+
+    def setup(self, trainer, stage: str) -> None:
+        """Called when a stage ("fit", "validate", "test", "predict") begins, before anything runs."""
+
+    def on_fit_start(self, trainer) -> None:
+        """Called once at the start of `Trainer.fit`, after the model is compiled and the run
+        directory exists, before the first epoch (also when resuming)."""
+
+    def on_fit_end(self, trainer) -> None:
+        """Called once when `Trainer.fit` finishes normally (also after early stopping)."""
+
+    def on_validation_end(self, trainer, result) -> None:
+        """Called after `Trainer.validate` with its `TestResult` on the validation split."""
+
+    def on_test_end(self, trainer, result) -> None:
+        """Called after `Trainer.test` with its `TestResult`: predictions, confusion matrix and
+        per-class report, so that no callback recomputes them."""
+
+    def on_exception(self, trainer, error: BaseException) -> None:
+        """Called when any stage fails (including Ctrl-C), before the Trainer saves its state
+        and re-raises. Release resources here; do not raise."""
+
+    def teardown(self, trainer, stage: str) -> None:
+        """Called when a stage ends, whether it succeeded or failed."""
+
+    # --- state, saved with the run so that a resumed run resumes its callbacks -------------
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable state to save with the run (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned (called before `on_fit_start` on resume)."""

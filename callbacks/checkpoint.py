@@ -1,0 +1,67 @@
+"""Keep the best model of a run, by a monitored metric, as `model.keras` in the run directory."""
+
+from __future__ import annotations
+
+import math
+
+from callbacks.base import Callback
+from digits.atomic import atomic_path
+
+
+class Checkpoint(Callback):
+    """Save the best model by a monitored metric to `<run>/model.keras`, atomically.
+
+    Runs last among the callbacks (the Trainer puts it there), so every other callback has
+    seen the epoch before the model is written. Its best score is part of the run's state, so a
+    resumed run only overwrites the checkpoint with a better model.
+
+    Args:
+        monitor: metric to watch (default "val_accuracy").
+        mode: "max" or "min"; "auto" picks "min" for losses, else "max" (default "auto").
+        filename: file name inside the run directory (default "model.keras").
+
+    Example:
+        >>> Trainer(callbacks=[Checkpoint(monitor="val_loss")])
+    """
+
+    order = 100
+
+    def __init__(self, monitor: str = "val_accuracy", mode: str = "auto",
+                 filename: str = "model.keras") -> None:
+        super().__init__()
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if not filename.endswith(".keras") or "/" in filename:
+            raise ValueError(f"filename must be a plain name ending in .keras, got {filename!r}")
+        self.monitor = monitor
+        self.mode = ("min" if "loss" in monitor else "max") if mode == "auto" else mode
+        self.filename = filename
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)) or self.trainer is None:
+            return
+        if self.trainer.run is None or self.trainer.fast_dev_run:
+            return
+        if self._better(float(value)):
+            self.best, self.best_epoch = float(value), epoch + 1
+            with atomic_path(self.trainer.run.file(self.filename), suffix=".keras") as tmp:
+                self.model.save(tmp)
+
+    @property
+    def path(self):
+        return self.trainer.run.file(self.filename) if self.trainer and self.trainer.run else None
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "monitor": self.monitor}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("monitor") == self.monitor:
+            self.best, self.best_epoch = state.get("best"), state.get("best_epoch")

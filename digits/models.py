@@ -1,0 +1,181 @@
+"""Models: functions from hyperparameters to an uncompiled `keras.Model`. No training here.
+
+Every model takes (28, 28, 1) float images in [0, 1] and outputs class probabilities (a float32
+softmax, also under a mixed-precision policy). The tuner's search space builds through
+`build_model` too, so a searched model and a hand-picked one are the same kind of object.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from digits.errors import ModelError
+
+MODELS: dict[str, Callable] = {}
+
+
+def _register(name: str):
+    def wrap(fn):
+        MODELS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _augmentation(layers, strength: float, seed: int | None):
+    """Small shifts, rotations and zooms, filling with black (reflect paints ghost strokes)."""
+    if strength <= 0:
+        return []
+    return [
+        layers.RandomRotation(0.03 * strength, fill_mode="constant", seed=seed),
+        layers.RandomTranslation(0.1 * strength, 0.1 * strength, fill_mode="constant", seed=seed),
+        layers.RandomZoom(0.1 * strength, fill_mode="constant", seed=seed),
+    ]
+
+
+def _head(layers, x, num_classes: int):
+    x = layers.Dense(num_classes, name="logits")(x)
+    return layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+
+
+@_register("cnn")
+def cnn(
+    conv_blocks: int = 2,
+    filters: int = 32,
+    kernel_size: int = 3,
+    convs_per_block: int = 2,
+    batch_norm: bool = True,
+    dropout: float = 0.25,
+    dense_units: int = 128,
+    dense_dropout: float = 0.4,
+    augment: float = 1.0,
+    num_classes: int = 10,
+    seed: int | None = None,
+):
+    """The default: conv blocks (Conv-BN-ReLU x2, MaxPool, Dropout), a dense head, augmentation.
+
+    Args:
+        conv_blocks: number of conv blocks, 1-3; filters double with each block.
+        filters: filters of the first block.
+        kernel_size: 3 or 5.
+        convs_per_block: convolutions before each pooling.
+        batch_norm: BatchNormalization after every conv and the dense layer.
+        dropout: dropout after each block.
+        dense_units: width of the dense layer.
+        dense_dropout: dropout before the output layer.
+        augment: augmentation strength (0 turns it off; 1 = +-11 degrees, +-10% shift and zoom).
+    """
+    import keras
+    from keras import layers
+
+    _check_range("conv_blocks", conv_blocks, 1, 3)
+    _check_range("filters", filters, 1, 512)
+    _check_range("kernel_size", kernel_size, 1, 7)
+    _check_range("convs_per_block", convs_per_block, 1, 3)
+    _check_range("dropout", dropout, 0.0, 0.9)
+    _check_range("dense_units", dense_units, 1, 4096)
+    _check_range("dense_dropout", dense_dropout, 0.0, 0.9)
+    _check_range("augment", augment, 0.0, 3.0)
+
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = inputs
+    for layer in _augmentation(layers, augment, seed):
+        x = layer(x)
+    for block in range(conv_blocks):
+        width = filters * 2**block
+        for _ in range(convs_per_block):
+            x = layers.Conv2D(width, kernel_size, padding="same", use_bias=not batch_norm)(x)
+            if batch_norm:
+                x = layers.BatchNormalization(momentum=0.9)(x)
+            x = layers.Activation("relu")(x)
+        x = layers.MaxPooling2D()(x)
+        if dropout:
+            x = layers.Dropout(dropout, seed=seed)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(dense_units, use_bias=not batch_norm)(x)
+    if batch_norm:
+        x = layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.Activation("relu")(x)
+    if dense_dropout:
+        x = layers.Dropout(dense_dropout, seed=seed)(x)
+    return keras.Model(inputs, _head(layers, x, num_classes), name="cnn")
+
+
+@_register("seed-cnn")
+def seed_cnn(num_classes: int = 10, seed: int | None = None):
+    """The notebook's CNN: Conv32-Conv64-MaxPool-Dropout-Dense128-Dropout-Dense10 (the baseline)."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(32, 3, activation="relu")(inputs)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Dropout(0.25, seed=seed)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dropout(0.5, seed=seed)(x)
+    return keras.Model(inputs, _head(layers, x, num_classes), name="seed_cnn")
+
+
+@_register("mlp")
+def mlp(hidden_units: int = 256, hidden_layers: int = 2, dropout: float = 0.2,
+        num_classes: int = 10, seed: int | None = None):
+    """A multilayer perceptron on the flattened pixels: a fast, weak reference."""
+    import keras
+    from keras import layers
+
+    _check_range("hidden_units", hidden_units, 1, 8192)
+    _check_range("hidden_layers", hidden_layers, 1, 8)
+    _check_range("dropout", dropout, 0.0, 0.9)
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = layers.Flatten()(inputs)
+    for _ in range(hidden_layers):
+        x = layers.Dense(hidden_units, activation="relu")(x)
+        if dropout:
+            x = layers.Dropout(dropout, seed=seed)(x)
+    return keras.Model(inputs, _head(layers, x, num_classes), name="mlp")
+
+
+def _check_range(name: str, value, lo, hi) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise ModelError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+    if isinstance(lo, int) and isinstance(hi, int) and not float(value).is_integer():
+        raise ModelError(f"{name} must be a whole number, got {value!r}")
+
+
+def model_hyperparameters(name: str) -> dict:
+    """The hyperparameters `build_model(name, ...)` accepts, with their defaults."""
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    params = inspect.signature(MODELS[name]).parameters
+    return {k: p.default for k, p in params.items() if k not in ("num_classes", "seed")}
+
+
+def build_model(name: str = "cnn", **hyperparameters):
+    """Build an uncompiled model by name.
+
+    Example:
+        >>> model = build_model("cnn", conv_blocks=3, filters=16)
+        >>> model.output_shape
+        (None, 10)
+    """
+    accepted = model_hyperparameters(name)
+    unknown = set(hyperparameters) - set(accepted) - {"num_classes", "seed"}
+    if unknown:
+        raise ModelError(
+            f"model {name!r} has no hyperparameter {', '.join(sorted(unknown))}; "
+            f"it takes: {', '.join(accepted) or 'none'}"
+        )
+    for key in ("conv_blocks", "filters", "kernel_size", "convs_per_block", "dense_units",
+                "hidden_units", "hidden_layers"):
+        if key in hyperparameters and isinstance(hyperparameters[key], float) \
+                and hyperparameters[key].is_integer():
+            hyperparameters[key] = int(hyperparameters[key])
+    try:
+        return MODELS[name](**hyperparameters)
+    except ModelError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"cannot build model {name!r}: {e}") from None

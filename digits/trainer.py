@@ -1,0 +1,761 @@
+"""The Trainer: fit / validate / test / predict, the run directory, resume, callback orchestration.
+
+This is the only place in the project that calls `model.fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from digits.atomic import atomic_path, atomic_write_json
+from digits.data import Dataset, Split, make_pipeline
+from digits.errors import ConfigError, DigitsError, RunDirectoryError
+from digits.results import TestResult
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = (None, "mirrored")
+STAGES = ("fit", "validate", "test", "predict")
+STATE_DIR = "state"
+
+
+class CallbackFailure(DigitsError):
+    """A callback raised: names the callback and the hook. The CLI exits 1 on it."""
+
+    def __init__(self, callback, hook: str, error: BaseException) -> None:
+        self.callback_name = getattr(callback, "name", "") or type(callback).__name__
+        self.hook = hook
+        self.error = error
+        super().__init__(
+            f"callback {self.callback_name!r} failed in {hook}: {type(error).__name__}: {error}"
+        )
+
+
+class TrainingStopped(DigitsError):
+    """Training stopped on a fault (such as a NaN loss) that the run cannot recover from."""
+
+
+# ----------------------------------------------------------------------------- run directory
+
+
+class RunDirectory:
+    """`<log_dir>/<name>/version_<n>/`: event files, model.keras, config.json, metrics.json.
+
+    Example:
+        >>> run = RunDirectory.create("logs", "cnn")
+        >>> run.path
+        PosixPath('logs/cnn/version_0')
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDirectory({str(self.path)!r})"
+
+    @property
+    def version(self) -> int:
+        return int(self.path.name.split("_")[-1])
+
+    @staticmethod
+    def versions(log_dir: str | os.PathLike, name: str) -> list[int]:
+        root = Path(log_dir) / name
+        if not root.is_dir():
+            return []
+        found = [re.fullmatch(r"version_(\d+)", p.name) for p in root.iterdir() if p.is_dir()]
+        return sorted(int(m.group(1)) for m in found if m)
+
+    @classmethod
+    def latest(cls, log_dir: str | os.PathLike, name: str) -> RunDirectory | None:
+        versions = cls.versions(log_dir, name)
+        return cls(Path(log_dir) / name / f"version_{versions[-1]}") if versions else None
+
+    @classmethod
+    def create(cls, log_dir: str | os.PathLike, name: str) -> RunDirectory:
+        """Create the next free version directory (safe against concurrent creators)."""
+        check_writable_dir(log_dir)
+        root = Path(log_dir) / name
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirectoryError(f"cannot create {root}: {e.strerror or e}") from None
+        version = (cls.versions(log_dir, name) or [-1])[-1] + 1
+        while True:
+            path = root / f"version_{version}"
+            try:
+                path.mkdir()
+            except FileExistsError:
+                version += 1
+                continue
+            except OSError as e:
+                raise RunDirectoryError(f"cannot create {path}: {e.strerror or e}") from None
+            return cls(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def read_json(self, name: str) -> dict | None:
+        try:
+            return json.loads(self.file(name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_json(self, name: str, obj) -> None:
+        atomic_write_json(self.file(name), obj)
+
+
+def check_writable_dir(path: str | os.PathLike) -> None:
+    """Refuse, before any training, a log directory that cannot be created or written."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise RunDirectoryError(f"{probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunDirectoryError(f"{probe} is not writable")
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+_KERAS_RENAMES = {"on_test_begin": "on_evaluate_begin", "on_test_end": "on_evaluate_end"}
+
+
+def _digits_base():
+    from callbacks.base import Callback
+
+    return Callback
+
+
+class _Dispatcher:
+    """Runs each hook on every callback in order, naming the callback when one raises.
+
+    It is handed to `model.fit` as a single Keras callback, so the Trainer, not Keras' list,
+    owns the order; batch hooks go only to callbacks that override them, so an idle hook
+    costs nothing per batch.
+    """
+
+    def __init__(self, callbacks: list) -> None:
+        import keras
+
+        self.callbacks = callbacks
+        self.epoch_variable = None
+        base = keras.callbacks.Callback
+
+        class KerasHooks(base):
+            pass
+
+        dispatcher = self
+        for hook in (
+            "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+            "on_test_begin", "on_test_end", "on_predict_begin", "on_predict_end",
+            "on_train_batch_begin", "on_train_batch_end", "on_test_batch_begin",
+            "on_test_batch_end", "on_predict_batch_begin", "on_predict_batch_end",
+        ):
+            takers = []
+            for c in callbacks:
+                # On digits callbacks `on_test_end` is the Trainer-level hook, so Keras' end of
+                # an evaluation pass reaches them as `on_evaluate_begin/_end(logs)` instead.
+                name = _KERAS_RENAMES.get(hook, hook) if isinstance(c, _digits_base()) else hook
+                if getattr(type(c), name, None) not in (None, getattr(base, hook, None)):
+                    takers.append((c, name))
+            if not takers:
+                continue
+
+            def forward(self, *args, _takers=takers, **kwargs):
+                dispatcher._call_pairs(_takers, *args, **kwargs)
+
+            setattr(KerasHooks, hook, forward)
+
+        class Keras(KerasHooks):
+            def on_epoch_begin(self, epoch, logs=None):
+                # The training pipeline draws this epoch's data order from this variable.
+                if dispatcher.epoch_variable is not None:
+                    dispatcher.epoch_variable.assign(epoch)
+                super().on_epoch_begin(epoch, logs)
+
+            def set_model(self, model):
+                super().set_model(model)
+                for c in dispatcher.callbacks:
+                    c.set_model(model)
+
+            def set_params(self, params):
+                super().set_params(params)
+                for c in dispatcher.callbacks:
+                    c.set_params(params)
+
+        self.keras_callback = Keras()
+
+    def _call(self, callbacks, hook: str, *args, **kwargs) -> None:
+        self._call_pairs([(c, hook) for c in callbacks], *args, **kwargs)
+
+    def _call_pairs(self, pairs, *args, **kwargs) -> None:
+        for callback, hook in pairs:
+            try:
+                getattr(callback, hook)(*args, **kwargs)
+            except (KeyboardInterrupt, CallbackFailure):
+                raise
+            except Exception as e:  # noqa: BLE001 - attributed to the callback and re-raised
+                raise CallbackFailure(callback, hook, e) from e
+
+    def trainer_hook(self, hook: str, *args) -> None:
+        self._call([c for c in self.callbacks if isinstance(c, _digits_base())], hook, *args)
+
+    def on_exception(self, trainer, error: BaseException) -> list[str]:
+        """Every callback's `on_exception`; failures here are collected, never raised."""
+        problems = []
+        for c in self.callbacks:
+            if isinstance(c, _digits_base()):
+                try:
+                    c.on_exception(trainer, error)
+                except Exception as e:  # noqa: BLE001
+                    problems.append(f"{type(c).__name__}.on_exception: {e}")
+        return problems
+
+
+class _RunRecorder:
+    """Internal, always last: after each epoch, writes metrics.json and the resumable state."""
+
+    order = 10_000
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def set_params(self, params):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        trainer = self.trainer
+        for key, value in (logs or {}).items():
+            if np.ndim(value) == 0:
+                trainer.history.setdefault(key, []).append(float(value))
+        trainer.current_epoch = epoch + 1
+        trainer._save_state()
+        trainer._write_metrics(status="running")
+
+
+# ----------------------------------------------------------------------------- the Trainer
+
+
+@dataclasses.dataclass
+class _Limits:
+    train: int | None
+    val: int | None
+    test: int | None
+
+
+class Trainer:
+    """Trains, validates, tests and predicts, writing everything under one run directory.
+
+    Args:
+        max_epochs: epochs to train (default 30).
+        callbacks: callback instances (digits or plain Keras). None means the default set
+            (TensorBoard scalars, confusion-matrix images, reports, plots, progress, checkpoint).
+        log_dir: root of all runs (default "logs").
+        name: the run's name; runs land in `<log_dir>/<name>/version_<n>` (default: model name).
+        seed: seeds Python, NumPy, TensorFlow and the data order (default 0).
+        deterministic: make TensorFlow ops deterministic (slower, reproducible to the bit).
+        batch_size: training batch size (default 128).
+        precision: "float32", "mixed_float16" or "mixed_bfloat16"; set before the model is built
+            (use `trainer.build_model`).
+        strategy: None or "mirrored" (one host, many GPUs).
+        optimizer: "adam", "adamw", "sgd" or "rmsprop", used when the model is not compiled.
+        learning_rate: initial learning rate (default 2e-3).
+        lr_schedule: "cosine" (decay to zero over the run, default) or "constant".
+        fast_dev_run: run two batches of each stage, one epoch, and write nothing heavy.
+        limit_train_batches / limit_val_batches / limit_test_batches: cap the batches per stage.
+        steps_per_execution: batches per compiled call; "auto" picks 32 (1.5x faster on CPU).
+        enable_checkpointing: add the `checkpoint` callback (best model.keras) if none is given.
+        resume: resume the latest unfinished run of this name, if there is one.
+        verbose: print notices (resume, run directory) to stderr.
+
+    Example:
+        >>> trainer = Trainer(max_epochs=5, log_dir="logs")
+        >>> model = trainer.build_model("cnn")
+        >>> trainer.fit(model, load_dataset("mnist-5k"))
+        >>> trainer.test(model, data).accuracy
+    """
+
+    def __init__(
+        self,
+        max_epochs: int = 30,
+        callbacks: list | None = None,
+        log_dir: str | os.PathLike = "logs",
+        name: str | None = None,
+        seed: int = 0,
+        deterministic: bool = False,
+        batch_size: int = 128,
+        precision: str = "float32",
+        strategy: str | None = None,
+        optimizer: str = "adam",
+        learning_rate: float = 2e-3,
+        lr_schedule: str = "cosine",
+        fast_dev_run: bool = False,
+        limit_train_batches: int | None = None,
+        limit_val_batches: int | None = None,
+        limit_test_batches: int | None = None,
+        steps_per_execution: int | str = "auto",
+        enable_checkpointing: bool = True,
+        resume: bool = False,
+        verbose: bool = True,
+    ) -> None:
+        _positive_int("max_epochs", max_epochs)
+        _positive_int("batch_size", batch_size, upper=65536)
+        _non_negative_int("seed", seed, upper=2**31 - 1)
+        for label, value in (("limit_train_batches", limit_train_batches),
+                             ("limit_val_batches", limit_val_batches),
+                             ("limit_test_batches", limit_test_batches)):
+            if value is not None:
+                _positive_int(label, value)
+        if steps_per_execution != "auto":
+            _positive_int("steps_per_execution", steps_per_execution, upper=100_000)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be None or 'mirrored', got {strategy!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
+                or not 0 < learning_rate <= 10 or not np.isfinite(learning_rate):
+            raise ConfigError(f"learning_rate must be a number in (0, 10], got {learning_rate!r}")
+        if lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
+        if name is not None and (not name or not re.fullmatch(r"[\w.-]+", name) or name in (".", "..")):
+            raise ConfigError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
+
+        self.max_epochs = 1 if fast_dev_run else int(max_epochs)
+        self.seed = int(seed)
+        self.deterministic = bool(deterministic)
+        self.batch_size = int(batch_size)
+        self.precision = precision
+        self.strategy_name = strategy
+        self.optimizer_name = optimizer
+        self.learning_rate = float(learning_rate)
+        self.lr_schedule = lr_schedule
+        self.fast_dev_run = bool(fast_dev_run)
+        dev = 2 if fast_dev_run else None
+        self.limits = _Limits(dev or limit_train_batches, dev or limit_val_batches,
+                              dev or limit_test_batches)
+        self.steps_per_execution = steps_per_execution
+        self.enable_checkpointing = enable_checkpointing
+        self.resume = resume
+        self.verbose = verbose
+        self.log_dir = Path(log_dir)
+        self.name = name
+        self._user_callbacks = callbacks
+
+        self.run: RunDirectory | None = None
+        self.model = None
+        self.data: Dataset | None = None
+        self.history: dict[str, list[float]] = {}
+        self.current_epoch = 0
+        self.resumed_from_epoch: int | None = None
+        self.stop_reason: str | None = None
+        self.test_result: TestResult | None = None
+        self.config: dict = {}
+        self._callbacks: list | None = None
+        self._strategy = None
+        self._started = time.time()
+        check_writable_dir(self.log_dir)
+        self._apply_precision()
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _apply_precision(self) -> None:
+        import keras
+
+        keras.mixed_precision.set_dtype_policy(self.precision)
+
+    @property
+    def strategy(self):
+        """The tf.distribute strategy (a default one when `strategy=None`)."""
+        if self._strategy is None:
+            import tensorflow as tf
+
+            self._strategy = (tf.distribute.MirroredStrategy() if self.strategy_name == "mirrored"
+                              else tf.distribute.get_strategy())
+        return self._strategy
+
+    def build_model(self, name: str = "cnn", **hyperparameters):
+        """Build `digits.build_model(name, ...)` under this Trainer's precision and strategy."""
+        from digits.models import build_model
+
+        self._apply_precision()
+        hyperparameters.setdefault("seed", self.seed)
+        with self.strategy.scope():
+            model = build_model(name, **hyperparameters)
+        model._digits_spec = {"model": name, "hyperparameters": {
+            k: v for k, v in hyperparameters.items() if k != "seed"}}
+        return model
+
+    @property
+    def callbacks(self) -> list:
+        """The resolved, ordered callback list (defaults, user's, checkpoint last)."""
+        if self._callbacks is None:
+            self._callbacks = self._resolve_callbacks()
+        return self._callbacks
+
+    def _resolve_callbacks(self) -> list:
+        from callbacks.registry import default_callbacks
+        from callbacks.checkpoint import Checkpoint
+
+        chosen = list(default_callbacks()) if self._user_callbacks is None else list(self._user_callbacks)
+        if self.enable_checkpointing and not any(isinstance(c, Checkpoint) for c in chosen):
+            chosen.append(Checkpoint())
+        if not self.enable_checkpointing:
+            chosen = [c for c in chosen if not isinstance(c, Checkpoint)]
+        if self.fast_dev_run:
+            chosen = [c for c in chosen if not getattr(c, "heavy", False)]
+        # A stable sort: equal orders keep the order they were given in.
+        return sorted(chosen, key=lambda c: getattr(c, "order", 50))
+
+    def _compile(self, model, steps_per_epoch: int) -> None:
+        import keras
+
+        from digits.metrics import StreamingConfusionMatrix
+
+        spe = self._steps_per_execution(steps_per_epoch)
+        if model.compiled:
+            # Keep the user's choices; only the execution grouping is ours to set.
+            model.steps_per_execution = spe
+            return
+        total_steps = max(1, steps_per_epoch * self.max_epochs)
+        lr = (keras.optimizers.schedules.CosineDecay(self.learning_rate, total_steps, alpha=0.01)
+              if self.lr_schedule == "cosine" else self.learning_rate)
+        optimizer = OPTIMIZERS[self.optimizer_name](lr)
+        with self.strategy.scope():
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(),
+                metrics=["accuracy", StreamingConfusionMatrix(model.output_shape[-1])],
+                steps_per_execution=spe,
+                jit_compile=False,  # XLA made a small CNN ~9x slower on CPU here
+            )
+
+    def _steps_per_execution(self, steps_per_epoch: int) -> int:
+        if self.steps_per_execution == "auto":
+            return max(1, min(32, steps_per_epoch))
+        return int(self.steps_per_execution)
+
+    def _seed_everything(self) -> None:
+        import keras
+        import tensorflow as tf
+
+        keras.utils.set_random_seed(self.seed)
+        if self.deterministic:
+            tf.config.experimental.enable_op_determinism()
+
+    # -- run directory and state ---------------------------------------------------------
+
+    def _open_run(self, model, config: dict) -> None:
+        name = self.name or _safe_name(getattr(model, "name", "model"))
+        self.name = name
+        if self.fast_dev_run:
+            import tempfile
+
+            self.run = RunDirectory(tempfile.mkdtemp(prefix="digits-fast-dev-run-"))
+            return
+        if self.resume:
+            latest = RunDirectory.latest(self.log_dir, name)
+            if latest is not None and _resumable(latest, config):
+                self.run = latest
+                return
+        self.run = RunDirectory.create(self.log_dir, name)
+
+    def _save_state(self) -> None:
+        """Weights + optimizer, then the small JSON that commits them (atomic, in that order)."""
+        if self.run is None or self.fast_dev_run:
+            return
+        state_dir = self.run.file(STATE_DIR)
+        state_dir.mkdir(exist_ok=True)
+        weights_name = f"epoch_{self.current_epoch}.weights.h5"
+        with atomic_path(state_dir / weights_name, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        callback_states = {}
+        for c in self.callbacks:
+            if hasattr(c, "state_dict"):
+                callback_states[c.state_key] = c.state_dict()
+        atomic_write_json(state_dir / "trainer.json", {
+            "epoch": self.current_epoch,
+            "weights": weights_name,
+            "callbacks": callback_states,
+            "history": self.history,
+            "stop_reason": self.stop_reason,
+        })
+        for old in state_dir.glob("epoch_*.weights.h5"):
+            if old.name != weights_name:
+                old.unlink(missing_ok=True)
+
+    def _load_state(self, model) -> dict | None:
+        state = self.run.read_json(f"{STATE_DIR}/trainer.json") if self.run else None
+        if not state or not state.get("epoch"):
+            return None
+        weights = self.run.file(STATE_DIR) / state["weights"]
+        if not weights.is_file():
+            return None
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(weights)
+        for c in self.callbacks:
+            if hasattr(c, "load_state_dict") and c.state_key in state.get("callbacks", {}):
+                c.load_state_dict(state["callbacks"][c.state_key])
+        self.history = {k: list(v) for k, v in state.get("history", {}).items()}
+        return state
+
+    def _write_metrics(self, status: str) -> None:
+        if self.run is None or self.fast_dev_run:
+            return
+        metrics = {
+            "status": status,
+            "epochs_completed": self.current_epoch,
+            "max_epochs": self.max_epochs,
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "stop_reason": self.stop_reason,
+            "history": self.history,
+        }
+        if self.test_result is not None:
+            metrics["test"] = self.test_result.to_dict()
+        self.run.write_json("metrics.json", metrics)
+
+    def _notice(self, message: str) -> None:
+        if self.verbose:
+            print(message, file=sys.stderr, flush=True)
+
+    # -- stages --------------------------------------------------------------------------
+
+    def fit(self, model, data: Dataset, config: dict | None = None):
+        """Train `model` on `data.train`, validating on `data.val` every epoch.
+
+        Compiles an uncompiled model (Adam, sparse categorical cross-entropy, accuracy, cosine
+        learning-rate decay), creates or resumes the run directory, and runs the callbacks.
+        Returns the Keras `History`.
+        """
+        if data.train is None or data.val is None:
+            raise ConfigError(f"dataset {data.name!r} has no training data (it is test-only)")
+        self.model, self.data = model, data
+        self.config = self._resolved_config(model, data, config)
+        self._seed_everything()
+        train_steps = -(-len(data.train) // self.batch_size)
+        if self.limits.train:
+            train_steps = min(train_steps, self.limits.train)
+        self._compile(model, train_steps)
+        self._open_run(model, self.config)
+        dispatcher = _Dispatcher([*self.callbacks, _RunRecorder(self)])
+        for c in self.callbacks:
+            if hasattr(c, "trainer"):
+                c.trainer = self
+        initial_epoch = 0
+        try:
+            state = self._load_state(model) if self.resume else None
+            if state is not None:
+                initial_epoch = int(state["epoch"])
+                self.current_epoch = initial_epoch
+                self.resumed_from_epoch = initial_epoch
+                self._notice(f"resumed {self.run.path} from epoch {initial_epoch} "
+                             f"of {self.max_epochs}")
+            if not self.fast_dev_run:
+                self.run.write_json("config.json", self.config)
+            dispatcher.trainer_hook("setup", self, "fit")
+            dispatcher.trainer_hook("on_fit_start", self)
+            if initial_epoch < self.max_epochs and not (state and state.get("stop_reason")):
+                import tensorflow as tf
+
+                epoch_var = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
+                dispatcher.epoch_variable = epoch_var
+                train_ds = make_pipeline(
+                    data.train, self.batch_size, shuffle=True, seed=self.seed,
+                    epoch=epoch_var, limit_batches=train_steps,
+                )
+                val_ds = make_pipeline(data.val, self.eval_batch_size, limit_batches=self.limits.val)
+                model.fit(
+                    train_ds,
+                    validation_data=val_ds,
+                    epochs=self.max_epochs,
+                    initial_epoch=initial_epoch,
+                    callbacks=[dispatcher.keras_callback],
+                    shuffle=False,  # the pipeline already shuffles, per epoch, from the seed
+                    verbose=0,
+                )
+            if self.stop_reason and self.stop_reason.startswith("fault:"):
+                raise TrainingStopped(self.stop_reason.removeprefix("fault: "))
+            dispatcher.trainer_hook("on_fit_end", self)
+            self._write_metrics(status="fitted")
+        except BaseException as error:
+            problems = dispatcher.on_exception(self, error)
+            for p in problems:
+                self._notice(f"warning: {p}")
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            self._write_metrics(status=status)
+            raise
+        finally:
+            self._teardown(dispatcher, "fit")
+        return model.history
+
+    @property
+    def eval_batch_size(self) -> int:
+        return max(self.batch_size, 512)
+
+    def _teardown(self, dispatcher: _Dispatcher, stage: str) -> None:
+        for c in dispatcher.callbacks:
+            if isinstance(c, _digits_base()):
+                try:
+                    c.teardown(self, stage)
+                except Exception as e:  # noqa: BLE001 - teardown must not hide the real error
+                    self._notice(f"warning: {type(c).__name__}.teardown failed: {e}")
+
+    def predict(self, model, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, 10) for images `x` (float32, (N, 28, 28, 1), [0, 1])."""
+        x = np.asarray(x, dtype=np.float32)
+        split = Split(x, np.zeros(len(x), dtype=np.int64))
+        return self._predict_split(model, split, limit=None)
+
+    def _predict_split(self, model, split: Split, limit: int | None) -> np.ndarray:
+        if limit is not None:
+            split = split.take(limit * self.eval_batch_size)
+        ds = make_pipeline(split, self.eval_batch_size).map(lambda x, y: x)
+        return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
+
+    def _evaluate(self, model, split: Split | None, stage: str, limit: int | None) -> TestResult:
+        if split is None:
+            raise ConfigError(f"the dataset has no {stage} split")
+        if limit is not None:
+            split = split.take(limit * self.eval_batch_size)
+        probabilities = self._predict_split(model, split, limit=None)
+        names = self.data.class_names if self.data is not None else None
+        return TestResult.from_probabilities(split.y, probabilities, names)
+
+    def validate(self, model, data: Dataset) -> TestResult:
+        """Evaluate on `data.val` with one prediction pass; returns a `TestResult`."""
+        self.data = self.data or data
+        result = self._evaluate(model, data.val, "validation", self.limits.val)
+        dispatcher = _Dispatcher(self.callbacks)
+        dispatcher.trainer_hook("on_validation_end", self, result)
+        return result
+
+    def test(self, model, data: Dataset) -> TestResult:
+        """Evaluate on `data.test` with one prediction pass; returns a `TestResult`.
+
+        The result (accuracy, loss, confusion matrix, per-class report) goes to every callback's
+        `on_test_end` and into the `test` section of metrics.json.
+        """
+        self.data = data
+        self.model = self.model or model
+        result = self._evaluate(model, data.test, "test", self.limits.test)
+        self.test_result = result
+        dispatcher = _Dispatcher(self.callbacks)
+        for c in self.callbacks:
+            if hasattr(c, "trainer"):
+                c.trainer = self
+        try:
+            dispatcher.trainer_hook("setup", self, "test")
+            dispatcher.trainer_hook("on_test_end", self, result)
+        except BaseException as error:
+            dispatcher.on_exception(self, error)
+            raise
+        finally:
+            self._teardown(dispatcher, "test")
+        self._write_metrics(status="finished")
+        return result
+
+    def finish(self) -> None:
+        """Mark the run finished without testing (a later identical command starts afresh)."""
+        self._write_metrics(status="finished")
+
+    # -- helpers for callbacks -----------------------------------------------------------
+
+    def validation_confusion_matrix(self) -> np.ndarray | None:
+        """The confusion matrix of the latest validation pass, collected during `fit` itself.
+
+        Meaningful inside `on_epoch_end`. None when the model was compiled by the user without
+        the Trainer's streaming metric.
+        """
+        from digits.metrics import StreamingConfusionMatrix
+
+        for metric in _flat_metrics(self.model):
+            if isinstance(metric, StreamingConfusionMatrix):
+                return metric.matrix()
+        return None
+
+    def _resolved_config(self, model, data: Dataset, extra: dict | None) -> dict:
+        spec = getattr(model, "_digits_spec", {"model": getattr(model, "name", "model")})
+        return {
+            **spec,
+            "trainer": {
+                "max_epochs": self.max_epochs, "seed": self.seed,
+                "deterministic": self.deterministic, "batch_size": self.batch_size,
+                "precision": self.precision, "strategy": self.strategy_name,
+                "optimizer": self.optimizer_name, "learning_rate": self.learning_rate,
+                "lr_schedule": self.lr_schedule,
+                "steps_per_execution": self.steps_per_execution,
+                "limit_train_batches": self.limits.train, "limit_val_batches": self.limits.val,
+            },
+            "data": data.summary(),
+            "callbacks": [getattr(c, "name", "") or type(c).__name__ for c in self.callbacks],
+            **(extra or {}),
+        }
+
+
+def _flat_metrics(model):
+    stack = list(getattr(model, "metrics", []))
+    while stack:
+        metric = stack.pop()
+        yield metric
+        stack.extend(getattr(metric, "metrics", []) or [])
+        for attr in ("_flat_metrics",):
+            for group in getattr(metric, attr, []) or []:
+                stack.extend(getattr(group, "metrics", []) or [])
+
+
+def _resumable(run: RunDirectory, config: dict) -> bool:
+    """An unfinished run of the same configuration with at least one finished epoch."""
+    metrics = run.read_json("metrics.json") or {}
+    if metrics.get("status") in ("finished", "fitted", None):
+        return False
+    previous = run.read_json("config.json") or {}
+    ignore = {"callbacks"}
+    same = {k: v for k, v in previous.items() if k not in ignore} == json.loads(
+        json.dumps({k: v for k, v in config.items() if k not in ignore}, default=str))
+    state = run.read_json(f"{STATE_DIR}/trainer.json") or {}
+    return same and bool(state.get("epoch"))
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name) or "model"
+
+
+def _positive_int(label: str, value, upper: int = 1_000_000) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= upper:
+        raise ConfigError(f"{label} must be a whole number from 1 to {upper}, got {value!r}")
+
+
+def _non_negative_int(label: str, value, upper: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= upper:
+        raise ConfigError(f"{label} must be a whole number from 0 to {upper}, got {value!r}")
+
+
+def _optimizer(name):
+    def make(lr):
+        import keras
+
+        return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+                "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9,
+                                                                  nesterov=True),
+                "rmsprop": keras.optimizers.RMSprop}[name](learning_rate=lr)
+
+    return make
+
+
+OPTIMIZERS = {name: _optimizer(name) for name in ("adam", "adamw", "sgd", "rmsprop")}
