@@ -179,3 +179,45 @@ def build_model(name: str = "cnn", **hyperparameters):
         raise
     except (ValueError, TypeError) as e:
         raise ModelError(f"cannot build model {name!r}: {e}") from None
+
+
+def load_model(path: str):
+    """Load a saved `.keras` model with Keras safe mode on, for inference.
+
+    A model that needs arbitrary code to load (a Lambda layer, a pickled function) is refused,
+    never executed. The model must take 28x28x1 images and output one score per class.
+    """
+    import os
+    import zipfile
+
+    if not os.path.exists(path):
+        raise ModelError(f"{path}: no such model file")
+    if not os.path.isfile(path):
+        raise ModelError(f"{path}: not a file")
+    if not str(path).endswith(".keras"):
+        raise ModelError(f"{path}: expected a .keras model file")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a Keras model file (not a .keras zip archive)")
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - every load failure is the file's fault
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "safe_mode" in str(e) or "lambda" in str(e).lower():
+            raise ModelError(
+                f"{path}: refused: the model needs arbitrary code to load (e.g. a Lambda layer) "
+                "and Keras safe mode is on"
+            ) from None
+        raise ModelError(f"{path}: cannot load model: {message[:300]}") from None
+    try:
+        input_shape = tuple(model.input_shape[1:])
+        output_shape = tuple(model.output_shape[1:])
+    except (AttributeError, ValueError, TypeError):
+        raise ModelError(f"{path}: the model has no single image input and output") from None
+    if input_shape not in ((28, 28, 1), (28, 28)) or len(output_shape) != 1:
+        raise ModelError(
+            f"{path}: the model takes {input_shape} and gives {output_shape}; expected 28x28x1 "
+            "images in and class scores out"
+        )
+    return model

@@ -370,7 +370,6 @@ class Trainer:
         self._callbacks: list | None = None
         self._strategy = None
         self._started = time.time()
-        check_writable_dir(self.log_dir)
         self._apply_precision()
 
     # -- setup -------------------------------------------------------------------------
@@ -545,6 +544,8 @@ class Trainer:
         """
         if data.train is None or data.val is None:
             raise ConfigError(f"dataset {data.name!r} has no training data (it is test-only)")
+        if not self.fast_dev_run:
+            check_writable_dir(self.log_dir)
         self.model, self.data = model, data
         self.config = self._resolved_config(model, data, config)
         self._seed_everything()

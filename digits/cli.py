@@ -1,0 +1,269 @@
+"""The one argument and error layer shared by every `python -m digits.X` entry point.
+
+Nothing here imports TensorFlow: `--help` and argument errors answer at once. Errors caused by
+the user's input become one `error: ...` line on stderr and exit code 2; a failure during
+training (a NaN loss, a callback that raised) exits 1; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Callable
+
+from digits.errors import ConfigError, DigitsError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one `error:` line (no usage dump) and exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's signature
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+# ----------------------------------------------------------------------------- value types
+
+
+def _number_type(kind: type, lo=None, hi=None, lo_open: bool = False, label: str = "a number"):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {label}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if lo is not None and (value < lo or (lo_open and value == lo)):
+            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo}, got {text}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {text}")
+        return value
+
+    parse.__name__ = label
+    return parse
+
+
+positive_int = _number_type(int, 1, 1_000_000, label="a whole number >= 1")
+non_negative_int = _number_type(int, 0, 1_000_000, label="a whole number >= 0")
+seed_int = _number_type(int, 0, 2**31 - 1, label="a seed from 0 to 2147483647")
+batch_int = _number_type(int, 1, 65536, label="a batch size from 1 to 65536")
+fraction = _number_type(float, 0.0, 0.9, lo_open=True, label="a fraction in (0, 0.9]")
+learning_rate = _number_type(float, 0.0, 10.0, lo_open=True, label="a learning rate in (0, 10]")
+
+
+def steps_per_execution(text: str):
+    if text == "auto":
+        return "auto"
+    return _number_type(int, 1, 100_000, label="'auto' or a whole number >= 1")(text)
+
+
+def name_type(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[\w.-]{1,100}", text) or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"must be letters, digits, '.', '_' or '-', got {text!r}")
+    return text
+
+
+def hyperparameter(text: str) -> tuple[str, object]:
+    """`KEY=VALUE` with VALUE a Python literal (`filters=32`, `batch_norm=False`)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise argparse.ArgumentTypeError(f"{key}: {raw!r} is not a literal value") from None
+    if not isinstance(value, (int, float, bool, str)):
+        raise argparse.ArgumentTypeError(f"{key}: expected a number, boolean or string")
+    return key, value
+
+
+def csv_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected one or more comma-separated names")
+    return items
+
+
+# ----------------------------------------------------------------------------- shared flags
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default="auto", metavar="SPEC",
+                       help="auto (full MNIST if available, else the embedded 5,000), mnist, "
+                            "mnist-5k, fashion-mnist, a directory of IDX files or an .npz "
+                            "(default: auto)")
+    group.add_argument("--test-dataset", default=None, metavar="SPEC",
+                       help="a separate test set, e.g. ../shared/data/mnist (the official 10,000); "
+                            "the main dataset then goes whole to training and validation")
+    group.add_argument("--validation-split", type=fraction, default=0.1, metavar="F",
+                       help="fraction held out for validation, stratified (default: 0.1)")
+    group.add_argument("--seed", type=seed_int, default=0, metavar="N",
+                       help="seed of the data split, data order and weights (default: 0)")
+
+
+def add_callback_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("callbacks")
+    group.add_argument("--callbacks", type=csv_list, action="extend", default=[], metavar="A,B",
+                       help="registered callbacks to add to the defaults, by name")
+    group.add_argument("--callback", action="append", default=[], metavar="SPEC",
+                       help="a callback: NAME or package.module:Class, optionally with "
+                            "literal arguments, e.g. 'confusion_matrix(every_n_epochs=2)' "
+                            "(repeatable)")
+    group.add_argument("--no-default-callbacks", action="store_true",
+                       help="drop the default callbacks (TensorBoard, images, reports, progress)")
+    group.add_argument("--list-callbacks", action="store_true",
+                       help="list every registered callback and exit")
+
+
+def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=positive_int, default=epochs_default, metavar="N",
+                       help=f"epochs to train (default: {epochs_default})")
+    group.add_argument("--batch-size", type=batch_int, default=128, metavar="N",
+                       help="batch size (default: 128)")
+    group.add_argument("--learning-rate", type=learning_rate, default=2e-3, metavar="LR",
+                       help="initial learning rate, decayed by a cosine schedule (default: 0.002)")
+    group.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"), default="adam",
+                       help="optimizer (default: adam)")
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic TensorFlow ops (reproducible, slower)")
+    group.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                       default="float32", help="Keras dtype policy (default: float32)")
+    group.add_argument("--strategy", choices=("none", "mirrored"), default="none",
+                       help="mirrored: tf.distribute.MirroredStrategy over this host's GPUs")
+    group.add_argument("--steps-per-execution", type=steps_per_execution, default="auto",
+                       metavar="N", help="batches per compiled call (default: auto = 32)")
+    group.add_argument("--limit-train-batches", type=positive_int, default=None, metavar="N",
+                       help="train on at most N batches per epoch")
+    group.add_argument("--limit-val-batches", type=positive_int, default=None, metavar="N",
+                       help="validate on at most N batches")
+    group.add_argument("--fast-dev-run", action="store_true",
+                       help="a couple of batches of each stage, one epoch, nothing heavy written")
+    group.add_argument("--log-dir", default="logs", metavar="DIR",
+                       help="root of all runs (default: logs)")
+    group.add_argument("--no-resume", action="store_true",
+                       help="always start a fresh run, even if the last identical one was cut off")
+
+
+# ----------------------------------------------------------------------------- TOML config
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv`, taking defaults from `--config FILE.toml` whose keys mirror the flags.
+
+    Flags given on the command line override the file. Unknown keys and values of the wrong
+    type are errors, checked with the same rules as the flags themselves.
+    """
+    args = parser.parse_args(argv)
+    path = getattr(args, "config", None)
+    if not path:
+        return args
+    config = load_toml(path)
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    defaults = {}
+    for key, value in config.items():
+        dest = key.replace("-", "_")
+        if dest not in actions:
+            raise ConfigError(f"{path}: unknown key {key!r}; known keys: "
+                              f"{', '.join(sorted(k.replace('_', '-') for k in actions))}")
+        defaults[dest] = _config_value(path, key, value, actions[dest])
+    parser.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
+def load_toml(path: str) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+
+
+def _config_value(path: str, key: str, value, action: argparse.Action):
+    where = f"{path}: {key}"
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(action, (argparse._AppendAction, argparse._ExtendAction)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+        if action.type is not None:
+            items = []
+            for v in value:
+                items.extend(_convert(where, action, v))
+            return items
+        return value
+    if action.nargs in ("*", "+"):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_convert(where, action, str(v)) for v in value]
+    if isinstance(value, (dict, list)) or isinstance(value, bool):
+        raise ConfigError(f"{where} has the wrong type: {value!r}")
+    if action.type in (int, positive_int, non_negative_int, seed_int, batch_int) and isinstance(value, float):
+        raise ConfigError(f"{where} must be a whole number, got {value!r}")
+    converted = _convert(where, action, str(value))
+    if action.choices is not None and converted not in action.choices:
+        raise ConfigError(f"{where} must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return converted
+
+
+def _convert(where: str, action: argparse.Action, text: str):
+    if action.type is None:
+        return text
+    try:
+        return action.type(text)
+    except argparse.ArgumentTypeError as e:
+        raise ConfigError(f"{where} {e}") from None
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up chatter off the user's terminal (unless they set it)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run a CLI body, turning errors into exit codes: usage 2, failure 1, Ctrl-C 130."""
+    quiet_tensorflow()
+    try:
+        return int(main(argv) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted: state up to the last finished epoch is saved; run the same "
+              "command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DigitsError as e:
+        from digits.trainer import CallbackFailure, TrainingStopped
+
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILURE if isinstance(e, (CallbackFailure, TrainingStopped)) else EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_FAILURE
+
+
+def entry_point(main: Callable[[list[str] | None], int | None]) -> Callable[[], None]:
+    """A console-script function for `main`."""
+
+    def console_script() -> None:
+        raise SystemExit(run_main(main))
+
+    return console_script

@@ -1,0 +1,63 @@
+"""`python -m digits.evaluate`: report a saved model on a dataset's test split.
+
+Example:
+    python -m digits.evaluate --model logs/cnn/version_0/model.keras --dataset ../shared/data/mnist
+"""
+
+from __future__ import annotations
+
+import json
+
+from digits import cli
+
+
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(
+        prog="digits-evaluate",
+        description="Report accuracy, the confusion matrix and the classification report of a "
+                    "saved .keras model on a dataset's test split (Keras safe mode on).",
+    )
+    parser.add_argument("--model", required=True, metavar="PATH", help="a .keras model file")
+    parser.add_argument("--dataset", default="auto", metavar="SPEC",
+                        help="dataset whose test split to use: mnist-5k (its held-out part), "
+                             "mnist, fashion-mnist, a directory of IDX files, an .npz "
+                             "(default: auto)")
+    parser.add_argument("--seed", type=cli.seed_int, default=0, metavar="N",
+                        help="seed of the split, for datasets without their own test part")
+    parser.add_argument("--batch-size", type=cli.batch_int, default=512, metavar="N")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: exit code 0 ok, 2 bad input."""
+    return cli.run_main(run, argv)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from digits.data import load_dataset
+    from digits.models import load_model
+    from digits.trainer import Trainer
+
+    model = load_model(args.model)
+    data = load_dataset(args.dataset, seed=args.seed)
+    if data.test is None:
+        from digits.errors import DatasetError
+
+        raise DatasetError(f"dataset {args.dataset!r} has no test split")
+    trainer = Trainer(callbacks=[], batch_size=args.batch_size, enable_checkpointing=False,
+                      verbose=False)
+    result = trainer.test(model, data)
+    if args.json:
+        print(json.dumps({"model": args.model, "dataset": data.summary(), **result.to_dict()},
+                         indent=2))
+    else:
+        from callbacks.rich_report import print_report
+
+        print_report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

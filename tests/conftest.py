@@ -1,0 +1,47 @@
+"""Shared fixtures: real data (the embedded 5,000 MNIST digits, the official test set)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    """The embedded 5,000 digits, split 4,050 / 450 / 500 (seed 0)."""
+    from digits.data import load_dataset
+
+    return load_dataset("mnist-5k")
+
+
+@pytest.fixture(scope="session")
+def small_data(mnist5k):
+    """A small real slice for quick trainings: 512 train, 256 validation, 256 test images."""
+    from digits.data import Dataset
+
+    return Dataset(mnist5k.train.take(512), mnist5k.val.take(256), mnist5k.test.take(256),
+                   "mnist-5k-small", "a slice of the embedded digits")
+
+
+@pytest.fixture(scope="session")
+def official_test_dir():
+    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"the official MNIST test set is missing at {SHARED_MNIST}")
+    return SHARED_MNIST
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,
+            input: str | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m <args>` the way a user would, capturing text output."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, input=input)

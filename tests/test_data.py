@@ -1,0 +1,132 @@
+"""Datasets: every spec, read from real files, split the way we promise."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from digits.data import (
+    FASHION_MNIST_DIR, Split, load_dataset, load_idx, load_idx_directory, load_npz,
+    make_pipeline, stratified_split,
+)
+from digits.errors import DatasetError
+
+
+def write_idx(path, array, gz=False):
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def test_embedded_digits_split_is_stratified_shuffled_and_disjoint(mnist5k):
+    assert (len(mnist5k.train), len(mnist5k.val), len(mnist5k.test)) == (4050, 450, 500)
+    for split in (mnist5k.train, mnist5k.val, mnist5k.test):
+        assert split.x.dtype == np.float32 and split.x.shape[1:] == (28, 28, 1)
+        assert 0.0 <= split.x.min() and split.x.max() <= 1.0
+        counts = np.bincount(split.y, minlength=10)
+        assert counts.max() - counts.min() <= 1, counts  # stratified: every class equally
+        assert not (np.diff(split.y) >= 0).all()  # shuffled, not sorted by class
+    flat = {s: {a.tobytes() for a in getattr(mnist5k, s).x} for s in ("train", "val", "test")}
+    assert not flat["train"] & flat["val"] and not flat["train"] & flat["test"]
+    assert not flat["val"] & flat["test"]
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    a, b, c = (load_dataset("mnist-5k", seed=s) for s in (0, 0, 1))
+    assert np.array_equal(a.val.y, b.val.y) and np.array_equal(a.val.x, b.val.x)
+    assert not np.array_equal(a.val.x, c.val.x)
+
+
+def test_official_test_set_as_separate_test_dataset(official_test_dir):
+    data = load_dataset("mnist-5k", test_dataset=str(official_test_dir))
+    assert (len(data.train), len(data.val), len(data.test)) == (4500, 500, 10000)
+    assert np.bincount(data.test.y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert "tested on" in data.description
+
+
+def test_test_only_directory_has_no_training_part(official_test_dir):
+    data = load_dataset(str(official_test_dir))
+    assert data.train is None and data.val is None and len(data.test) == 10000
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason="dataset-fashion-mnist not installed")
+def test_fashion_mnist_from_debian_idx_files():
+    data = load_dataset("fashion-mnist")
+    assert len(data.train) + len(data.val) == 60000 and len(data.test) == 10000
+    assert data.class_names[9] == "Ankle boot"
+
+
+def test_idx_directory_written_by_hand_round_trips(tmp_path, mnist5k):
+    x = (mnist5k.train.x[:50, ..., 0] * 255).round().astype(np.uint8)
+    y = mnist5k.train.y[:50]
+    write_idx(tmp_path / "train-images-idx3-ubyte", x)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", y)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", x[:20], gz=True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", y[:20], gz=True)
+    train, test = load_idx_directory(tmp_path)
+    assert np.array_equal(train.y, y) and np.allclose(train.x[..., 0], x / 255.0)
+    assert len(test) == 20
+    data = load_dataset(str(tmp_path), validation_split=0.2)
+    assert len(data.train) == 40 and len(data.val) == 10 and len(data.test) == 20
+
+
+def test_npz_round_trip_and_test_only(tmp_path, mnist5k):
+    x = (mnist5k.train.x[:40, ..., 0] * 255).astype(np.uint8)
+    y = mnist5k.train.y[:40]
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:10], y_test=y[:10])
+    train, test = load_npz(tmp_path / "d.npz")
+    assert len(train) == 40 and len(test) == 10
+    np.savez(tmp_path / "t.npz", x_test=x[:10].reshape(10, 784), y_test=y[:10])
+    train, test = load_npz(tmp_path / "t.npz")
+    assert train is None and test.x.shape == (10, 28, 28, 1)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda b: b"\x00\x01" + b[2:], "magic"),
+    (lambda b: b[:2] + b"\x0d" + b[3:], "element type"),
+    (lambda b: b[:-5], "truncated"),
+    (lambda b: b + b"\x00", "trailing"),
+    (lambda b: b[:3] + b"\x02" + b[4:], "dimensions"),
+    (lambda b: b[:7], "header"),
+])
+def test_malformed_idx_is_refused(tmp_path, mutate, message):
+    path = tmp_path / "x-images"
+    write_idx(path, np.zeros((3, 28, 28), dtype=np.uint8))
+    path.write_bytes(mutate(path.read_bytes()))
+    with pytest.raises(DatasetError, match=message):
+        load_idx(path)
+
+
+def test_labels_out_of_range_are_refused(tmp_path):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((3, 28, 28), dtype=np.uint8))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([1, 2, 11]))
+    with pytest.raises(DatasetError, match="0-9"):
+        load_idx_directory(tmp_path)
+
+
+def test_unknown_spec_names_the_choices():
+    with pytest.raises(DatasetError, match="mnist-5k"):
+        load_dataset("mnist-6k")
+
+
+def test_stratified_split_refuses_impossible_fractions(mnist5k):
+    tiny = Split(mnist5k.train.x[:5], mnist5k.train.y[:5])
+    with pytest.raises(DatasetError):
+        stratified_split(tiny, 0.1, 0)
+
+
+def test_training_pipeline_orders_each_epoch_from_seed_and_epoch(small_data):
+    import tensorflow as tf
+
+    epoch = tf.Variable(0, dtype=tf.int64)
+    ds = make_pipeline(small_data.train, 64, shuffle=True, seed=3, epoch=epoch)
+    first = np.concatenate([y.numpy() for _, y in ds])
+    again = np.concatenate([y.numpy() for _, y in ds])
+    epoch.assign(1)
+    second = np.concatenate([y.numpy() for _, y in ds])
+    assert np.array_equal(first, again)          # epoch 0 is always the same order
+    assert not np.array_equal(first, second)     # epoch 1 is another order
+    assert sorted(first) == sorted(small_data.train.y.tolist())  # each epoch sees every image once
