@@ -77,6 +77,8 @@ def cnn(
     _check_range("dense_units", dense_units, 1, 4096)
     _check_range("dense_dropout", dense_dropout, 0.0, 0.9)
     _check_range("augment", augment, 0.0, 3.0)
+    if not isinstance(batch_norm, bool):
+        raise ModelError(f"batch_norm must be true or false, got {batch_norm!r}")
 
     inputs = keras.Input((28, 28, 1), name="image")
     x = inputs

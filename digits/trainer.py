@@ -435,8 +435,8 @@ class Trainer:
         total_steps = max(1, steps_per_epoch * self.max_epochs)
         lr = (keras.optimizers.schedules.CosineDecay(self.learning_rate, total_steps, alpha=0.01)
               if self.lr_schedule == "cosine" else self.learning_rate)
-        optimizer = OPTIMIZERS[self.optimizer_name](lr)
         with self.strategy.scope():
+            optimizer = OPTIMIZERS[self.optimizer_name](lr)  # its variables belong in the scope
             model.compile(
                 optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(),
