@@ -62,7 +62,7 @@ def summary_step(trainer) -> int:
     return max(int(getattr(trainer, "current_epoch", 0) or 0) - 1, 0)
 
 
-def current_learning_rate(model) -> float | None:
+def _current_learning_rate(model) -> float | None:
     """The optimizer's learning rate now (a schedule is evaluated at the current step)."""
     import keras
 
@@ -78,7 +78,8 @@ class TensorBoardScalars(Callback):
 
     Training metrics go to `<run>/train` and validation metrics (the `val_` logs, prefix
     dropped) to `<run>/validation`, tagged `epoch_<metric>` at step = epoch index, as Keras'
-    TensorBoard callback lays them out. `train/` also gets `epoch_learning_rate` (read from the
+    TensorBoard callback lays them out. `train/` also gets `epoch_learning_rate` (the logs'
+    `learning_rate` when a callback such as `lr_monitor` put one there, else read from the
     optimizer, so schedules show their current value), `epoch_time_seconds` (the whole epoch,
     validation included) and `epoch_images_per_second` (training images over training time).
 
@@ -135,9 +136,12 @@ class TensorBoardScalars(Callback):
                 validation[key[4:]] = float(value)
             else:
                 train[key] = float(value)
-        learning_rate = current_learning_rate(self.model)
-        if learning_rate is not None:
-            train["learning_rate"] = learning_rate
+        if "learning_rate" not in train:
+            # The logs' value wins when there is one (the lr_monitor callback puts the rate the
+            # epoch began with there), so TensorBoard and metrics.json agree.
+            learning_rate = _current_learning_rate(self.model)
+            if learning_rate is not None:
+                train["learning_rate"] = learning_rate
         if self._epoch_started is not None:
             train["time_seconds"] = now - self._epoch_started
             training_seconds = (self._training_ended or now) - self._epoch_started
