@@ -50,6 +50,10 @@ class Checkpoint(Callback):
             return
         if self.trainer.run is None or self.trainer.fast_dev_run:
             return
+        if (self.trainer.stop_reason or "").startswith("fault:"):
+            # A model that just went NaN can still score a finite val_accuracy (argmax of NaN
+            # is class 0); the last good checkpoint must survive it.
+            return
         if self._better(float(value)):
             self.best, self.best_epoch = float(value), epoch + 1
             with atomic_path(self.trainer.run.file(self.filename), suffix=".keras") as tmp:
