@@ -1,0 +1,146 @@
+"""`python -m digits.callbacks`: list every registered callback, where it comes from, what it does.
+
+`digits-train --list-callbacks` prints the same list. Descriptions are read from the source
+when possible, so listing does not import TensorFlow; a callback whose source cannot be read is
+imported to get its docstring, and one that fails to import is listed with the error.
+
+Example:
+    $ python -m digits.callbacks
+    name            from                                        description
+    checkpoint      digits (callbacks.checkpoint:Checkpoint)    Save the best model by ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import importlib.machinery
+import importlib.util
+import sys
+
+from digits.errors import DigitsError
+
+
+@dataclasses.dataclass(frozen=True)
+class CallbackListing:
+    """One row of the list: the callback's name, its distribution, its target, its summary."""
+
+    name: str
+    distribution: str
+    target: str
+    description: str
+
+
+def registered_callbacks() -> list[CallbackListing]:
+    """Every callback in the `digits.callbacks` entry-point group, sorted by name.
+
+    Example:
+        >>> [c.name for c in registered_callbacks()][:2]
+        ['checkpoint', 'classification_report']
+    """
+    from callbacks.registry import registered
+
+    rows = []
+    for name, entry in registered().items():
+        rows.append(CallbackListing(name, entry.distribution, entry.value, _description(entry)))
+    return rows
+
+
+def print_callbacks(console=None) -> None:
+    """Print the list: a rich table on a terminal, aligned plain lines otherwise."""
+    from rich.table import Table
+
+    from callbacks.console import is_plain, make_console, table_box
+
+    console = console or make_console()
+    rows = registered_callbacks()
+    if is_plain(console):
+        name_width = max(len("name"), *(len(r.name) for r in rows))
+        source = [f"{r.distribution} ({r.target})" for r in rows]
+        source_width = max(len("from"), *(len(s) for s in source))
+        lines = [f"{'name':<{name_width}}  {'from':<{source_width}}  description"]
+        for row, src in zip(rows, source, strict=True):
+            lines.append(f"{row.name:<{name_width}}  {src:<{source_width}}  {row.description}")
+        console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table(title="registered callbacks (entry-point group digits.callbacks)",
+                  title_justify="left", box=table_box(console))
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    table.add_column("from", style="dim")
+    table.add_column("description")
+    for row in rows:
+        table.add_row(row.name, f"{row.distribution}\n{row.target}", row.description)
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """List the registered callbacks; exit 2 with one line on error."""
+    parser = argparse.ArgumentParser(
+        prog="python -m digits.callbacks",
+        description="List every callback registered under the digits.callbacks entry-point "
+                    "group: built-in and installed plugins, usable by name with --callbacks.",
+    )
+    parser.parse_args(argv)
+    try:
+        print_callbacks()
+    except DigitsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _description(entry) -> str:
+    module, _, attr = entry.value.partition(":")
+    doc = _docstring_from_source(module.strip(), attr.strip())
+    if doc is not None:
+        return doc
+    from callbacks.registry import describe
+
+    try:
+        return describe(entry.load())
+    except DigitsError as e:
+        return f"(failed to import: {e})"
+
+
+def _docstring_from_source(module: str, attr: str) -> str | None:
+    """The first docstring line of `module:attr`, read without importing anything.
+
+    None when the source cannot be found or `attr` is not a class or function defined at the
+    top of that module (re-exported, made by a factory, ...): the caller then imports it.
+    """
+    path = _module_file(module)
+    if path is None or "." in attr or not attr:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == attr:
+            doc = (ast.get_docstring(node) or "").strip()
+            return doc.splitlines()[0] if doc else ""
+    return None
+
+
+def _module_file(module: str) -> str | None:
+    # `importlib.util.find_spec("a.b")` would import package `a` (and with it TensorFlow), so
+    # walk the package path one part at a time instead.
+    parts = module.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+        for i in range(1, len(parts)):
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(
+                ".".join(parts[: i + 1]), list(spec.submodule_search_locations))
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return spec.origin
+
+
+if __name__ == "__main__":
+    sys.exit(main())
