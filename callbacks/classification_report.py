@@ -67,9 +67,10 @@ def _write_text(writer, tag: str, text: str, step: int) -> None:
 class ClassificationReport(Callback):
     """Write the per-class precision/recall/f1 report to TensorBoard's Text tab and to a file.
 
-    Every `every_n_epochs` epochs (and after the last one) the validation report, derived
-    from the validation confusion matrix Keras' own validation pass collected (no second
-    pass), goes to `<run>/validation` as text tagged `classification_report`. After
+    Every `every_n_epochs` epochs (and after the last one, also when stopped early) the
+    validation report, derived from the validation confusion matrix Keras' own validation
+    pass collected (no second pass), goes to `<run>/validation` as text tagged
+    `classification_report`. After
     `Trainer.test`, the test report goes to `<run>/test` as `test/classification_report` and,
     in scikit-learn's plain-text layout, to `<run>/classification_report.txt` (atomically).
     The `test` section of metrics.json is the Trainer's own.
@@ -92,12 +93,26 @@ class ClassificationReport(Callback):
                 or every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be a whole number >= 1, got {every_n_epochs!r}")
         self.every_n_epochs = every_n_epochs
+        self._last_epoch: int | None = None
+        self._written_epoch: int | None = None
+
+    def on_fit_start(self, trainer) -> None:
+        self._last_epoch = self._written_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        last = self.trainer is not None and epoch + 1 >= self.trainer.max_epochs
+        if (epoch + 1) % self.every_n_epochs == 0 or last:
+            self._write_validation(epoch)
+
+    def on_fit_end(self, trainer) -> None:
+        # Stopped early between two due epochs: the final model's report still belongs here.
+        if self._last_epoch is not None and self._last_epoch != self._written_epoch:
+            self._write_validation(self._last_epoch)
+
+    def _write_validation(self, epoch: int) -> None:
         trainer = self.trainer
         if trainer is None or trainer.run is None:
-            return
-        if (epoch + 1) % self.every_n_epochs and epoch + 1 < trainer.max_epochs:
             return
         matrix = validation_confusion_matrix(trainer, self.model)
         if matrix is None:
@@ -109,6 +124,7 @@ class ClassificationReport(Callback):
             f"**validation accuracy** {accuracy:.4f} on {total} examples, epoch {epoch + 1}",
         )
         _write_text(summary_writer(trainer, "validation"), "classification_report", text, epoch)
+        self._written_epoch = epoch
 
     def on_test_end(self, trainer, result) -> None:
         if trainer.run is None:

@@ -246,7 +246,8 @@ def write_image(writer, tag: str, image, step: int) -> None:
 class ConfusionMatrixImages(Callback):
     """Show the validation confusion matrix in TensorBoard every few epochs, and the test one.
 
-    Every `every_n_epochs` epochs (and after the last epoch) the validation confusion matrix
+    Every `every_n_epochs` epochs (and after the last one, also when stopped early) the
+    validation confusion matrix
     becomes an image tagged `confusion_matrix` in `<run>/validation` at step = epoch index,
     under TensorBoard's Images tab. The matrix comes from the validation pass Keras already
     ran: no second prediction pass. After `Trainer.test`, the test matrix is written as
@@ -271,14 +272,29 @@ class ConfusionMatrixImages(Callback):
                 or every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be a whole number >= 1, got {every_n_epochs!r}")
         self.every_n_epochs = every_n_epochs
+        self._last_epoch: int | None = None
+        self._drawn_epoch: int | None = None
 
     def _due(self, epoch: int) -> bool:
         last = self.trainer is not None and epoch + 1 >= self.trainer.max_epochs
         return (epoch + 1) % self.every_n_epochs == 0 or last
 
+    def on_fit_start(self, trainer) -> None:
+        self._last_epoch = self._drawn_epoch = None
+
     def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        if self._due(epoch):
+            self._draw_validation(epoch)
+
+    def on_fit_end(self, trainer) -> None:
+        # Stopped early between two due epochs: the final model's matrix still belongs here.
+        if self._last_epoch is not None and self._last_epoch != self._drawn_epoch:
+            self._draw_validation(self._last_epoch)
+
+    def _draw_validation(self, epoch: int) -> None:
         trainer = self.trainer
-        if trainer is None or trainer.run is None or not self._due(epoch):
+        if trainer is None or trainer.run is None:
             return
         matrix = validation_confusion_matrix(trainer, self.model)
         if matrix is None:
@@ -286,6 +302,7 @@ class ConfusionMatrixImages(Callback):
         image = draw_confusion_matrix(matrix, trainer.data.class_names,
                                       f"validation confusion matrix, epoch {epoch + 1}")
         write_image(summary_writer(trainer, "validation"), "confusion_matrix", image, epoch)
+        self._drawn_epoch = epoch
 
     def on_test_end(self, trainer, result) -> None:
         if trainer.run is None:

@@ -84,7 +84,7 @@ class TensorBoardScalars(Callback):
     validation included) and `epoch_images_per_second` (training images over training time).
 
     Writers are created once when fitting starts, flushed after every epoch and closed when
-    the stage ends. Other callbacks find them with `summary_writer(trainer, split)` or
+    the stage ends (in `teardown`, after every callback's `on_fit_end` has had its say). Other callbacks find them with `summary_writer(trainer, split)` or
     `writers`; `log_dir` is the run directory.
 
     Args:
@@ -106,10 +106,11 @@ class TensorBoardScalars(Callback):
 
     @property
     def writers(self) -> dict:
-        """The "train" and "validation" writers of the current run (empty before fitting)."""
-        if self.trainer is None or self.trainer.run is None or self.log_dir is None:
+        """The open writers of the current run, by split (empty before fitting and after)."""
+        if self.trainer is None or self.trainer.run is None:
             return {}
-        return {split: summary_writer(self.trainer, split) for split in ("train", "validation")}
+        run = str(self.trainer.run.path.resolve())
+        return {split: writer for (path, split), writer in _WRITERS.items() if path == run}
 
     def on_fit_start(self, trainer) -> None:
         self.log_dir = str(trainer.run.path)
@@ -167,9 +168,6 @@ class TensorBoardScalars(Callback):
         if steps:
             images = min(images, int(steps) * trainer.batch_size)
         return images
-
-    def on_fit_end(self, trainer) -> None:
-        close_summary_writers(trainer)
 
     def teardown(self, trainer, stage: str) -> None:
         close_summary_writers(trainer)

@@ -21,6 +21,7 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
+from callbacks.base import Callback
 from callbacks.classification_report import ClassificationReport
 from callbacks.confusion_matrix import ConfusionMatrixImages
 from callbacks.misclassified import MisclassifiedImages
@@ -191,6 +192,24 @@ def test_a_model_compiled_by_the_user_gets_one_fallback_prediction_pass(tmp_path
     assert decode_image(series(validation, "confusion_matrix", "images")[0]).height >= 400
     report = series(validation, "classification_report", "text")[0].item().decode()
     assert "| weighted avg |" in report and f"| {len(small_data.val)} |" in report
+
+
+def test_a_run_stopped_between_due_epochs_still_shows_its_final_matrix(tmp_path, small_data):
+    class StopAfterFirstEpoch(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    trainer = Trainer(max_epochs=4, log_dir=tmp_path, name="stopped", limit_train_batches=2,
+                      verbose=False, enable_checkpointing=False,
+                      callbacks=[TensorBoardScalars(), ConfusionMatrixImages(every_n_epochs=2),
+                                 ClassificationReport(every_n_epochs=2), StopAfterFirstEpoch()])
+    trainer.fit(trainer.build_model("mlp", hidden_units=32), small_data)
+
+    assert trainer.current_epoch == 1  # epoch index 0 was not due (every 2nd epoch)
+    validation = read(trainer.run.path / "validation")
+    assert list(series(validation, "confusion_matrix", "images")) == [0]
+    assert list(series(validation, "classification_report", "text")) == [0]
+    assert len(list((trainer.run.path / "validation").glob("events.out.tfevents.*"))) == 1
 
 
 def test_tensorboard_serves_the_scalar_image_and_text_tags(run):
