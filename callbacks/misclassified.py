@@ -87,7 +87,10 @@ def draw_misclassified(images, y_true, probabilities, class_names, title: str):
         confidence = float(probabilities[index][predicted])
         centre = x + side / 2
         true_text = _fit(f"true {class_names[int(y_true[index])]}", font, _TILE_WIDTH - 6)
-        pred_text = _fit(f"pred {class_names[predicted]} ({confidence:.0%})", font, _TILE_WIDTH - 6)
+        # Shorten the name, never the confidence.
+        suffix = f" ({confidence:.0%})"
+        pred_text = _fit(f"pred {class_names[predicted]}", font,
+                         _TILE_WIDTH - 6 - int(font.getlength(suffix))) + suffix
         draw.text((centre, y + side + 5), true_text, font=font, fill=_RIGHT, anchor="mt")
         draw.text((centre, y + side + 5 + line), pred_text, font=font, fill=_WRONG, anchor="mt")
     return canvas
