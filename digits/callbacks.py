@@ -67,7 +67,7 @@ def print_callbacks(console=None) -> None:
     table = Table(title="registered callbacks (entry-point group digits.callbacks)",
                   title_justify="left", box=table_box(console))
     table.add_column("name", style="bold cyan", no_wrap=True)
-    table.add_column("from", style="dim")
+    table.add_column("from", style="dim", overflow="fold")
     table.add_column("description")
     for row in rows:
         table.add_row(row.name, f"{row.distribution}\n{row.target}", row.description)
