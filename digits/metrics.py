@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 
+@keras.saving.register_keras_serializable(package="digits")
 class StreamingConfusionMatrix(keras.metrics.Metric):
     """Accumulates a confusion matrix over the batches Keras already evaluates.
 
