@@ -9,8 +9,11 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+
+# Every temporary file `atomic_path` makes has this in its name (".metrics.json.k2j4.tmp").
+TMP_MARK = ".tmp"
 
 
 @contextlib.contextmanager
@@ -25,17 +28,58 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp" + suffix)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_MARK + suffix)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); the result should be an ordinary file.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
+        _fsync_directory(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete what `atomic_path` left in `directory` when its process was killed mid-write.
+
+    Only call this while no other process can be writing there (the Trainer holds the run's
+    lock). Returns the removed paths.
+    """
+    removed = []
+    for stale in Path(directory).glob(f".*{TMP_MARK}*"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
+def _read_umask() -> int:
+    # Read once, at import: os.umask can only be read by setting it, which is not thread-safe.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable across a power cut; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
@@ -51,7 +95,12 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(target: str | os.PathLike, obj) -> None:
     """Write `obj` as indented JSON to `target` atomically."""
-    atomic_write_text(target, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    atomic_write_text(target, to_json(obj))
+
+
+def to_json(obj) -> str:
+    """`obj` as the indented JSON text that `atomic_write_json` writes (NumPy values allowed)."""
+    return json.dumps(obj, indent=2, default=_json_default) + "\n"
 
 
 def _json_default(value):
