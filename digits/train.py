@@ -7,6 +7,7 @@ Example:
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from digits import cli
 
@@ -47,16 +48,26 @@ def run(argv: list[str] | None = None) -> int:
 
         return list_callbacks([])
 
-    # Everything the user gave is checked before a run directory exists.
+    # Everything the user gave is checked before a run directory exists, the cheap checks
+    # (no TensorFlow yet) first.
     from callbacks.registry import resolve
     from digits.data import load_dataset
+    from digits.errors import DatasetError, ModelError
     from digits.models import model_hyperparameters
-    from digits.trainer import Trainer
+    from digits.trainer import Trainer, check_writable_dir
 
     hyperparameters = dict(args.hp)
-    model_hyperparameters(args.model)  # an unknown model name fails here, before loading data
+    accepted = model_hyperparameters(args.model)  # an unknown model fails before loading data
+    unknown = sorted(set(hyperparameters) - set(accepted))
+    if unknown:
+        raise ModelError(f"model {args.model!r} has no hyperparameter {', '.join(unknown)}; "
+                         f"it takes: {', '.join(accepted) or 'none'} (the seed is --seed)")
+    if not args.fast_dev_run:
+        check_writable_dir(Path(args.log_dir) / (args.name or args.model))
     data = load_dataset(args.dataset, test_dataset=args.test_dataset,
-                        validation_split=args.validation_split, seed=args.seed)
+                        validation_split=args.validation_split, seed=args.seed, announce=False)
+    if data.train is None:
+        raise DatasetError(f"dataset {args.dataset!r} has no training data, only a test part")
     callbacks = resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
     trainer = Trainer(
         max_epochs=args.epochs,
@@ -77,6 +88,7 @@ def run(argv: list[str] | None = None) -> int:
         resume=not args.no_resume,
     )
     model = trainer.build_model(args.model, **hyperparameters)
+    data.announce()  # only now: a refused input gets its one `error:` line and nothing else
     config = {"command": "train", "dataset": args.dataset, "test_dataset": args.test_dataset,
               "validation_split": args.validation_split}
     trainer.fit(model, data, config=config)

@@ -5,17 +5,21 @@ This is the only place in the project that calls `model.fit`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import signal
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from digits.atomic import atomic_path, atomic_write_json
+from digits.atomic import atomic_path, atomic_write_json, remove_stale_temporaries, to_json
 from digits.data import Dataset, Split, make_pipeline
 from digits.errors import ConfigError, DigitsError, RunDirectoryError
 from digits.results import TestResult
@@ -56,6 +60,7 @@ class RunDirectory:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     def __repr__(self) -> str:
         return f"RunDirectory({str(self.path)!r})"
@@ -110,19 +115,82 @@ class RunDirectory:
     def write_json(self, name: str, obj) -> None:
         atomic_write_json(self.file(name), obj)
 
+    def try_lock(self) -> bool:
+        """Take this run's lock; False when another live process holds it.
+
+        The lock is an advisory `flock` on `<run>/.lock`: the kernel drops it when its process
+        ends, SIGKILL included, so a crashed run never stays locked.
+        """
+        if self._lock_fd is not None:
+            return True
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: one process per run is on the user
+            return True
+        fd = os.open(self.file(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def unlock(self) -> None:
+        """Release the lock taken by `try_lock` (closing the file releases the flock)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
 
 def check_writable_dir(path: str | os.PathLike) -> None:
-    """Refuse, before any training, a log directory that cannot be created or written."""
+    """Refuse, before any training, a log directory that cannot be created or written.
+
+    Checks by writing: `os.access` says yes to root on a directory that still refuses files
+    (a read-only mount, /proc).
+    """
     path = Path(path)
     probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
+    try:
+        while not probe.exists():
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        is_dir = probe.is_dir()
+    except OSError as e:
+        raise RunDirectoryError(f"{_short(path)}: {e.strerror or e}") from None
+    if probe.is_file():
         raise RunDirectoryError(f"{probe} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RunDirectoryError(f"{probe} is not writable")
+    if not is_dir:
+        raise RunDirectoryError(f"{probe} is not a directory")
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".digits-write-test-")
+    except OSError as e:
+        raise RunDirectoryError(f"{probe} is not writable: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(name)
+
+
+def _short(path, limit: int = 200) -> str:
+    text = str(path)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold Ctrl-C until the block is done, so that state being written is written whole."""
+    if threading.current_thread() is not threading.main_thread() \
+            or not callable(signal.getsignal(signal.SIGINT)):
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            previous(signal.SIGINT, caught[0])
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -203,9 +271,10 @@ class _Dispatcher:
         for callback, hook in pairs:
             try:
                 getattr(callback, hook)(*args, **kwargs)
-            except (KeyboardInterrupt, CallbackFailure):
+            except (KeyboardInterrupt, CallbackFailure, TrainingStopped):
                 raise
-            except Exception as e:  # noqa: BLE001 - attributed to the callback and re-raised
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - attributed and re-raised
+                # SystemExit too: a plugin calling sys.exit() must not end the run silently.
                 raise CallbackFailure(callback, hook, e) from e
 
     def trainer_hook(self, hook: str, *args) -> None:
@@ -244,7 +313,9 @@ class _RunRecorder:
             if np.ndim(value) == 0:
                 trainer.history.setdefault(key, []).append(float(value))
         trainer.current_epoch = epoch + 1
-        trainer._save_state()
+        if not (trainer.stop_reason or "").startswith("fault:"):
+            # A faulted epoch (NaN weights) never replaces the last good state.
+            trainer._save_state()
         trainer._write_metrics(status="running")
 
 
@@ -409,8 +480,8 @@ class Trainer:
         return self._callbacks
 
     def _resolve_callbacks(self) -> list:
-        from callbacks.registry import default_callbacks
         from callbacks.checkpoint import Checkpoint
+        from callbacks.registry import default_callbacks
 
         chosen = list(default_callbacks()) if self._user_callbacks is None else list(self._user_callbacks)
         if self.enable_checkpointing and not any(isinstance(c, Checkpoint) for c in chosen):
@@ -470,48 +541,87 @@ class Trainer:
             return
         if self.resume:
             latest = RunDirectory.latest(self.log_dir, name)
-            if latest is not None and _resumable(latest, config):
-                self.run = latest
-                return
+            # The lock keeps a second identical command from resuming a run that is still alive.
+            if latest is not None and latest.try_lock():
+                if _resumable(latest, config):
+                    for directory in (latest.path, latest.file(STATE_DIR)):
+                        remove_stale_temporaries(directory)  # half-written files of the crash
+                    self.run = latest
+                    return
+                latest.unlock()
         self.run = RunDirectory.create(self.log_dir, name)
+        self.run.try_lock()
+
+    def _release_run(self) -> None:
+        if self.run is not None:
+            self.run.unlock()
 
     def _save_state(self) -> None:
-        """Weights + optimizer, then the small JSON that commits them (atomic, in that order)."""
+        """Weights + optimizer, then the small JSON that commits them (atomic, in that order).
+
+        The weights file holds the model's and the optimizer's variables (with its iteration
+        count, which drives the learning-rate schedule). Random layers' seed-generator states
+        (dropout, augmentation) are not in it, so they go into trainer.json: with them a resumed
+        `--deterministic` run draws the same masks as one that went straight through.
+        """
         if self.run is None or self.fast_dev_run:
             return
-        state_dir = self.run.file(STATE_DIR)
-        state_dir.mkdir(exist_ok=True)
-        weights_name = f"epoch_{self.current_epoch}.weights.h5"
-        with atomic_path(state_dir / weights_name, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
         callback_states = {}
         for c in self.callbacks:
             if hasattr(c, "state_dict"):
-                callback_states[c.state_key] = c.state_dict()
-        atomic_write_json(state_dir / "trainer.json", {
-            "epoch": self.current_epoch,
-            "weights": weights_name,
-            "callbacks": callback_states,
-            "history": self.history,
-            "stop_reason": self.stop_reason,
-        })
-        for old in state_dir.glob("epoch_*.weights.h5"):
-            if old.name != weights_name:
-                old.unlink(missing_ok=True)
+                try:
+                    callback_state = c.state_dict()
+                    to_json(callback_state)
+                except Exception as e:  # noqa: BLE001 - attributed to the callback
+                    raise CallbackFailure(c, "state_dict", e) from e
+                callback_states[c.state_key] = callback_state
+        state_dir = self.run.file(STATE_DIR)
+        weights_name = f"epoch_{self.current_epoch}.weights.h5"
+        try:
+            with _interrupts_deferred():
+                state_dir.mkdir(exist_ok=True)
+                with atomic_path(state_dir / weights_name, suffix=".weights.h5") as tmp:
+                    self.model.save_weights(tmp)
+                atomic_write_json(state_dir / "trainer.json", {
+                    "epoch": self.current_epoch,
+                    "weights": weights_name,
+                    "seed_generators": [v.numpy().tolist() for v in _seed_states(self.model)],
+                    "callbacks": callback_states,
+                    "history": self.history,
+                    "stop_reason": self.stop_reason,
+                })
+                for old in state_dir.glob("epoch_*.weights.h5"):
+                    if old.name != weights_name:
+                        old.unlink(missing_ok=True)
+        except OSError as e:
+            raise TrainingStopped(
+                f"cannot save the run's state in {state_dir}: {e.strerror or e}") from e
 
     def _load_state(self, model) -> dict | None:
         state = self.run.read_json(f"{STATE_DIR}/trainer.json") if self.run else None
         if not state or not state.get("epoch"):
             return None
         weights = self.run.file(STATE_DIR) / state["weights"]
-        if not weights.is_file():
-            return None
-        model.optimizer.build(model.trainable_variables)
-        model.load_weights(weights)
+        try:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(weights)
+            seeds = state.get("seed_generators") or []
+            variables = _seed_states(model)
+            if len(seeds) == len(variables):
+                for variable, value in zip(variables, seeds, strict=True):
+                    variable.assign(np.asarray(value, dtype=variable.dtype))
+        except Exception as e:  # noqa: BLE001 - a damaged state file is reported, not raised
+            raise RunDirectoryError(
+                f"cannot resume {self.run.path} from epoch {state['epoch']}: {e}; "
+                "start afresh with --no-resume") from None
         for c in self.callbacks:
             if hasattr(c, "load_state_dict") and c.state_key in state.get("callbacks", {}):
-                c.load_state_dict(state["callbacks"][c.state_key])
+                try:
+                    c.load_state_dict(state["callbacks"][c.state_key])
+                except Exception as e:  # noqa: BLE001 - attributed to the callback
+                    raise CallbackFailure(c, "load_state_dict", e) from e
         self.history = {k: list(v) for k, v in state.get("history", {}).items()}
+        self.stop_reason = state.get("stop_reason")
         return state
 
     def _write_metrics(self, status: str) -> None:
@@ -535,19 +645,28 @@ class Trainer:
 
     # -- stages --------------------------------------------------------------------------
 
-    def fit(self, model, data: Dataset, config: dict | None = None):
+    def fit(self, model, data: Dataset, config: dict | None = None, initial_epoch: int = 0):
         """Train `model` on `data.train`, validating on `data.val` every epoch.
 
         Compiles an uncompiled model (Adam, sparse categorical cross-entropy, accuracy, cosine
         learning-rate decay), creates or resumes the run directory, and runs the callbacks.
         Returns the Keras `History`.
+
+        `initial_epoch` (default 0) is for a model that already holds that many epochs of
+        training, as keras-tuner's Hyperband continues a trial: epochs are numbered from there
+        and the learning-rate schedule goes on from there. A resumed run starts from its own
+        saved epoch instead.
         """
+        _non_negative_int("initial_epoch", initial_epoch, upper=self.max_epochs - 1)
         if data.train is None or data.val is None:
             raise ConfigError(f"dataset {data.name!r} has no training data (it is test-only)")
+        _check_model_fits_data(model, data)
         if not self.fast_dev_run:
             check_writable_dir(self.log_dir)
         self.model, self.data = model, data
         self.config = self._resolved_config(model, data, config)
+        if initial_epoch:
+            self.config["trainer"]["initial_epoch"] = int(initial_epoch)
         self._seed_everything()
         train_steps = -(-len(data.train) // self.batch_size)
         if self.limits.train:
@@ -558,15 +677,22 @@ class Trainer:
         for c in self.callbacks:
             if hasattr(c, "trainer"):
                 c.trainer = self
-        initial_epoch = 0
+        initial_epoch = int(initial_epoch)
         try:
             state = self._load_state(model) if self.resume else None
+            if state is None and initial_epoch:
+                self.current_epoch = initial_epoch
+                model.optimizer.iterations.assign(initial_epoch * train_steps)
             if state is not None:
                 initial_epoch = int(state["epoch"])
                 self.current_epoch = initial_epoch
                 self.resumed_from_epoch = initial_epoch
                 self._notice(f"resumed {self.run.path} from epoch {initial_epoch} "
                              f"of {self.max_epochs}")
+            elif self.resume and self.run.read_json("config.json") is not None:
+                self.resumed_from_epoch = 0
+                self._notice(f"resumed {self.run.path} from epoch 0 of {self.max_epochs} "
+                             "(it was cut off before its first epoch ended)")
             if not self.fast_dev_run:
                 self.run.write_json("config.json", self.config)
             dispatcher.trainer_hook("setup", self, "fit")
@@ -598,12 +724,18 @@ class Trainer:
             problems = dispatcher.on_exception(self, error)
             for p in problems:
                 self._notice(f"warning: {p}")
-            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-            self._write_metrics(status=status)
+            interrupted = isinstance(error, KeyboardInterrupt)
+            with _interrupts_deferred():
+                self._write_metrics(status="interrupted" if interrupted else "failed")
+            if interrupted and self.run is not None and not self.fast_dev_run:
+                saved = (f"epochs 1-{self.current_epoch} are saved in {self.run.path}"
+                         if self.current_epoch else f"no epoch had finished ({self.run.path})")
+                self._notice(f"\ninterrupted during epoch {self.current_epoch + 1}: {saved}")
+            self._release_run()
             raise
         finally:
             self._teardown(dispatcher, "fit")
-        return model.history
+        return getattr(model, "history", None)
 
     @property
     def eval_batch_size(self) -> int:
@@ -669,11 +801,13 @@ class Trainer:
         finally:
             self._teardown(dispatcher, "test")
         self._write_metrics(status="finished")
+        self._release_run()
         return result
 
     def finish(self) -> None:
         """Mark the run finished without testing (a later identical command starts afresh)."""
         self._write_metrics(status="finished")
+        self._release_run()
 
     # -- helpers for callbacks -----------------------------------------------------------
 
@@ -721,16 +855,47 @@ def _flat_metrics(model):
 
 
 def _resumable(run: RunDirectory, config: dict) -> bool:
-    """An unfinished run of the same configuration with at least one finished epoch."""
+    """An unfinished run of the same configuration whose saved state (if any) is whole.
+
+    Unfinished covers a run cut off at any moment: before its first epoch ended (no
+    metrics.json yet), while training ("running"), after a failure or Ctrl-C, and after
+    training but before its test ("fitted").
+    """
     metrics = run.read_json("metrics.json") or {}
-    if metrics.get("status") in ("finished", "fitted", None):
+    if metrics.get("status") == "finished":
         return False
-    previous = run.read_json("config.json") or {}
+    previous = run.read_json("config.json")
+    if previous is None:
+        return False
     ignore = {"callbacks"}
     same = {k: v for k, v in previous.items() if k not in ignore} == json.loads(
         json.dumps({k: v for k, v in config.items() if k not in ignore}, default=str))
-    state = run.read_json(f"{STATE_DIR}/trainer.json") or {}
-    return same and bool(state.get("epoch"))
+    state = run.read_json(f"{STATE_DIR}/trainer.json")
+    if state is None:
+        return same
+    weights = state.get("weights")
+    return same and isinstance(weights, str) and run.file(STATE_DIR).joinpath(weights).is_file()
+
+
+def _seed_states(model) -> list:
+    """The state variables of the model's seed generators (dropout, augmentation), in order.
+
+    Keras lists them among `model.variables` but leaves them out of `save_weights`.
+    """
+    return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
+def _check_model_fits_data(model, data: Dataset) -> None:
+    """Refuse a model whose input or output cannot match the dataset, before any run starts."""
+    try:
+        inputs, outputs = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+    except (AttributeError, ValueError, TypeError):
+        return  # a subclassed model without static shapes: Keras will say what is wrong
+    if inputs not in ((28, 28, 1), (28, 28)):
+        raise ConfigError(f"the model takes inputs of shape {inputs}; the images are 28x28x1")
+    classes = len(data.class_names)
+    if outputs != (classes,):
+        raise ConfigError(f"the model outputs shape {outputs}; the dataset has {classes} classes")
 
 
 def _safe_name(name: str) -> str:
