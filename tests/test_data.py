@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from digits.data import (
-    FASHION_MNIST_DIR, Split, load_dataset, load_idx, load_idx_directory, load_npz,
-    make_pipeline, stratified_split,
+    FASHION_MNIST_DIR,
+    Split,
+    load_dataset,
+    load_idx,
+    load_idx_directory,
+    load_npz,
+    make_pipeline,
+    stratified_split,
 )
 from digits.errors import DatasetError
 
