@@ -316,7 +316,11 @@ class _RunRecorder:
         if not (trainer.stop_reason or "").startswith("fault:"):
             # A faulted epoch (NaN weights) never replaces the last good state.
             trainer._save_state()
-        trainer._write_metrics(status="running")
+        try:
+            trainer._write_metrics(status="running")
+        except OSError as e:
+            raise TrainingStopped(f"cannot write {trainer.run.file('metrics.json')}: "
+                                  f"{e.strerror or e}") from e
 
 
 # ----------------------------------------------------------------------------- the Trainer
@@ -466,6 +470,9 @@ class Trainer:
 
         self._apply_precision()
         hyperparameters.setdefault("seed", self.seed)
+        # Initializers without a seed of their own draw from Keras' global generator, which is
+        # seeded at random in a fresh process unless it is seeded here.
+        self._seed_everything()
         with self.strategy.scope():
             model = build_model(name, **hyperparameters)
         model._digits_spec = {"model": name, "hyperparameters": {
@@ -725,8 +732,11 @@ class Trainer:
             for p in problems:
                 self._notice(f"warning: {p}")
             interrupted = isinstance(error, KeyboardInterrupt)
-            with _interrupts_deferred():
-                self._write_metrics(status="interrupted" if interrupted else "failed")
+            try:
+                with _interrupts_deferred():
+                    self._write_metrics(status="interrupted" if interrupted else "failed")
+            except OSError as e:  # the disk that failed the run may fail this too
+                self._notice(f"warning: cannot record the run's status: {e.strerror or e}")
             if interrupted and self.run is not None and not self.fast_dev_run:
                 saved = (f"epochs 1-{self.current_epoch} are saved in {self.run.path}"
                          if self.current_epoch else f"no epoch had finished ({self.run.path})")
