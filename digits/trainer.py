@@ -142,6 +142,12 @@ class RunDirectory:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def __del__(self) -> None:
+        # A Trainer that is fitted but never tested or finished (a tuner's trial) is dropped
+        # without unlocking; its file descriptor must not outlive it.
+        with contextlib.suppress(Exception):
+            self.unlock()
+
 
 def check_writable_dir(path: str | os.PathLike) -> None:
     """Refuse, before any training, a log directory that cannot be created or written.
