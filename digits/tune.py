@@ -1,0 +1,379 @@
+"""`python -m digits.tune`: search the CNN's architecture with keras-tuner, retrain the best.
+
+Every trial trains through digits' `Trainer` with the callbacks of the command line, into its
+own run under `<directory>/<project>/trial_<id>/`; `tensorboard --logdir <directory>` shows
+one run per trial, with the HParams dashboard filled. Then the best hyperparameters go to
+`<directory>/<project>/best_hyperparameters.json`, and are retrained, tested and reported as
+`digits.train` does, in `<directory>/<project>/best/version_<n>/`.
+
+Rerunning the same command continues the search: finished trials are kept, and a trial that
+was cut off is restarted from its last finished epoch. `--overwrite` starts over.
+
+With `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP` and `KERASTUNER_ORACLE_PORT` set, the same
+command is the chief or a worker of a distributed search (see docs/distributed.md).
+
+Example:
+    python -m digits.tune --dataset mnist-5k --tuner random --max-trials 10 --max-epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from digits import cli
+from tuner.space import MODEL, TRAINER_HYPERPARAMETERS, check_pins, space_help
+
+TUNERS = ("hyperband", "random", "bayesian", "grid")
+OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
+DEFAULT_MAX_TRIALS = 10
+DEFAULT_MAX_EPOCHS = 10
+DEFAULT_FINAL_EPOCHS = 30
+DEFAULT_TOP = 10
+
+
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(
+        prog="digits-tune",
+        description="Search the CNN's architecture, optimizer and learning rate with keras-tuner "
+                    "(every trial trains through digits' Trainer and its callbacks), then retrain "
+                    "the best hyperparameters, test them and report, as digits-train does.",
+        epilog="search space (pin any of these with --hp NAME=VALUE):\n" + space_help()
+               + "\n\ndistributed: set KERASTUNER_TUNER_ID (chief, tuner0, ...), "
+                 "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT; see docs/distributed.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE.toml",
+                        help="TOML file whose keys mirror these flags; flags override it")
+    search = parser.add_argument_group("search")
+    search.add_argument("--tuner", choices=TUNERS, default="hyperband",
+                        help="the search algorithm (default: hyperband)")
+    search.add_argument("--max-trials", type=cli.positive_int, default=None, metavar="N",
+                        help=f"trials in all (default: {DEFAULT_MAX_TRIALS}; hyperband: its "
+                             "schedule, set by --max-epochs and --factor, capped by this if given)")
+    search.add_argument("--max-epochs", type=cli.positive_int, default=DEFAULT_MAX_EPOCHS,
+                        metavar="N", help="epochs per trial; hyperband's most epochs for one model "
+                                          f"(default: {DEFAULT_MAX_EPOCHS})")
+    search.add_argument("--factor", type=cli._number_type(int, 2, 100, label="a whole number >= 2"),
+                        default=3, metavar="N",
+                        help="hyperband: keep 1/N of the models in each round (default: 3)")
+    search.add_argument("--hyperband-iterations", type=cli.positive_int, default=1, metavar="N",
+                        help="hyperband: times to run its whole schedule (default: 1)")
+    search.add_argument("--executions-per-trial", type=cli.positive_int, default=1, metavar="N",
+                        help="trainings per trial from different seeds, averaged (default: 1)")
+    search.add_argument("--objective", choices=OBJECTIVES, default="val_accuracy",
+                        help="what the search maximises (accuracy) or minimises (loss) "
+                             "(default: val_accuracy)")
+    search.add_argument("--hp", type=pin, action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="pin a hyperparameter instead of searching it, e.g. --hp batch_norm=True "
+                             "(repeatable)")
+    search.add_argument("--max-model-size", type=cli.positive_int, default=None, metavar="N",
+                        help="fail trials whose model has more than N trainable parameters")
+    search.add_argument("--max-retries-per-trial", type=cli.non_negative_int, default=0, metavar="N",
+                        help="retry a crashed trial up to N times (default: 0)")
+    search.add_argument("--max-consecutive-failed-trials", type=cli.positive_int, default=3,
+                        metavar="N", help="stop the search after N failed trials in a row "
+                                          "(default: 3)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--directory", default="logs/tune", metavar="DIR",
+                        help="root of all searches (default: logs/tune)")
+    output.add_argument("--project", type=cli.name_type, default=None, metavar="NAME",
+                        help="the search's name: it lives in <directory>/<project> "
+                             "(default: the tuner's name)")
+    output.add_argument("--overwrite", action="store_true",
+                        help="start the search over instead of continuing it")
+    output.add_argument("--top", type=cli.positive_int, default=DEFAULT_TOP, metavar="N",
+                        help=f"trials in the summary table (default: {DEFAULT_TOP})")
+    output.add_argument("--final-epochs", type=cli.non_negative_int, default=DEFAULT_FINAL_EPOCHS,
+                        metavar="N", help="retrain the best hyperparameters for N epochs, then test "
+                                          f"(default: {DEFAULT_FINAL_EPOCHS}; 0: skip)")
+    cli.add_data_arguments(parser)
+    training = parser.add_argument_group("training (every trial and the final retraining)")
+    training.add_argument("--batch-size", type=cli.batch_int, default=128, metavar="N",
+                          help="batch size (default: 128)")
+    training.add_argument("--limit-train-batches", type=cli.positive_int, default=None, metavar="N",
+                          help="train on at most N batches per epoch (quick searches, tests)")
+    training.add_argument("--limit-val-batches", type=cli.positive_int, default=None, metavar="N",
+                          help="validate on at most N batches")
+    training.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                          default="float32", help="Keras dtype policy (default: float32)")
+    training.add_argument("--deterministic", action="store_true",
+                          help="deterministic TensorFlow ops (reproducible, slower)")
+    training.add_argument("--steps-per-execution", type=cli.steps_per_execution, default="auto",
+                          metavar="N", help="batches per compiled call (default: auto = 32)")
+    cli.add_callback_arguments(parser)
+    return parser
+
+
+def pin(text: str) -> tuple[str, object]:
+    """`NAME=VALUE` for `--hp`: VALUE a Python literal, or a bare word (`optimizer=sgd`)."""
+    try:
+        return cli.hyperparameter(text)
+    except argparse.ArgumentTypeError:
+        key, _, raw = text.partition("=")
+        if key.isidentifier() and raw.isidentifier():
+            return key, raw
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: exit code 0 ok, 1 the search or training failed, 2 bad input,
+    130 interrupted."""
+    return cli.run_main(run, argv)
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = cli.parse_with_config(parser, argv)
+    if args.list_callbacks:
+        from digits.callbacks import main as list_callbacks
+
+        return list_callbacks([])
+
+    # The cheap checks first, before TensorFlow starts.
+    from digits.trainer import check_writable_dir
+    from tuner.distributed import SearchStopped, role_from_environment
+
+    role = role_from_environment()
+    pins = check_pins(dict(args.hp))
+    project = args.project or args.tuner
+    project_dir = Path(args.directory) / project
+    check_writable_dir(project_dir)
+    max_trials = args.max_trials or (None if args.tuner == "hyperband" else DEFAULT_MAX_TRIALS)
+
+    # Every trial builds a new model, so TensorFlow's "retracing" notices are expected noise.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    from callbacks.registry import resolve
+    from digits.data import load_dataset
+    from digits.errors import DatasetError
+    from tuner.display import SearchDisplay
+    from tuner.hypermodel import DigitsHyperModel
+    from tuner.search import make_tuner, planned_trials, quiet_trial_tracebacks
+
+    def trial_callbacks() -> list:
+        return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
+
+    trial_callbacks()  # a bad callback spec fails here, before any data is loaded
+    quiet_trial_tracebacks()
+    _check_pinned_values(pins)
+    data = load_dataset(args.dataset, test_dataset=args.test_dataset,
+                        validation_split=args.validation_split, seed=args.seed)
+    if data.train is None:
+        raise DatasetError(f"dataset {args.dataset!r} has no training data, only a test part")
+
+    trainer_options = {
+        "batch_size": args.batch_size, "limit_train_batches": args.limit_train_batches,
+        "limit_val_batches": args.limit_val_batches, "precision": args.precision,
+        "deterministic": args.deterministic, "steps_per_execution": args.steps_per_execution,
+    }
+    hypermodel = DigitsHyperModel(callbacks=trial_callbacks, trainer_options=trainer_options,
+                                  seed=args.seed, max_epochs=args.max_epochs,
+                                  log_dir=args.directory)
+    planned = planned_trials(args.tuner, max_trials, args.max_epochs, args.factor,
+                             args.hyperband_iterations)
+    display = SearchDisplay(args.objective, planned=planned)
+    settings = _search_settings(args, pins)
+    overwrite = args.overwrite and role.holds_oracle  # a worker never deletes the chief's files
+    if role.holds_oracle and not overwrite:
+        from tuner.search import check_settings
+
+        check_settings(project_dir, settings)
+    tuner = _make(make_tuner, args, hypermodel, project, max_trials, pins, overwrite, display,
+                  role, project_dir)
+    if role.holds_oracle:
+        _announce(args, tuner, role, display, project_dir, planned, settings)
+    else:
+        display.line(f"worker {role.tuner_id}: asking the chief at {role.address} for trials")
+
+    try:
+        if role.kind == "chief":
+            from tuner.distributed import serve
+
+            serve(tuner, display, role.address)
+        else:
+            tuner.run_search(data, epochs=args.max_epochs)
+    except SearchStopped as e:
+        _summarize(args, tuner, display, project_dir)
+        print(f"error: the search stopped: {e} (--max-consecutive-failed-trials "
+              f"{args.max_consecutive_failed_trials}); fix the cause, then rerun with "
+              "--overwrite", file=sys.stderr)
+        return cli.EXIT_FAILURE
+
+    if role.kind == "worker":
+        display.line(f"worker {role.tuner_id}: the chief has no more trials; done")
+        return 0
+    record = _summarize(args, tuner, display, project_dir)
+    if record is None:
+        print("error: no trial completed, so there are no best hyperparameters",
+              file=sys.stderr)
+        return cli.EXIT_FAILURE
+    if args.final_epochs:
+        retrain_best(args, data, record, project_dir, trial_callbacks)
+    return 0
+
+
+def _make(make_tuner, args, hypermodel, project, max_trials, pins, overwrite, display, role,
+          project_dir):
+    from digits.errors import ConfigError
+
+    try:
+        return make_tuner(
+            args.tuner, hypermodel, directory=args.directory, project=project,
+            objective=args.objective, max_trials=max_trials, max_epochs=args.max_epochs,
+            factor=args.factor, hyperband_iterations=args.hyperband_iterations, seed=args.seed,
+            executions_per_trial=args.executions_per_trial, overwrite=overwrite, pins=pins,
+            max_retries_per_trial=args.max_retries_per_trial,
+            max_consecutive_failed_trials=args.max_consecutive_failed_trials,
+            max_model_size=args.max_model_size, display=display, role=role)
+    except RuntimeError as e:
+        # keras-tuner cannot reload a project made by another kind of search.
+        raise ConfigError(f"cannot continue the search in {project_dir}: "
+                          f"{str(e).splitlines()[0]}; rerun with --overwrite to start over, or "
+                          "pick another --project") from None
+
+
+def _search_settings(args, pins: dict) -> dict:
+    """What defines a search: rerunning with other values of these is refused."""
+    return {
+        "tuner": args.tuner, "objective": args.objective, "model": MODEL,
+        "dataset": args.dataset, "test_dataset": args.test_dataset,
+        "validation_split": args.validation_split, "seed": args.seed, "pins": pins,
+        "max_epochs": args.max_epochs,
+        "factor": args.factor if args.tuner == "hyperband" else None,
+        "hyperband_iterations": args.hyperband_iterations if args.tuner == "hyperband" else None,
+        "executions_per_trial": args.executions_per_trial, "batch_size": args.batch_size,
+        "limit_train_batches": args.limit_train_batches,
+        "limit_val_batches": args.limit_val_batches, "precision": args.precision,
+        "max_model_size": args.max_model_size,
+    }
+
+
+def _check_pinned_values(pins: dict) -> None:
+    """Build the pinned architecture values once and check the pinned optimizer settings, so a
+    value out of range is an input error now rather than a failed trial later."""
+    from digits.models import build_model
+    from digits.trainer import Trainer
+
+    model_pins = {k: v for k, v in pins.items() if k not in TRAINER_HYPERPARAMETERS}
+    if model_pins:
+        build_model(MODEL, **model_pins)
+    trainer_pins = {k: v for k, v in pins.items() if k in TRAINER_HYPERPARAMETERS}
+    if trainer_pins:
+        Trainer(callbacks=[], **trainer_pins)
+
+
+def _announce(args, tuner, role, display, project_dir, planned, settings) -> None:
+    from tuner.display import plural
+    from tuner.search import reload_report, write_settings
+
+    write_settings(project_dir, settings)
+    how = f"{planned} trials planned" if planned else "trials until the space is exhausted"
+    direction = "max" if "loss" not in args.objective else "min"
+    display.line(f"search: {args.tuner} over the CNN's architecture, optimizer and learning rate; "
+                 f"objective {args.objective} ({direction}); {how}; in {project_dir}")
+    report = reload_report(tuner.oracle)
+    if report["completed"] or report["failed"] or report["restarted"]:
+        parts = [f"{plural(len(report['completed']), 'finished trial')} reloaded, not rerun"]
+        if report["failed"]:
+            parts.append(f"{plural(len(report['failed']), 'failed trial')} kept as failed")
+        if report["restarted"]:
+            parts.append(f"trial {', '.join(report['restarted'])} was cut off (running or "
+                         "crashed): keras-tuner restarts it, and it resumes from its last "
+                         "finished epoch")
+        display.line("resumed: " + "; ".join(parts), style="yellow")
+    if role.kind == "chief":
+        display.line("chief: holds the search and runs no trials itself; the workers run them")
+
+
+def _summarize(args, tuner, display, project_dir) -> dict | None:
+    """The table of the best trials, failed trials, and best_hyperparameters.json."""
+    from tuner.display import format_values
+    from tuner.search import (
+        best_record,
+        failed_trials,
+        trial_rows,
+        write_best_hyperparameters,
+    )
+    from tuner.space import SEARCH_SPACE
+
+    oracle = tuner.oracle
+    rows = trial_rows(oracle, project_dir, top=args.top)
+    completed = len(trial_rows(oracle, project_dir))
+    if rows:
+        display.summary_table(rows, [d.name for d in SEARCH_SPACE],
+                              f"best {len(rows)} of {completed} completed trials "
+                              f"({args.objective}, {project_dir})")
+    for trial_id, reason in failed_trials(oracle, project_dir):
+        display.line(f"trial {trial_id} failed: {reason}", style="red")
+    record = best_record(oracle, project_dir, args.tuner)
+    if record is None:
+        return None
+    path = write_best_hyperparameters(project_dir, record)
+    display.line(f"best: trial {record['trial_id']}, {args.objective} {record['score']:.4f}: "
+                 f"{format_values(record['hyperparameters'])}", style="bold")
+    display.line(f"best hyperparameters written to {path}; by hand: {record['train_command']}")
+    return record
+
+
+def retrain_best(args, data, record: dict, project_dir: Path, trial_callbacks) -> None:
+    """Retrain the best hyperparameters for --final-epochs, test and report as digits.train does.
+
+    The final model trains on the same training split the trials trained on, and is checked
+    on the same validation split every epoch, so its validation curves, best-epoch checkpoint
+    and early stopping mean what they mean in `digits.train`; the test split stays unseen by
+    the search and by the retraining. It lands in `<project>/best/version_<n>/`. When the
+    latest such run already trained and tested these hyperparameters, it is reported instead
+    of trained again.
+    """
+    from digits import train
+    from digits.trainer import RunDirectory, Trainer
+    from tuner.display import plural
+    from tuner.hparams import HParamsSummary
+
+    values = dict(record["hyperparameters"])
+    final = {"best_trial": record["trial_id"], "hyperparameters": values,
+             "epochs": args.final_epochs}
+    latest = RunDirectory.latest(project_dir, "best")
+    if latest is not None:
+        metrics = latest.read_json("metrics.json") or {}
+        config = latest.read_json("config.json") or {}
+        if metrics.get("status") == "finished" and "test" in metrics \
+                and config.get("tune_final") == json.loads(json.dumps(final)):
+            print(f"the best hyperparameters were already retrained and tested: test accuracy "
+                  f"{metrics['test']['accuracy']:.4f}; run directory: {latest.path}")
+            return
+
+    model_values = {k: v for k, v in values.items() if k not in TRAINER_HYPERPARAMETERS}
+    trainer = Trainer(
+        max_epochs=args.final_epochs,
+        callbacks=[*trial_callbacks(), HParamsSummary(values, group="best")],
+        log_dir=project_dir,
+        name="best",
+        seed=args.seed,
+        deterministic=args.deterministic,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        optimizer=values["optimizer"],
+        learning_rate=float(values["learning_rate"]),
+        limit_train_batches=args.limit_train_batches,
+        limit_val_batches=args.limit_val_batches,
+        steps_per_execution=args.steps_per_execution,
+        resume=True,
+    )
+    print(f"retraining the best hyperparameters (trial {record['trial_id']}) for "
+          f"{plural(args.final_epochs, 'epoch')} on "
+          "the same training split, then testing", flush=True)
+    model = trainer.build_model(MODEL, **model_values)
+    config = {"command": "tune", "dataset": args.dataset, "test_dataset": args.test_dataset,
+              "validation_split": args.validation_split, "tune_final": final}
+    trainer.fit(model, data, config=config)
+    result = trainer.test(train._best_model(trainer, model), data)
+    train.report(trainer, result)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,321 @@
+"""`python -m digits.tune` end to end, on the embedded digits, as a user runs it.
+
+A tiny random search (3 trials of 2 epochs on a few batches) writes keras-tuner's records, one
+digits run per trial with its HParams session and confusion-matrix images, the best
+hyperparameters, and a retrained, tested best model; running the same command again redoes
+nothing. A Hyperband search continues trials from their best epoch, and a search killed in the
+middle of a trial resumes that trial from its last finished epoch. Failing trials are recorded
+with their reason; too many in a row stop the search. Bad input is one error line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+# Real data, tiny work: a few batches per epoch, a small pinned architecture, few callbacks.
+TINY = ["--dataset", "mnist-5k", "--limit-train-batches", "3", "--limit-val-batches", "1",
+        "--hp", "filters=8", "--hp", "dense_units=32", "--no-default-callbacks",
+        "--callbacks", "tensorboard,confusion_matrix,nan_guard"]
+SPACE = {"conv_blocks", "filters", "kernel_size", "convs_per_block", "batch_norm", "dropout",
+         "dense_units", "dense_dropout", "augment", "optimizer", "learning_rate"}
+
+
+def trials(project: Path) -> dict[str, dict]:
+    """keras-tuner's own trial records, by trial id."""
+    found = {}
+    for path in sorted(project.glob("trial_*/trial.json")):
+        record = json.loads(path.read_text())
+        found[record["trial_id"]] = record
+    return found
+
+
+def runs(project: Path, trial_id: str) -> list[Path]:
+    return sorted((project / f"trial_{trial_id}").glob("execution_*/version_*"))
+
+
+def event_tags(directory: Path) -> tuple[dict, object]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(directory), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return accumulator.Tags(), accumulator
+
+
+def hparams_session(run: Path):
+    """The HParams session start info written into a run directory (None when absent)."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    tags, accumulator = event_tags(run)
+    if "_hparams_/session_start_info" not in tags["tensors"]:
+        return None
+    content = accumulator.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    return plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+
+
+def hparam_value(value):
+    kind = value.WhichOneof("kind")
+    return getattr(value, kind)
+
+
+# ----------------------------------------------------------------------------- the story
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    """A 3-trial random search, retrained for 1 epoch, then the same command again."""
+    directory = tmp_path_factory.mktemp("tune")
+    argv = ["digits.tune", *TINY, "--tuner", "random", "--max-trials", "3", "--max-epochs", "2",
+            "--final-epochs", "1", "--directory", str(directory), "--project", "story"]
+    first = run_cli(*argv)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    second = run_cli(*argv)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    return directory / "story", first, second, argv
+
+
+@pytest.mark.slow
+def test_three_trials_complete_each_in_its_own_run(search):
+    project, first, _, _ = search
+    recorded = trials(project)
+    assert sorted(recorded) == ["0", "1", "2"]
+    assert {r["status"] for r in recorded.values()} == {"COMPLETED"}
+    assert (project / "oracle.json").is_file()
+    for trial_id, record in recorded.items():
+        assert set(record["hyperparameters"]["values"]) == SPACE
+        [run] = runs(project, trial_id)
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["status"] == "fitted" and len(metrics["history"]["val_accuracy"]) == 2
+        assert (project / f"trial_{trial_id}" / "checkpoint.weights.h5").is_file()
+        assert f"trial {int(trial_id) + 1}/3 (id {trial_id}) started" in first.stdout
+    assert "3 trials planned" in first.stdout
+
+
+@pytest.mark.slow
+def test_each_trial_fills_the_hparams_dashboard_and_gets_its_images(search):
+    project, _, _, _ = search
+    for trial_id, record in trials(project).items():
+        [run] = runs(project, trial_id)
+        session = hparams_session(run)
+        assert session is not None, f"no HParams session in {run}"
+        assert session.group_name == f"trial_{trial_id}"
+        values = {k: hparam_value(v) for k, v in session.hparams.items()}
+        assert set(values) == SPACE
+        expected = record["hyperparameters"]["values"]
+        assert values["optimizer"] == expected["optimizer"]
+        assert values["batch_norm"] == expected["batch_norm"]
+        assert values["learning_rate"] == pytest.approx(expected["learning_rate"])
+        assert values["conv_blocks"] == expected["conv_blocks"]
+        validation, _ = event_tags(run / "validation")
+        assert "confusion_matrix" in validation["tensors"]
+        assert "epoch_accuracy" in validation["tensors"]
+
+
+@pytest.mark.slow
+def test_best_hyperparameters_are_written_retrained_and_tested(search):
+    project, first, _, _ = search
+    best = json.loads((project / "best_hyperparameters.json").read_text())
+    recorded = trials(project)
+    scores = {i: r["score"] for i, r in recorded.items()}
+    assert best["trial_id"] == max(scores, key=scores.get)
+    assert best["score"] == pytest.approx(max(scores.values()))
+    assert best["objective"] == {"name": "val_accuracy", "direction": "max"}
+    assert set(best["hyperparameters"]) == SPACE
+    assert best["train_command"].startswith("python -m digits.train --model cnn")
+    assert best["trials"] == {"completed": 3, "failed": 0}
+
+    final = project / "best" / "version_0"
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and len(metrics["history"]["val_accuracy"]) == 1
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    assert (final / "model.keras").is_file()
+    config = json.loads((final / "config.json").read_text())
+    assert config["hyperparameters"] == {k: v for k, v in best["hyperparameters"].items()
+                                         if k not in ("optimizer", "learning_rate")}
+    assert config["trainer"]["optimizer"] == best["hyperparameters"]["optimizer"]
+    assert f"run directory: {final}" in first.stdout
+    # The summary table: a header, then the three trials, best first.
+    assert "best 3 of 3 completed trials" in first.stdout
+    assert "val_accuracy" in first.stdout and "optimizer" in first.stdout
+
+
+@pytest.mark.slow
+def test_running_the_same_command_again_redoes_nothing(search):
+    project, first, second, _ = search
+    assert "resumed: 3 finished trials reloaded, not rerun" in second.stdout
+    assert " started" not in second.stdout
+    assert "already retrained and tested" in second.stdout
+    for trial_id in trials(project):
+        assert len(runs(project, trial_id)) == 1
+    assert [p.name for p in (project / "best").iterdir()] == ["version_0"]
+
+
+@pytest.mark.slow
+def test_other_settings_on_the_same_project_are_refused(search):
+    project, _, _, argv = search
+    changed = [a if a != "random" else "grid" for a in argv]
+    proc = run_cli(*changed)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert "other settings" in lines[0] and "tuner was 'random', now 'grid'" in lines[0]
+    assert json.loads((project / "search.json").read_text())["tuner"] == "random"
+
+
+# ----------------------------------------------------------------------------- hyperband, resume
+
+
+@pytest.mark.slow
+def test_hyperband_continues_a_trial_and_a_killed_trial_resumes_from_its_epoch(tmp_path):
+    """Hyperband with --max-epochs 3, capped at 4 trials: three 1-epoch trials, then the best
+    one continued for epochs 2-3 as trial 3. The search is killed during that trial's last
+    epoch; the same command restarts it, and it resumes after epoch 2 instead of starting
+    over."""
+    argv = [sys.executable, "-m", "digits.tune", *TINY, "--max-epochs", "3", "--max-trials", "4",
+            "--final-epochs", "0", "--directory", str(tmp_path), "--project", "hb"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1"}
+    project = tmp_path / "hb"
+    state = project / "trial_3" / "execution_0" / "version_0" / "state" / "trainer.json"
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 540
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if json.loads(state.read_text())["epoch"] == 2:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the search ended before trial 3 could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=60)
+    assert "epochs 2-3, continuing trial" in out
+    assert trials(project)["3"]["status"] == "RUNNING"
+
+    again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resumed: 3 finished trials reloaded, not rerun" in again.stdout
+    assert "trial 3 was cut off" in again.stdout
+    assert "from epoch 2 of 3" in again.stderr
+    recorded = trials(project)
+    assert {r["status"] for r in recorded.values()} == {"COMPLETED"}
+    values = recorded["3"]["hyperparameters"]["values"]
+    assert (values["tuner/initial_epoch"], values["tuner/epochs"]) == (1, 3)
+    [run] = runs(project, "3")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_completed"] == 3
+    assert len(metrics["history"]["val_accuracy"]) == 2  # epochs 2 and 3: it continued epoch 1
+    for trial_id in ("0", "1", "2"):
+        assert f"(id {trial_id}) started" not in again.stdout
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path):
+    # With this seed the first two sampled models have ~51k parameters, the third ~37k.
+    proc = run_cli("digits.tune", *TINY, "--tuner", "random", "--max-trials", "3",
+                   "--max-epochs", "1", "--final-epochs", "0", "--max-model-size", "40000",
+                   "--directory", str(tmp_path), "--project", "p")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recorded = trials(tmp_path / "p")
+    statuses = sorted(r["status"] for r in recorded.values())
+    assert statuses == ["COMPLETED", "FAILED", "FAILED"]
+    for trial_id, record in recorded.items():
+        if record["status"] == "FAILED":
+            ours = json.loads((tmp_path / "p" / f"trial_{trial_id}" / "digits_trial.json")
+                              .read_text())
+            assert ours["reason"].startswith("FailedTrialError: Oversized model:")
+            assert "Oversized model" in record["message"]
+    assert "failed in" in proc.stdout and "Oversized model" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_failures_in_a_row_stop_the_search_with_a_clear_message(tmp_path):
+    proc = run_cli("digits.tune", *TINY, "--tuner", "random", "--max-trials", "5",
+                   "--max-epochs", "1", "--final-epochs", "0", "--max-model-size", "40000",
+                   "--max-consecutive-failed-trials", "2", "--directory", str(tmp_path),
+                   "--project", "p")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: the search stopped: 2 trials failed in a row; the last one, trial 1: "
+        "FailedTrialError: Oversized model:")
+    recorded = trials(tmp_path / "p")
+    assert sorted(recorded) == ["0", "1"]
+    assert {r["status"] for r in recorded.values()} == {"FAILED"}
+    assert not (tmp_path / "p" / "best_hyperparameters.json").exists()
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def tune_main(argv: list[str]) -> int:
+    """`digits.tune` in this process, as its console script runs it (argparse exits itself)."""
+    from digits.tune import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tuner", "annealing"], "--tuner: invalid choice"),
+    (["--max-trials", "0"], "--max-trials"),
+    (["--objective", "val_f1"], "--objective: invalid choice"),
+    (["--hp", "depth=3"], "not a searched hyperparameter"),
+    (["--hp", "conv_blocks=1.5"], "must be a whole number"),
+    (["--hp", "optimizer=lbfgs"], "optimizer must be one of"),
+    (["--hp", "conv_blocks=9"], "conv_blocks must be a number in [1, 3]"),
+    (["--hp", "learning_rate=20"], "learning_rate must be a number in (0, 10]"),
+    (["--project", "../elsewhere"], "--project"),
+    (["--factor", "1"], "--factor"),
+    (["--callback", "no_such_callback"], "unknown callback"),
+    (["--config", "missing.toml"], "no such config file"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, args, message):
+    code = tune_main(["--dataset", "mnist-5k", "--directory", str(tmp_path / "d"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"KERASTUNER_ORACLE_IP": "127.0.0.1"}, "KERASTUNER_ORACLE_PORT is not"),
+    ({"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "99999",
+      "KERASTUNER_TUNER_ID": "chief"}, "port number"),
+    ({"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000"},
+     "KERASTUNER_TUNER_ID is not"),
+])
+def test_bad_distributed_environment_is_one_error_line(tmp_path, capsys, monkeypatch, env,
+                                                        message):
+    for key in ("KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code = tune_main(["--directory", str(tmp_path / "d")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_bad_flags_answer_as_a_subprocess_too():
+    proc = run_cli("digits.tune", "--max-epochs", "zero")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: argument --max-epochs: expected a whole number >= 1, got 'zero' (see --help)"]

@@ -1,0 +1,206 @@
+"""Distributed search with keras-tuner's own gRPC engine: who this process is, and the chief.
+
+keras-tuner reads three environment variables: `KERASTUNER_TUNER_ID` ("chief" for the process
+that holds the oracle, any other id for a worker), `KERASTUNER_ORACLE_IP` and
+`KERASTUNER_ORACLE_PORT` (where the chief listens). Without `KERASTUNER_ORACLE_IP` the search
+runs alone in this process. Workers ask the chief for trials, train them, and report back;
+every process must see the same `--directory` (a shared filesystem across machines), because
+Hyperband continues a trial from the checkpoint another worker wrote.
+
+The chief here serves keras-tuner's `OracleServicer`, with three differences from keras-tuner's
+`start_server`: it prints each trial as workers start and end it, it ends within a second of
+the last worker leaving (not up to 20 s later), and when keras-tuner stops the search after too
+many failed trials in a row it tells the workers to stop and reports why, instead of hanging.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import queue
+import time
+from concurrent import futures
+
+from digits.errors import ConfigError, DigitsError
+
+ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
+ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
+ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
+
+
+class SearchStopped(DigitsError):
+    """The search stopped before its end: too many failed trials in a row."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """This process's part in a search.
+
+    Attributes:
+        kind: "single" (a search alone), "chief" (serves the oracle, runs no trials) or
+            "worker" (runs the trials the chief hands out).
+        tuner_id: keras-tuner's id of this process ("tuner0" when alone).
+        address: "ip:port" of the chief (None when alone).
+    """
+
+    kind: str
+    tuner_id: str
+    address: str | None = None
+
+    @property
+    def runs_trials(self) -> bool:
+        return self.kind != "chief"
+
+    @property
+    def holds_oracle(self) -> bool:
+        return self.kind != "worker"
+
+
+def role_from_environment(env: dict | None = None) -> Role:
+    """Read keras-tuner's environment variables, checking them before TensorFlow starts.
+
+    Example:
+        >>> role_from_environment({"KERASTUNER_TUNER_ID": "tuner1",
+        ...                        "KERASTUNER_ORACLE_IP": "10.0.0.5",
+        ...                        "KERASTUNER_ORACLE_PORT": "8000"})
+        Role(kind='worker', tuner_id='tuner1', address='10.0.0.5:8000')
+    """
+    env = os.environ if env is None else env
+    tuner_id = env.get(ENV_TUNER_ID, "").strip()
+    ip, port = env.get(ENV_ORACLE_IP, "").strip(), env.get(ENV_ORACLE_PORT, "").strip()
+    if not ip:
+        if port:
+            raise ConfigError(f"{ENV_ORACLE_PORT} is set but {ENV_ORACLE_IP} is not: set both "
+                              "(and KERASTUNER_TUNER_ID) for a distributed search, or neither")
+        return Role("single", tuner_id or "tuner0")
+    if not port:
+        raise ConfigError(f"{ENV_ORACLE_IP} is set but {ENV_ORACLE_PORT} is not")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{ENV_ORACLE_PORT} must be a port number from 1 to 65535, got {port!r}")
+    if not tuner_id:
+        raise ConfigError(f"{ENV_ORACLE_IP} is set but {ENV_TUNER_ID} is not: set it to 'chief' "
+                          "for the process that holds the oracle, and to a unique id such as "
+                          "'tuner0' for each worker")
+    if not all(c.isalnum() or c in "_.-" for c in tuner_id):
+        raise ConfigError(f"{ENV_TUNER_ID} must be letters, digits, '.', '_' or '-', got "
+                          f"{tuner_id!r}")
+    host = ip
+    try:
+        if ipaddress.ip_address(ip).version == 6:
+            host = f"[{ip}]"
+    except ValueError:
+        pass  # a host name
+    # keras-tuner's rule: any id containing "chief" is the chief.
+    kind = "chief" if "chief" in tuner_id else "worker"
+    return Role(kind, tuner_id, f"{host}:{port}")
+
+
+def serve(tuner, display, address: str, poll_seconds: float = 0.5) -> None:
+    """Serve `tuner.oracle` on `address` ("ip:port") to the workers until the search is over.
+
+    Returns when keras-tuner has told every worker that asked for a trial to stop and no trial
+    is running. Raises `SearchStopped` after keras-tuner stopped the search for too many failed
+    trials in a row (the workers are told to stop first).
+    """
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+    from keras_tuner.src.engine import trial as trial_module
+
+    oracle = tuner.oracle
+    events: queue.Queue = queue.Queue()
+
+    class Servicer(oracle_chief.OracleServicer):
+        def __init__(self):
+            super().__init__(oracle)
+            self.failure: str | None = None
+
+        def CreateTrial(self, request, context):  # noqa: N802 - gRPC's method name
+            if self.failure is not None:
+                oracle.tuner_ids.discard(request.tuner_id)
+                self.stop_triggered = True
+                stopped = trial_module.Trial(oracle.get_space(), status="STOPPED")
+                return protos.get_service().CreateTrialResponse(trial=stopped.to_proto())
+            response = super().CreateTrial(request, context)
+            if response.trial.status == trial_module.TrialStatus.to_proto("RUNNING"):
+                trial = oracle.get_trial(response.trial.trial_id)
+                events.put(("started", trial.trial_id, dict(trial.hyperparameters.values),
+                            request.tuner_id))
+            return response
+
+        def EndTrial(self, request, context):  # noqa: N802 - gRPC's method name
+            trial = trial_module.Trial.from_proto(request.trial)
+            owner = next((t for t, running in oracle.ongoing_trials.items()
+                          if running.trial_id == trial.trial_id), None)
+            try:
+                oracle.end_trial(trial)
+            except RuntimeError as e:
+                if "consecutive failures" not in str(e):
+                    raise
+                from tuner.search import failure_limit_message
+
+                settle_after_failure_limit(oracle, trial.trial_id)
+                self.failure = failure_limit_message(oracle, tuner.project_dir, trial.trial_id)
+            events.put(("ended", trial.trial_id, None, owner))
+            return protos.get_service().EndTrialResponse()
+
+    # One thread, as in keras-tuner: the oracle's calls run one at a time.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = Servicer()
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise ConfigError(f"the chief cannot listen on {address}: {e}") from None
+    if not bound:
+        raise ConfigError(f"the chief cannot listen on {address} (is the port in use?)")
+    server.start()
+    display.line(f"chief: serving the search on {address}; workers ask here for trials")
+    try:
+        while True:
+            time.sleep(poll_seconds)
+            _drain(events, tuner, display)
+            if servicer.stop_triggered and _all_done(oracle):
+                break
+    finally:
+        server.stop(grace=2)
+        _drain(events, tuner, display)
+    if servicer.failure is not None:
+        raise SearchStopped(servicer.failure)
+
+
+def _all_done(oracle) -> bool:
+    from keras_tuner.src.engine.oracle import synchronized
+
+    @synchronized
+    def done(oracle):
+        return not oracle.ongoing_trials and not oracle.tuner_ids
+
+    return done(oracle)
+
+
+def _drain(events: queue.Queue, tuner, display) -> None:
+    while True:
+        try:
+            kind, trial_id, values, where = events.get_nowait()
+        except queue.Empty:
+            return
+        if kind == "started":
+            display.trial_started(trial_id, values, where=where)
+        else:
+            tuner.report_trial_end(trial_id, where=where)
+
+
+def settle_after_failure_limit(oracle, trial_id: str) -> None:
+    """Save what keras-tuner's `end_trial` left unsaved when it raised for too many failures.
+
+    keras-tuner raises before writing the trial and the oracle and before releasing the
+    trial, so a later run would restart a trial that already failed for good.
+    """
+    trial = oracle.trials[trial_id]
+    for tuner_id, running in list(oracle.ongoing_trials.items()):
+        if running.trial_id == trial_id:
+            oracle.ongoing_trials.pop(tuner_id)
+    oracle._save_trial(trial)
+    oracle.save()

@@ -1,0 +1,404 @@
+"""Search runs: keras-tuner's tuners around `DigitsHyperModel`, their trials, their results.
+
+keras-tuner keeps its records where it always does (`<directory>/<project>/oracle.json`,
+`trial_<id>/trial.json`, `trial_<id>/checkpoint.weights.h5`); a search here adds, in the same
+project directory:
+
+- `search.json`: the settings that define the search, so that rerunning the command with
+  different ones is refused instead of silently mixing two searches;
+- `trial_<id>/digits_trial.json`: who ran the trial, how long it took, its epochs, its run
+  directories and, for a failed trial, the reason (keras-tuner does not send failure messages
+  from a worker to the chief);
+- `trial_<id>/execution_<e>/version_<n>/`: each trial's digits run (TensorBoard events with an
+  HParams session, metrics.json, model.keras, ...);
+- `best_hyperparameters.json`, written by `write_best_hyperparameters`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import shlex
+import time
+from pathlib import Path
+
+import keras_tuner
+
+from digits.atomic import atomic_write_json
+from digits.errors import ConfigError
+from tuner import space
+from tuner.distributed import Role, SearchStopped, settle_after_failure_limit
+
+RECORD = "digits_trial.json"
+SETTINGS = "search.json"
+BEST = "best_hyperparameters.json"
+FAILURE_LIMIT = "consecutive failures"
+
+
+def objective_direction(name: str) -> str:
+    return "min" if "loss" in name else "max"
+
+
+class _TrialsThroughDigits:
+    """Mixed into each keras-tuner tuner: per-trial lines, trial records, trial directories.
+
+    keras-tuner runs the trial (`run_trial`, `SaveBestEpoch`, Hyperband's continuation); this
+    adds the trial's id and directory to the `fit` arguments (so the trial's runs land in the
+    trial's own directory), prints each trial, and writes `digits_trial.json`.
+    """
+
+    def __init__(self, *args, display=None, role: Role | None = None, idle_seconds: float = 1.0,
+                 **kwargs) -> None:
+        self.display = display
+        self.role = role or Role("single", "tuner0")
+        self.idle_seconds = idle_seconds
+        self._trial_started = time.monotonic()
+        self._execution = 0
+        self._runs: list[Path] = []
+        self._epochs = 0
+        # keras-tuner announces a reload on stdout; the search reports it in its own words.
+        with contextlib.redirect_stdout(io.StringIO()):
+            super().__init__(*args, **kwargs)
+        if isinstance(self.oracle, keras_tuner.Oracle):
+            self.oracle.verbose = 0  # keras-tuner's own trial tables; ours are printed instead
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run_search(self, data, epochs: int) -> None:
+        """Ask the oracle for trials and run them until it says stop (keras-tuner's `search`,
+        waiting a second when the oracle has nothing to hand out yet instead of spinning)."""
+        self.on_search_begin()
+        while True:
+            self.pre_create_trial()
+            trial = self.oracle.create_trial(self.tuner_id)
+            if trial.status == "STOPPED":
+                break
+            if trial.status == "IDLE":
+                time.sleep(self.idle_seconds)
+                continue
+            self.on_trial_begin(trial)
+            self._try_run_and_update_trial(trial, data, epochs=epochs)
+            self.on_trial_end(trial)
+        self.on_search_end()
+
+    # -- keras-tuner hooks -----------------------------------------------------------------
+
+    def on_trial_begin(self, trial) -> None:
+        super().on_trial_begin(trial)
+        self._trial_started = time.monotonic()
+        self._execution = 0
+        self._runs, self._epochs = [], 0
+        self.hypermodel.last_runs, self.hypermodel.last_epochs = [], 0
+        if self.display is not None:
+            where = self.tuner_id if self.role.kind == "worker" else None
+            self.display.trial_started(trial.trial_id, dict(trial.hyperparameters.values),
+                                       where=where)
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        execution = self._execution
+        self._execution += 1
+        self.hypermodel.execution = execution
+        kwargs.update(trial_id=trial.trial_id, execution=execution,
+                      trial_dir=self.get_trial_dir(trial.trial_id))
+        try:
+            return super()._build_and_fit_model(trial, *args, **kwargs)
+        finally:
+            self._runs.extend(self.hypermodel.last_runs)
+            self._epochs = max(self._epochs, self.hypermodel.last_epochs)
+
+    def on_trial_end(self, trial) -> None:
+        seconds = time.monotonic() - self._trial_started
+        message = trial.message  # the oracle's copy of a worker's trial has none
+        # Written before the chief hears of the end, so that it can print the time and reason
+        # (keras-tuner sends neither), then again with the oracle's score.
+        self._write_record(trial, seconds, message)
+        stopped = False
+        try:
+            super().on_trial_end(trial)  # reports to the oracle (or the chief) and saves
+        except RuntimeError as e:
+            if FAILURE_LIMIT not in str(e):
+                raise
+            settle_after_failure_limit(self.oracle, trial.trial_id)
+            stopped = True
+        ended = self.oracle.get_trial(trial.trial_id)
+        self._write_record(ended, seconds, message)
+        self.report_trial_end(trial.trial_id, where=self.tuner_id
+                              if self.role.kind == "worker" else None)
+        if stopped:
+            raise SearchStopped(failure_limit_message(self.oracle, Path(self.project_dir),
+                                                      trial.trial_id))
+
+    # -- records and lines -------------------------------------------------------------------
+
+    def _write_record(self, trial, seconds: float, message: str | None) -> None:
+        project = Path(self.project_dir)
+        runs = []
+        for run in self._runs:
+            try:
+                runs.append(str(Path(run).relative_to(project)))
+            except ValueError:
+                runs.append(str(run))
+        atomic_write_json(Path(self.get_trial_dir(trial.trial_id)) / RECORD, {
+            "trial_id": trial.trial_id,
+            "tuner_id": self.tuner_id,
+            "status": trial.status,
+            "score": trial.score,
+            "seconds": round(seconds, 3),
+            "epochs": self._epochs,
+            "runs": runs,
+            "reason": short_reason(message) if trial.status != "COMPLETED" else None,
+            "traceback": message if trial.status != "COMPLETED" else None,
+            "hyperparameters": dict(trial.hyperparameters.values),
+        })
+
+    def report_trial_end(self, trial_id: str, where: str | None = None) -> None:
+        """Print how trial `trial_id` ended, with the best score so far."""
+        if self.display is None:
+            return
+        trial = self.oracle.get_trial(trial_id)
+        record = read_record(Path(self.project_dir), trial_id) or {}
+        best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
+        if where is None and self.role.kind == "chief":
+            where = record.get("tuner_id")
+        self.display.trial_ended(
+            trial_id, trial.status, score=trial.score, seconds=record.get("seconds"),
+            epochs=record.get("epochs"), reason=record.get("reason"),
+            best=(best[0].trial_id, best[0].score) if best else None, where=where,
+            retrying=trial.status == "INVALID")
+
+
+class HyperbandSearch(_TrialsThroughDigits, keras_tuner.Hyperband):
+    """keras-tuner's Hyperband, training through digits' Trainer."""
+
+
+class RandomSearch(_TrialsThroughDigits, keras_tuner.RandomSearch):
+    """keras-tuner's random search, training through digits' Trainer."""
+
+
+class BayesianSearch(_TrialsThroughDigits, keras_tuner.BayesianOptimization):
+    """keras-tuner's Bayesian optimisation (a Gaussian process), training through digits' Trainer."""
+
+
+class GridSearch(_TrialsThroughDigits, keras_tuner.GridSearch):
+    """keras-tuner's grid search, training through digits' Trainer."""
+
+
+TUNERS = {"hyperband": HyperbandSearch, "random": RandomSearch, "bayesian": BayesianSearch,
+          "grid": GridSearch}
+
+
+def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective: str = "val_accuracy",
+               max_trials: int | None = None, max_epochs: int = 10, factor: int = 3,
+               hyperband_iterations: int = 1, seed: int = 0, executions_per_trial: int = 1,
+               overwrite: bool = False, pins: dict | None = None, max_retries_per_trial: int = 0,
+               max_consecutive_failed_trials: int = 3, max_model_size: int | None = None,
+               display=None, role: Role | None = None):
+    """Build the keras-tuner tuner `kind` ("hyperband", "random", "bayesian" or "grid").
+
+    `pins` fix hyperparameters (`{"batch_norm": True}`); `seed` seeds the oracle's sampling.
+    With `overwrite=False` an existing project is reloaded: its finished trials are kept.
+    """
+    if kind not in TUNERS:
+        raise ConfigError(f"unknown tuner {kind!r}; choose from {', '.join(TUNERS)}")
+    hyperparameters = keras_tuner.HyperParameters()
+    for name, value in (pins or {}).items():
+        hyperparameters.Fixed(name, value)
+    common = dict(
+        hypermodel=hypermodel,
+        objective=keras_tuner.Objective(objective, objective_direction(objective)),
+        # keras-tuner reads a seed of 0 as "no seed", so --seed 0 becomes 1 here.
+        seed=seed + 1,
+        hyperparameters=hyperparameters,
+        max_retries_per_trial=max_retries_per_trial,
+        max_consecutive_failed_trials=max_consecutive_failed_trials,
+        executions_per_trial=executions_per_trial,
+        max_model_size=max_model_size,
+        directory=str(directory),
+        project_name=project,
+        overwrite=overwrite,
+        display=display,
+        role=role,
+    )
+    if kind == "hyperband":
+        tuner = HyperbandSearch(max_epochs=max_epochs, factor=factor,
+                                hyperband_iterations=hyperband_iterations, **common)
+        if max_trials and isinstance(tuner.oracle, keras_tuner.Oracle):
+            tuner.oracle.max_trials = max_trials  # a cap on top of Hyperband's own schedule
+        return tuner
+    return TUNERS[kind](max_trials=max_trials, **common)
+
+
+def planned_trials(kind: str, max_trials: int | None, max_epochs: int, factor: int = 3,
+                   hyperband_iterations: int = 1) -> int | None:
+    """How many trials a search runs (Hyperband's schedule, as keras-tuner computes it).
+
+    Example:
+        >>> planned_trials("hyperband", None, max_epochs=10)
+        30
+    """
+    if kind != "hyperband":
+        return max_trials
+    brackets, epochs = 0, float(max_epochs)
+    while epochs >= 1:
+        epochs /= factor
+        brackets += 1
+    last_round_size = math.ceil(1 + math.log(max_epochs, factor))
+    total = sum(math.ceil(last_round_size / (b + 1) * factor ** (b - r))
+                for b in range(brackets) for r in range(b + 1)) * hyperband_iterations
+    return min(total, max_trials) if max_trials else total
+
+
+def short_reason(message: str | None) -> str | None:
+    """The last line of a trial's traceback, without module paths: 'FailedTrialError: ...'."""
+    if not message:
+        return None
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    head, sep, tail = last.partition(": ")
+    if sep and "." in head and " " not in head:
+        last = f"{head.rsplit('.', 1)[-1]}: {tail}"
+    return last[:500]
+
+
+def failure_limit_message(oracle, project_dir: Path, trial_id: str) -> str:
+    """Why keras-tuner stopped the search: the limit, and the reason of the last failure."""
+    record = read_record(project_dir, trial_id) or {}
+    last = record.get("reason") or short_reason(getattr(oracle.trials.get(trial_id), "message",
+                                                        None))
+    return (f"{oracle.max_consecutive_failed_trials} trials failed in a row; the last one, "
+            f"trial {trial_id}: {last or 'no reason recorded'}")
+
+
+def quiet_trial_tracebacks() -> None:
+    """Keep keras-tuner from printing the traceback of every failed trial (it prints them
+    while its DEBUG flag is on, the default): the search prints each trial's reason in one
+    line, and `trial_<id>/digits_trial.json` keeps the whole traceback."""
+    from keras_tuner.src import config as keras_tuner_config
+
+    keras_tuner_config.DEBUG = False
+
+
+def read_record(project_dir: Path, trial_id: str) -> dict | None:
+    try:
+        return json.loads((Path(project_dir) / f"trial_{trial_id}" / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def check_settings(project_dir: Path, settings: dict) -> None:
+    """Refuse to continue the search in `project_dir` when it was made with other settings.
+
+    Settings that define the search (tuner, objective, data, seed, pins, epochs, ...) must
+    match those in its `search.json`; a project without one is a new search.
+    """
+    file = Path(project_dir) / SETTINGS
+    try:
+        previous = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return
+    normalised = json.loads(json.dumps(settings))
+    changed = [k for k in sorted(set(previous) | set(normalised))
+               if previous.get(k) != normalised.get(k)]
+    if changed:
+        what = "; ".join(f"{k} was {previous.get(k)!r}, now {normalised.get(k)!r}"
+                         for k in changed)
+        raise ConfigError(f"{project_dir} holds a search with other settings ({what}); rerun "
+                          "with --overwrite to start it over, or pick another --project")
+
+
+def write_settings(project_dir: Path, settings: dict) -> None:
+    atomic_write_json(Path(project_dir) / SETTINGS, settings)
+
+
+def reload_report(oracle) -> dict:
+    """What a reloaded project holds: finished, failed and interrupted trials, by id."""
+    by_status: dict[str, list[str]] = {}
+    for trial in oracle.trials.values():
+        by_status.setdefault(trial.status, []).append(trial.trial_id)
+    return {
+        "completed": sorted(by_status.get("COMPLETED", [])),
+        "failed": sorted(by_status.get("FAILED", [])),
+        # RUNNING on disk: the trial was running when the search was stopped; INVALID:
+        # it crashed and waits for a retry. keras-tuner runs both again.
+        "restarted": sorted(by_status.get("RUNNING", []) + by_status.get("INVALID", [])),
+    }
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def trial_rows(oracle, project_dir: Path, top: int | None = None) -> list[dict]:
+    """The completed trials, best first: id, score, epochs, seconds and searched values."""
+    direction = objective_direction(oracle.objective.name)
+    completed = [t for t in oracle.trials.values() if t.status == "COMPLETED"
+                 and t.score is not None and not math.isnan(t.score)]
+    completed.sort(key=lambda t: t.score, reverse=direction == "max")
+    rows = []
+    for trial in completed[:top]:
+        record = read_record(project_dir, trial.trial_id) or {}
+        values = dict(trial.hyperparameters.values)
+        rows.append({"trial_id": trial.trial_id, "score": trial.score,
+                     "epochs": record.get("epochs") or values.get("tuner/epochs"),
+                     "seconds": record.get("seconds"),
+                     "values": space.searched_values(values)})
+    return rows
+
+
+def failed_trials(oracle, project_dir: Path) -> list[tuple[str, str]]:
+    """(trial id, reason) of each trial that failed for good."""
+    failed = []
+    for trial in sorted(oracle.trials.values(), key=lambda t: t.trial_id):
+        if trial.status == "FAILED":
+            record = read_record(project_dir, trial.trial_id) or {}
+            failed.append((trial.trial_id, record.get("reason") or short_reason(trial.message)
+                           or "no reason recorded"))
+    return failed
+
+
+def best_record(oracle, project_dir: Path, kind: str) -> dict | None:
+    """The best trial as `best_hyperparameters.json` holds it (None when none completed)."""
+    rows = trial_rows(oracle, project_dir, top=1)
+    if not rows:
+        return None
+    best = rows[0]
+    values = best["values"]
+    counts = reload_report(oracle)
+    return {
+        "objective": {"name": oracle.objective.name,
+                      "direction": objective_direction(oracle.objective.name)},
+        "score": best["score"],
+        "trial_id": best["trial_id"],
+        "epochs": best["epochs"],
+        "tuner": kind,
+        "model": space.MODEL,
+        "hyperparameters": values,
+        "trials": {"completed": len(counts["completed"]), "failed": len(counts["failed"])},
+        "train_command": train_command(values, best["epochs"]),
+    }
+
+
+def train_command(values: dict, epochs: int | None = None) -> str:
+    """The `python -m digits.train` command line that trains these hyperparameters by hand."""
+    words = ["python", "-m", "digits.train", "--model", space.MODEL]
+    for name, value in values.items():
+        if name == "optimizer":
+            words += ["--optimizer", str(value)]
+        elif name == "learning_rate":
+            words += ["--learning-rate", f"{value:.6g}"]
+        elif name in space.DIMENSIONS:
+            words += ["--hp", f"{name}={value!r}"]
+    if epochs:
+        words += ["--epochs", str(epochs)]
+    return shlex.join(words)
+
+
+def write_best_hyperparameters(project_dir: Path, record: dict) -> Path:
+    """Write `<project>/best_hyperparameters.json` atomically; returns its path."""
+    path = Path(project_dir) / BEST
+    atomic_write_json(path, record)
+    return path

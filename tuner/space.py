@@ -1,0 +1,131 @@
+"""The search space: the CNN's architecture, its optimizer and its learning rate, as data.
+
+Each `Dimension` declares itself on a keras-tuner `HyperParameters` object. The space is plain
+data (no TensorFlow, no keras-tuner import), so `--help` can list it and pinned values
+(`--hp filters=32`) are checked before anything heavy starts. Every default is the hand-picked
+`build_model("cnn")` default, so the hand-picked model is a point of the space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from digits.errors import ConfigError
+
+MODEL = "cnn"
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    """One searched hyperparameter.
+
+    Args:
+        name: the hyperparameter's name: a `build_model("cnn", ...)` argument, or `optimizer` /
+            `learning_rate` (which go to the Trainer).
+        kind: "int" (a whole-number range), "choice" (listed values), "boolean", or "log"
+            (a float range sampled on a log scale).
+        values: the choices, or (low, high) for "int" and "log".
+        default: the value of the hand-picked model.
+        help: what it changes, in a few words.
+    """
+
+    name: str
+    kind: str
+    values: tuple
+    default: object
+    help: str
+
+    def declare(self, hp):
+        """Register this dimension on a keras-tuner `HyperParameters` and return its value."""
+        if self.kind == "int":
+            return hp.Int(self.name, self.values[0], self.values[1], default=self.default)
+        if self.kind == "boolean":
+            return hp.Boolean(self.name, default=self.default)
+        if self.kind == "log":
+            return hp.Float(self.name, self.values[0], self.values[1], sampling="log",
+                            default=self.default)
+        ordered = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
+        return hp.Choice(self.name, list(self.values), ordered=ordered, default=self.default)
+
+    def describe(self) -> str:
+        if self.kind in ("int", "log"):
+            low, high = self.values
+            scale = ", log scale" if self.kind == "log" else ""
+            return f"{low:g} to {high:g}{scale}"
+        if self.kind == "boolean":
+            return "True or False"
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in self.values)
+
+    def check_pin(self, value) -> object:
+        """Check the type of a pinned value (`--hp NAME=VALUE`); the model checks its range."""
+        if self.kind == "boolean":
+            if not isinstance(value, bool):
+                raise ConfigError(f"--hp {self.name} must be True or False, got {value!r}")
+            return value
+        if self.name == "optimizer":
+            if value not in OPTIMIZERS:
+                raise ConfigError(f"--hp optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                                  f"got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"--hp {self.name} must be a number, got {value!r}")
+        whole = self.kind == "int" or all(isinstance(v, int) for v in self.values)
+        if whole:
+            if not float(value).is_integer():
+                raise ConfigError(f"--hp {self.name} must be a whole number, got {value!r}")
+            return int(value)
+        return float(value)
+
+
+SEARCH_SPACE: tuple[Dimension, ...] = (
+    Dimension("conv_blocks", "int", (1, 3), 2, "conv blocks (each halves the image)"),
+    Dimension("filters", "choice", (16, 32, 48, 64), 32, "filters of the first block, doubling"),
+    Dimension("kernel_size", "choice", (3, 5), 3, "convolution kernel size"),
+    Dimension("convs_per_block", "int", (1, 2), 2, "convolutions before each pooling"),
+    Dimension("batch_norm", "boolean", (True, False), True, "BatchNormalization after each conv"),
+    Dimension("dropout", "choice", (0.0, 0.1, 0.25, 0.4), 0.25, "dropout after each block"),
+    Dimension("dense_units", "choice", (64, 128, 256, 512), 128, "width of the dense layer"),
+    Dimension("dense_dropout", "choice", (0.0, 0.2, 0.4, 0.5), 0.4, "dropout before the output"),
+    Dimension("augment", "choice", (0.0, 0.5, 1.0, 1.5), 1.0, "augmentation strength (0: none)"),
+    Dimension("optimizer", "choice", OPTIMIZERS, "adam", "the optimizer"),
+    Dimension("learning_rate", "log", (1e-4, 1e-2), 2e-3, "initial learning rate (cosine decay)"),
+)
+
+DIMENSIONS = {d.name: d for d in SEARCH_SPACE}
+TRAINER_HYPERPARAMETERS = ("optimizer", "learning_rate")
+
+
+def declare(hp) -> tuple[dict, str, float]:
+    """Declare the whole space on `hp`; return (model hyperparameters, optimizer, learning rate)."""
+    values = {d.name: d.declare(hp) for d in SEARCH_SPACE}
+    optimizer = values.pop("optimizer")
+    learning_rate = values.pop("learning_rate")
+    return values, optimizer, learning_rate
+
+
+def check_pins(pins: dict) -> dict:
+    """Check `--hp` pins: known names and the right types. Returns the pins, normalised."""
+    checked = {}
+    for name, value in pins.items():
+        if name not in DIMENSIONS:
+            raise ConfigError(f"--hp {name}: not a searched hyperparameter; the search space is: "
+                              f"{', '.join(DIMENSIONS)}")
+        checked[name] = DIMENSIONS[name].check_pin(value)
+    return checked
+
+
+def searched_values(values: dict) -> dict:
+    """Only the search space's own entries of a trial's values, in the space's order (without
+    keras-tuner's `tuner/epochs`, `tuner/trial_id`, ... bookkeeping)."""
+    ordered = {d.name: values[d.name] for d in SEARCH_SPACE if d.name in values}
+    ordered.update((k, v) for k, v in values.items()
+                   if k not in ordered and not k.startswith("tuner/"))
+    return ordered
+
+
+def space_help() -> str:
+    """One line per dimension, for `--help`."""
+    width = max(len(d.name) for d in SEARCH_SPACE)
+    return "\n".join(f"  {d.name:<{width}}  {d.describe()} (default {d.default}): {d.help}"
+                     for d in SEARCH_SPACE)
