@@ -93,11 +93,14 @@ def _open_maybe_gzip(path: Path):
     return open(path, "rb")
 
 
-def load_idx(path: str | os.PathLike) -> np.ndarray:
+def load_idx(path: str | os.PathLike, dimensions: int | None = None,
+             items: int | None = None) -> np.ndarray:
     """Read one IDX file (optionally gzip-compressed) with strict validation.
 
     Checks the magic number, the element type (unsigned bytes only), the dimensions, and that
     the body holds exactly as many bytes as the header promises (no truncation, no trailing data).
+    `dimensions` and `items`, when given, are checked against the header before the body is read, so
+    a header that lies about its size costs nothing.
 
     Example:
         >>> images = load_idx("../shared/data/mnist/t10k-images-idx3-ubyte.gz")
@@ -135,6 +138,12 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
             expected = int(np.prod(dims, dtype=np.int64))
             if expected > MAX_ARRAY_BYTES:
                 raise DatasetError(f"{path}: IDX header claims {expected} bytes, too large")
+            if dimensions is not None and ndim != dimensions:
+                kind = "an images" if dimensions == 3 else "a labels"
+                raise DatasetError(f"{path}: {kind} file must have {dimensions} "
+                                   f"dimension{'s' * (dimensions > 1)}")
+            if items is not None and dims[0] != items:
+                raise DatasetError(f"{path}: {dims[0]} images but {items} labels")
             body = f.read(expected + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise DatasetError(f"{path}: cannot read (corrupt or truncated gzip?): {e}") from None
@@ -189,11 +198,11 @@ def _to_images(x: np.ndarray, where: str) -> np.ndarray:
 
 
 def _pair(x: np.ndarray, y: np.ndarray, where: str) -> Split:
-    images = _to_images(x, where)
     labels = _check_labels(y, where)
-    if images.shape[0] != labels.shape[0]:
-        raise DatasetError(f"{where}: {images.shape[0]} images but {labels.shape[0]} labels")
-    return Split(images, labels)
+    # Counted before the images are converted: a mismatch costs no float32 copy.
+    if x.ndim >= 1 and x.shape[0] != labels.shape[0]:
+        raise DatasetError(f"{where}: {x.shape[0]} images but {labels.shape[0]} labels")
+    return Split(_to_images(x, where), labels)
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
@@ -217,11 +226,10 @@ def load_idx_directory(directory: str | os.PathLike) -> tuple[Split | None, Spli
         if images is None or labels is None:
             missing = f"{prefix}-{'images-idx3' if images is None else 'labels-idx1'}-ubyte[.gz]"
             raise DatasetError(f"{directory}: {missing} is missing")
-        x, y = load_idx(images), load_idx(labels)
-        if x.ndim != 3:
-            raise DatasetError(f"{images}: an images file must have 3 dimensions")
-        if y.ndim != 1:
-            raise DatasetError(f"{labels}: a labels file must have 1 dimension")
+        # The small labels file first: the images header must then agree with it before
+        # the (possibly gzip-bombed) body of the images is read.
+        y = load_idx(labels, dimensions=1)
+        x = load_idx(images, dimensions=3, items=len(y))
         splits.append(_pair(x, y, str(directory / prefix)))
     if splits == [None, None]:
         raise DatasetError(
@@ -234,6 +242,8 @@ def load_idx_directory(directory: str | os.PathLike) -> tuple[Split | None, Spli
 def load_npz(path: str | os.PathLike) -> tuple[Split | None, Split | None]:
     """Read an .npz holding x_train/y_train/x_test/y_test (or only the test pair), no pickles."""
     path = Path(path)
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise DatasetError(f"{path}: not a readable .npz file: not a regular file")
     try:
         with zipfile.ZipFile(path) as archive:
             total = sum(info.file_size for info in archive.infolist())

@@ -215,10 +215,10 @@ def load_model(path: str):
         output_shape = tuple(model.output_shape[1:])
     except (AttributeError, ValueError, TypeError):
         raise ModelError(f"{path}: the model has no single image input and output") from None
-    if input_shape not in ((28, 28, 1), (28, 28)) or len(output_shape) != 1:
+    if input_shape not in ((28, 28, 1), (28, 28)) or output_shape != (10,):
         raise ModelError(
             f"{path}: the model takes {input_shape} and gives {output_shape}; expected 28x28x1 "
-            "images in and class scores out"
+            "images in and 10 class scores out"
         )
     return model
 

@@ -780,6 +780,7 @@ class Trainer:
     def _evaluate(self, model, split: Split | None, stage: str, limit: int | None) -> TestResult:
         if split is None:
             raise ConfigError(f"the dataset has no {stage} split")
+        _check_model_fits_data(model, self.data)
         if limit is not None:
             split = split.take(limit * self.eval_batch_size)
         probabilities = self._predict_split(model, split, limit=None)

@@ -177,13 +177,14 @@ def module_model(tmp: Path) -> str:
                                                  "model.weights.h5": b""}))
 
 
-def model_file(tmp: Path, input_shape=(28, 28, 1), name: str = "model.keras") -> str:
+def model_file(tmp: Path, input_shape=(28, 28, 1), name: str = "model.keras",
+               classes: int = 10) -> str:
     import keras
 
     path = tmp / name
     inputs = keras.Input(input_shape)
     x = keras.layers.Flatten()(inputs)
-    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)).save(path)
+    keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x)).save(path)
     return str(path)
 
 
@@ -266,7 +267,12 @@ CASES = [
          lambda t: idx_dir(t, images=idx(IMAGES_200[:1], dims=(0xFFFFFFFF, 28, 28))), "too large",
          subprocess=True),
     data("idx-header-claims-a-million-images",
-         lambda t: idx_dir(t, images=idx(IMAGES_200, dims=(600_000, 28, 28))), "truncated"),
+         lambda t: idx_dir(t, images=idx(IMAGES_200, dims=(600_000, 28, 28))),
+         "600000 images but 200 labels"),
+    data("idx-gzip-bomb-with-few-labels", lambda t: idx_dir(t, labels=idx(good_labels(10)), gz=True,
+                                                         images=gzip.compress(idx(np.zeros(
+                                                             (100_000, 28, 28), np.uint8)), 1)),
+         "100000 images but 10 labels"),
     data("idx-label-out-of-range",
          lambda t: idx_dir(t, labels=idx(np.r_[good_labels(199), 10])), "0-9"),
     data("idx-label-255", lambda t: idx_dir(t, labels=idx(np.r_[good_labels(199), 255])), "0-9"),
@@ -332,7 +338,7 @@ CASES = [
     data("npz-scalar-images", lambda t: npz(t, x_train=np.array(7)), "shape"),
     data("npz-no-images",
          lambda t: npz(t, x_train=np.zeros((0, 28, 28), np.uint8), y_train=np.zeros(0, int)),
-         "no images"),
+         "no labels"),
     data("npz-too-few-examples",
          lambda t: npz(t, x_train=good_images(5), y_train=good_labels(5)), "too few"),
     # --- dataset paths that are the wrong kind of thing
@@ -344,6 +350,9 @@ CASES = [
     data("dataset-does-not-exist", lambda t: "no/such/dataset", "unknown dataset"),
     data("dataset-name-too-long", lambda t: "d" * 5000, "dataset"),
     data("dataset-empty-string", lambda t: "", "empty"),
+    data("dataset-is-dev-null", lambda t: "/dev/null", "directory of IDX files or an .npz"),
+    data("dataset-npz-is-a-fifo", lambda t: (os.mkfifo(t / "fifo.npz"), str(t / "fifo.npz"))[1],
+         "not a readable .npz"),
     train("test-dataset-is-a-text-file",
           lambda t: ["--dataset", npz(t), "--test-dataset", write(t, "test.npz", "no")],
           "not a readable .npz"),
@@ -398,6 +407,9 @@ CASES = [
         "cannot load model"),
     model("model-wrong-input-shape", lambda t: model_file(t, input_shape=(32, 32, 3)),
           "expected 28x28x1"),
+    model("model-three-classes", lambda t: model_file(t, classes=3), "10 class scores"),
+    model("evaluate-model-eleven-classes", lambda t: model_file(t, classes=11), "10 class scores",
+          module="digits.evaluate"),
     model("evaluate-model-missing", lambda t: str(t / "missing.keras"), "no such model file",
           module="digits.evaluate"),
     Case("evaluate-test-images-without-labels", "digits.evaluate",
@@ -475,6 +487,12 @@ CASES = [
     train("log-dir-in-proc", lambda t: ["--dataset", npz(t), *TRAIN_TAIL,
                                         "--log-dir", "/proc/digits-logs"], "not writable",
           tail=False),
+    train("log-dir-name-too-long",
+          lambda t: ["--dataset", npz(t), *TRAIN_TAIL, "--log-dir", "L" * 5000], "name too long",
+          tail=False),
+    train("toml-path-too-long", lambda t: ["--config", "c" * 5000 + ".toml"], "name too long"),
+    image("image-path-too-long", lambda t: "i" * 5000 + ".png", "name too long"),
+    model("model-path-too-long", lambda t: "m" * 5000 + ".keras", "no such model file"),
     train("log-dir-empty-string",
           lambda t: ["--dataset", npz(t), *TRAIN_TAIL, "--log-dir", ""], "empty", tail=False),
     train("run-name-escapes", lambda t: ["--dataset", "mnist-5k", "--name", "../outside"],
