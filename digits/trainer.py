@@ -142,12 +142,6 @@ class RunDirectory:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __del__(self) -> None:
-        # A Trainer that is fitted but never tested or finished (a tuner's trial) is dropped
-        # without unlocking; its file descriptor must not outlive it.
-        with contextlib.suppress(Exception):
-            self.unlock()
-
 
 def check_writable_dir(path: str | os.PathLike) -> None:
     """Refuse, before any training, a log directory that cannot be created or written.
@@ -565,10 +559,6 @@ class Trainer:
         self.run = RunDirectory.create(self.log_dir, name)
         self.run.try_lock()
 
-    def _release_run(self) -> None:
-        if self.run is not None:
-            self.run.unlock()
-
     def _save_state(self) -> None:
         """Weights + optimizer, then the small JSON that commits them (atomic, in that order).
 
@@ -747,10 +737,11 @@ class Trainer:
                 saved = (f"epochs 1-{self.current_epoch} are saved in {self.run.path}"
                          if self.current_epoch else f"no epoch had finished ({self.run.path})")
                 self._notice(f"\ninterrupted during epoch {self.current_epoch + 1}: {saved}")
-            self._release_run()
             raise
         finally:
             self._teardown(dispatcher, "fit")
+            if self.run is not None:
+                self.run.unlock()  # held while training; a later identical command may resume
         return getattr(model, "history", None)
 
     @property
@@ -818,13 +809,11 @@ class Trainer:
         finally:
             self._teardown(dispatcher, "test")
         self._write_metrics(status="finished")
-        self._release_run()
         return result
 
     def finish(self) -> None:
         """Mark the run finished without testing (a later identical command starts afresh)."""
         self._write_metrics(status="finished")
-        self._release_run()
 
     # -- helpers for callbacks -----------------------------------------------------------
 

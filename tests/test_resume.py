@@ -414,3 +414,14 @@ def test_a_full_disk_while_saving_state_stops_the_run_cleanly(tmp_path, small_da
     with pytest.raises(TrainingStopped, match="cannot save the run's state in .*No space left"):
         fit(make_trainer(tmp_path), small_data, "mlp")
 
+
+
+def test_a_run_cut_off_during_its_test_is_tested_without_training_again(tmp_path, small_data):
+    fit(make_trainer(tmp_path, max_epochs=2), small_data, "mlp")  # "fitted": the test never ran
+    again = make_trainer(tmp_path, max_epochs=2)
+    model = fit(again, small_data, "mlp")
+    assert again.run.version == 0 and again.resumed_from_epoch == 2
+    assert len(again.history["loss"]) == 2  # nothing was trained twice
+    again.test(model, small_data)
+    metrics = json.loads((again.run.path / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["epochs_completed"] == 2
