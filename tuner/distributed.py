@@ -19,6 +19,7 @@ import dataclasses
 import ipaddress
 import os
 import queue
+import threading
 import time
 from concurrent import futures
 
@@ -193,11 +194,18 @@ def _drain(events: queue.Queue, tuner, display) -> None:
 
 
 def settle_after_failure_limit(oracle, trial_id: str) -> None:
-    """Save what keras-tuner's `end_trial` left unsaved when it raised for too many failures.
+    """Finish what keras-tuner's `end_trial` left undone when it raised for too many failures.
 
     keras-tuner raises before writing the trial and the oracle and before releasing the
-    trial, so a later run would restart a trial that already failed for good.
+    trial (so a later run would restart a trial that already failed for good), and its
+    `@synchronized` keeps the oracle's lock when the call raises (so any other thread would
+    wait for it forever). Call this from the thread that called `end_trial`.
     """
+    from keras_tuner.src.engine import oracle as oracle_module
+
+    if oracle_module.THREADS[oracle] == threading.current_thread().name:
+        oracle_module.THREADS[oracle] = None
+        oracle_module.LOCKS[oracle].release()
     trial = oracle.trials[trial_id]
     for tuner_id, running in list(oracle.ongoing_trials.items()):
         if running.trial_id == trial_id:
