@@ -16,7 +16,8 @@ class Checkpoint(Callback):
     resumed run only overwrites the checkpoint with a better model.
 
     Args:
-        monitor: metric to watch (default "val_accuracy").
+        monitor: metric to watch (default "val_accuracy"). Ties go to the epoch with the lower
+            `val_loss`, so a later, better converged model replaces an equal-scoring early one.
         mode: "max" or "min"; "auto" picks "min" for losses, else "max" (default "auto").
         filename: file name inside the run directory (default "model.keras").
 
@@ -36,12 +37,18 @@ class Checkpoint(Callback):
         self.monitor = monitor
         self.mode = ("min" if "loss" in monitor else "max") if mode == "auto" else mode
         self.filename = filename
+        self.tie_breaker = "val_loss"
         self.best: float | None = None
+        self.best_loss: float | None = None
         self.best_epoch: int | None = None
 
-    def _better(self, value: float) -> bool:
+    def _better(self, value: float, loss: float | None) -> bool:
         if self.best is None:
             return True
+        if value == self.best and self.tie_breaker != self.monitor:
+            # Accuracy on a few hundred validation images ties often; the later, better
+            # converged model wins a tie when its validation loss is lower.
+            return loss is not None and (self.best_loss is None or loss < self.best_loss)
         return value < self.best if self.mode == "min" else value > self.best
 
     def on_epoch_end(self, epoch, logs=None):
@@ -54,8 +61,10 @@ class Checkpoint(Callback):
             # A model that just went NaN can still score a finite val_accuracy (argmax of NaN
             # is class 0); the last good checkpoint must survive it.
             return
-        if self._better(float(value)):
-            self.best, self.best_epoch = float(value), epoch + 1
+        loss = (logs or {}).get(self.tie_breaker)
+        loss = float(loss) if loss is not None and math.isfinite(float(loss)) else None
+        if self._better(float(value), loss):
+            self.best, self.best_loss, self.best_epoch = float(value), loss, epoch + 1
             with atomic_path(self.trainer.run.file(self.filename), suffix=".keras") as tmp:
                 self.model.save(tmp)
 
@@ -64,8 +73,10 @@ class Checkpoint(Callback):
         return self.trainer.run.file(self.filename) if self.trainer and self.trainer.run else None
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "monitor": self.monitor}
+        return {"best": self.best, "best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "monitor": self.monitor}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("monitor") == self.monitor:
             self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+            self.best_loss = state.get("best_loss")
