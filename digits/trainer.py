@@ -158,7 +158,7 @@ def check_writable_dir(path: str | os.PathLike) -> None:
             probe = probe.parent
         is_dir = probe.is_dir()
     except OSError as e:
-        raise RunDirectoryError(f"{_short(path)}: {e.strerror or e}") from None
+        raise RunDirectoryError(f"{str(path)[:200]}: {e.strerror or e}") from None
     if probe.is_file():
         raise RunDirectoryError(f"{probe} is a file, not a directory")
     if not is_dir:
@@ -169,11 +169,6 @@ def check_writable_dir(path: str | os.PathLike) -> None:
         raise RunDirectoryError(f"{probe} is not writable: {e.strerror or e}") from None
     os.close(fd)
     os.unlink(name)
-
-
-def _short(path, limit: int = 200) -> str:
-    text = str(path)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @contextlib.contextmanager
