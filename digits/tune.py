@@ -303,10 +303,12 @@ def _summarize(args, tuner, display, project_dir) -> dict | None:
     oracle = tuner.oracle
     rows = trial_rows(oracle, project_dir, top=args.top)
     completed = len(trial_rows(oracle, project_dir))
+    pins = dict(args.hp)
     if rows:
-        display.summary_table(rows, [d.name for d in SEARCH_SPACE],
-                              f"best {len(rows)} of {completed} completed trials "
-                              f"({args.objective}, {project_dir})")
+        pinned = f"; pinned: {format_values(pins)}" if pins else ""
+        display.summary_table(rows, [d.name for d in SEARCH_SPACE if d.name not in pins],
+                              f"best {len(rows)} of {completed} completed trials by "
+                              f"{args.objective} ({project_dir}){pinned}")
     for trial_id, reason in failed_trials(oracle, project_dir):
         display.line(f"trial {trial_id} failed: {reason}", style="red")
     record = best_record(oracle, project_dir, args.tuner)

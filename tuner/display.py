@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from callbacks.console import is_plain, make_console, table_box
@@ -21,8 +22,8 @@ from tuner.space import searched_values
 SHORT_NAMES = {
     "conv_blocks": "blocks", "filters": "filters", "kernel_size": "kernel",
     "convs_per_block": "convs", "batch_norm": "bn", "dropout": "drop",
-    "dense_units": "dense", "dense_dropout": "d.drop", "augment": "augment",
-    "optimizer": "optimizer", "learning_rate": "lr",
+    "dense_units": "dense", "dense_dropout": "d.drop", "augment": "aug",
+    "optimizer": "opt", "learning_rate": "lr",
 }
 
 
@@ -124,29 +125,44 @@ class SearchDisplay:
         self.line(text)
 
     def summary_table(self, rows: Sequence[dict], names: Sequence[str], title: str) -> None:
-        """The best trials: rank, trial, score, epochs, time, then one column per hyperparameter.
+        """The best trials: rank, trial, score, epochs, time, then one column per hyperparameter
+        (or, on a terminal too narrow for those, one wrapping column of them all).
 
         Each row: {"trial_id", "score", "epochs", "seconds", "values": {name: value}}.
         """
-        headers = ["#", "trial", self.objective, "epochs", "time",
-                   *(SHORT_NAMES.get(n, n) for n in names)]
-        cells = [[str(rank), str(row["trial_id"]), format_value(row["score"]),
-                  str(row["epochs"]) if row.get("epochs") else "?",
-                  format_seconds(row.get("seconds")),
-                  *(format_value(row["values"].get(n)) for n in names)]
-                 for rank, row in enumerate(rows, 1)]
+        headers = ["#", "trial", self.objective, "epochs", "time"]
+        firsts = [[str(rank), str(row["trial_id"]), format_value(row["score"]),
+                   str(row["epochs"]) if row.get("epochs") else "?",
+                   format_seconds(row.get("seconds"))] for rank, row in enumerate(rows, 1)]
+        values = [[format_value(row["values"].get(n)) for n in names] for row in rows]
         if self.plain:
-            self.console.print(title, soft_wrap=True, highlight=False)
-            self.console.print(plain_table(headers, cells), soft_wrap=True, highlight=False,
-                               markup=False)
+            self.console.print(title, soft_wrap=True, highlight=False, markup=False)
+            table = plain_table([*headers, *(SHORT_NAMES.get(n, n) for n in names)],
+                                [a + b for a, b in zip(firsts, values, strict=True)])
+            self.console.print(table, soft_wrap=True, highlight=False, markup=False)
             return
+        wide = self._table(title, headers)
+        for name in names:
+            wide.add_column(SHORT_NAMES.get(name, name), justify="right", no_wrap=True)
+        for first, rest in zip(firsts, values, strict=True):
+            wide.add_row(*first, *rest)
+        unbounded = self.console.options.update(max_width=100_000)
+        if Measurement.get(self.console, unbounded, wide).maximum <= self.console.width:
+            self.console.print(wide)
+            return
+        narrow = self._table(title, headers)
+        narrow.add_column("hyperparameters", overflow="fold", ratio=1)
+        for first, rest in zip(firsts, values, strict=True):
+            narrow.add_row(*first, "  ".join(f"{SHORT_NAMES.get(n, n)}={v}"
+                                             for n, v in zip(names, rest, strict=True)))
+        self.console.print(narrow)
+
+    def _table(self, title: str, headers: Sequence[str]) -> Table:
         table = Table(title=title, box=table_box(self.console), title_justify="left")
         for i, header in enumerate(headers):
-            table.add_column(header, justify="right" if i != 1 else "left",
+            table.add_column(header, justify="left" if i == 1 else "right",
                              style="green" if i == 2 else None, no_wrap=True)
-        for row in cells:
-            table.add_row(*row)
-        self.console.print(table)
+        return table
 
 
 def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

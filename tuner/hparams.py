@@ -24,6 +24,7 @@ class HParamsSummary(Callback):
         >>> trainer = Trainer(callbacks=[TensorBoardScalars(), HParamsSummary({"filters": 32})])
     """
 
+    name = "hparams"
     order = 5
 
     def __init__(self, hyperparameters: dict, group: str | None = None) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import keras_tuner
 
+from callbacks.base import Callback
 from digits.errors import ConfigError, ModelError
 from tuner import space
 from tuner.hparams import HParamsSummary
@@ -130,20 +131,19 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         return history
 
 
-class _RestoreBestOnResume(keras.callbacks.Callback):
+class _RestoreBestOnResume(Callback):
     """On a resumed trial, tell keras-tuner's `SaveBestEpoch` the best score of the epochs
     trained before the cut, so it only overwrites the trial's checkpoint with a better one."""
 
+    name = "keras_tuner_resume"
     order = 1
 
     def __init__(self, keras_tuner_callbacks: list) -> None:
         super().__init__()
         self.keras_tuner_callbacks = keras_tuner_callbacks
-        self.trainer = None
 
-    def on_train_begin(self, logs=None):
-        trainer = self.trainer
-        if trainer is None or not trainer.resumed_from_epoch:
+    def on_fit_start(self, trainer) -> None:
+        if not trainer.resumed_from_epoch:
             return
         epochs = max((len(v) for v in trainer.history.values()), default=0)
         for callback in self.keras_tuner_callbacks:
