@@ -237,7 +237,13 @@ def _config_value(path: str, key: str, value, action: argparse.Action):
         if action.type is not None:
             items = []
             for v in value:
-                items.extend(_convert(where, action, v))
+                converted = _convert(where, action, v)
+                # `extend` flags parse one string into a list (`--callbacks a,b`); `append`
+                # flags parse it into one item, which may itself be a tuple (`--hp k=v`).
+                if isinstance(action, argparse._ExtendAction):
+                    items.extend(converted)
+                else:
+                    items.append(converted)
             return items
         return value
     if action.nargs in ("*", "+"):

@@ -271,7 +271,7 @@ def _announce(args, tuner, role, display, project_dir, planned, settings) -> Non
     from tuner.search import reload_report, write_settings
 
     write_settings(project_dir, settings)
-    how = f"{planned} trials planned" if planned else "trials until the space is exhausted"
+    how = f"{plural(planned, 'trial')} planned" if planned else "trials until the space is exhausted"
     direction = "max" if "loss" not in args.objective else "min"
     display.line(f"search: {args.tuner} over the CNN's architecture, optimizer and learning rate; "
                  f"objective {args.objective} ({direction}); {how}; in {project_dir}")

@@ -246,11 +246,12 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_
 
 
 @pytest.mark.slow
-def test_failures_in_a_row_stop_the_search_with_a_clear_message(tmp_path):
-    proc = run_cli("digits.tune", *TINY, "--tuner", "random", "--max-trials", "5",
-                   "--max-epochs", "1", "--final-epochs", "0", "--max-model-size", "40000",
-                   "--max-consecutive-failed-trials", "2", "--directory", str(tmp_path),
-                   "--project", "p")
+def test_failures_in_a_row_stop_the_search_and_overwrite_starts_it_over(tmp_path):
+    argv = ["digits.tune", *TINY, "--tuner", "random", "--max-trials", "5", "--max-epochs", "1",
+            "--final-epochs", "0", "--max-model-size", "40000",
+            "--max-consecutive-failed-trials", "2", "--directory", str(tmp_path),
+            "--project", "p"]
+    proc = run_cli(*argv)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "error: the search stopped: 2 trials failed in a row; the last one, trial 1: "
@@ -259,6 +260,19 @@ def test_failures_in_a_row_stop_the_search_with_a_clear_message(tmp_path):
     assert sorted(recorded) == ["0", "1"]
     assert {r["status"] for r in recorded.values()} == {"FAILED"}
     assert not (tmp_path / "p" / "best_hyperparameters.json").exists()
+
+    # The same command continues: the failed trials are kept, and the next one (a model
+    # that fits) completes; then the next two fail in a row again.
+    again = run_cli(*argv)
+    assert "resumed: 0 finished trials reloaded, not rerun; 2 failed trials kept as failed" \
+        in again.stdout
+    assert "(id 0) started" not in again.stdout and "(id 2) started" in again.stdout
+    assert trials(tmp_path / "p")["2"]["status"] == "COMPLETED"
+
+    # --overwrite starts over: the same first two trials, failing again, and nothing else.
+    fresh = run_cli(*argv, "--overwrite")
+    assert fresh.returncode == 1 and "resumed" not in fresh.stdout
+    assert sorted(trials(tmp_path / "p")) == ["0", "1"]
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -312,6 +326,19 @@ def test_bad_distributed_environment_is_one_error_line(tmp_path, capsys, monkeyp
     code = tune_main(["--directory", str(tmp_path / "d")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_a_config_file_mirrors_the_flags_and_flags_win(tmp_path):
+    from digits import cli
+    from digits.tune import build_parser
+
+    config = tmp_path / "search.toml"
+    config.write_text('tuner = "random"\nmax-trials = 4\nhp = ["optimizer=sgd", "filters=8"]\n'
+                      'callbacks = ["early_stopping"]\nfinal-epochs = 0\n')
+    args = cli.parse_with_config(build_parser(), ["--config", str(config), "--max-trials", "6"])
+    assert (args.tuner, args.max_trials, args.final_epochs) == ("random", 6, 0)
+    assert args.hp == [("optimizer", "sgd"), ("filters", 8)]
+    assert args.callbacks == ["early_stopping"]
 
 
 def test_bad_flags_answer_as_a_subprocess_too():
