@@ -152,7 +152,7 @@ def run(argv: list[str] | None = None) -> int:
     from digits.errors import DatasetError
     from tuner.display import SearchDisplay
     from tuner.hypermodel import DigitsHyperModel
-    from tuner.search import make_tuner, planned_trials, quiet_trial_tracebacks
+    from tuner.search import planned_trials, quiet_trial_tracebacks
 
     def trial_callbacks() -> list:
         return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
@@ -182,8 +182,7 @@ def run(argv: list[str] | None = None) -> int:
         from tuner.search import check_settings
 
         check_settings(project_dir, settings)
-    tuner = _make(make_tuner, args, hypermodel, project, max_trials, pins, overwrite, display,
-                  role, project_dir)
+    tuner = _make_tuner(args, hypermodel, project, max_trials, pins, overwrite, display, role)
     if role.holds_oracle:
         _announce(args, tuner, role, display, project_dir, planned, settings)
     else:
@@ -216,9 +215,9 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _make(make_tuner, args, hypermodel, project, max_trials, pins, overwrite, display, role,
-          project_dir):
+def _make_tuner(args, hypermodel, project, max_trials, pins, overwrite, display, role):
     from digits.errors import ConfigError
+    from tuner.search import make_tuner
 
     try:
         return make_tuner(
@@ -231,7 +230,7 @@ def _make(make_tuner, args, hypermodel, project, max_trials, pins, overwrite, di
             max_model_size=args.max_model_size, display=display, role=role)
     except RuntimeError as e:
         # keras-tuner cannot reload a project made by another kind of search.
-        raise ConfigError(f"cannot continue the search in {project_dir}: "
+        raise ConfigError(f"cannot continue the search in {Path(args.directory) / project}: "
                           f"{str(e).splitlines()[0]}; rerun with --overwrite to start over, or "
                           "pick another --project") from None
 
