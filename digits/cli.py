@@ -112,12 +112,12 @@ def csv_list(text: str) -> list[str]:
 # ----------------------------------------------------------------------------- shared flags
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "auto") -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", type=non_empty, default="auto", metavar="SPEC",
+    group.add_argument("--dataset", type=non_empty, default=default_dataset, metavar="SPEC",
                        help="auto (full MNIST if available, else the embedded 5,000), mnist, "
                             "mnist-5k, fashion-mnist, a directory of IDX files or an .npz "
-                            "(default: auto)")
+                            f"(default: {default_dataset})")
     group.add_argument("--test-dataset", type=non_empty, default=None, metavar="SPEC",
                        help="a separate test set, e.g. ../shared/data/mnist (the official 10,000); "
                             "the main dataset then goes whole to training and validation")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from digits import cli
 
-DEFAULT_EPOCHS = 30
+DEFAULT_EPOCHS = 25
 
 
 def build_parser() -> cli.ArgumentParser:
