@@ -487,7 +487,9 @@ class Trainer:
 
         chosen = list(default_callbacks()) if self._user_callbacks is None else list(self._user_callbacks)
         if self.enable_checkpointing and not any(isinstance(c, Checkpoint) for c in chosen):
-            chosen.append(Checkpoint())
+            checkpoint = Checkpoint()
+            checkpoint.name = "checkpoint"
+            chosen.append(checkpoint)
         if not self.enable_checkpointing:
             chosen = [c for c in chosen if not isinstance(c, Checkpoint)]
         if self.fast_dev_run:
@@ -537,9 +539,12 @@ class Trainer:
         name = self.name or _safe_name(getattr(model, "name", "model"))
         self.name = name
         if self.fast_dev_run:
-            import tempfile
+            import atexit
+            import shutil
 
-            self.run = RunDirectory(tempfile.mkdtemp(prefix="digits-fast-dev-run-"))
+            scratch = tempfile.mkdtemp(prefix="digits-fast-dev-run-")
+            atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # a dev run keeps nothing
+            self.run = RunDirectory(scratch)
             return
         if self.resume:
             latest = RunDirectory.latest(self.log_dir, name)
@@ -760,8 +765,8 @@ class Trainer:
     def _predict_split(self, model, split: Split, limit: int | None) -> np.ndarray:
         if limit is not None:
             split = split.take(limit * self.eval_batch_size)
-        ds = make_pipeline(split, self.eval_batch_size).map(lambda x, y: x)
-        return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
+        return np.asarray(model.predict(split.x, batch_size=self.eval_batch_size, verbose=0),
+                          dtype=np.float32)
 
     def _evaluate(self, model, split: Split | None, stage: str, limit: int | None) -> TestResult:
         if split is None:
@@ -778,7 +783,17 @@ class Trainer:
         self.data = self.data or data
         result = self._evaluate(model, data.val, "validation", self.limits.val)
         dispatcher = _Dispatcher(self.callbacks)
-        dispatcher.trainer_hook("on_validation_end", self, result)
+        for c in self.callbacks:
+            if hasattr(c, "trainer"):
+                c.trainer = self
+        try:
+            dispatcher.trainer_hook("setup", self, "validate")
+            dispatcher.trainer_hook("on_validation_end", self, result)
+        except BaseException as error:
+            dispatcher.on_exception(self, error)
+            raise
+        finally:
+            self._teardown(dispatcher, "validate")
         return result
 
     def test(self, model, data: Dataset) -> TestResult:
