@@ -1,4 +1,4 @@
-"""The checkpoint keeps the best model by validation accuracy; ties go to the lower loss."""
+"""The checkpoint keeps the best model by validation loss, or by accuracy with ties to the lower loss."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_equal_accuracy_with_lower_loss_replaces_the_checkpoint(tmp_path):
             saved.append(epoch)
             path.write_bytes(b"model")
 
-    checkpoint = Checkpoint()
+    checkpoint = Checkpoint(monitor="val_accuracy")
     checkpoint.trainer = FakeTrainer(tmp_path)
     checkpoint.set_model(Model())
     for epoch, (acc, loss) in enumerate([(0.98, 0.05), (0.99, 0.04), (0.99, 0.03), (0.99, 0.035),
@@ -36,3 +36,19 @@ def test_equal_accuracy_with_lower_loss_replaces_the_checkpoint(tmp_path):
     assert checkpoint.state_dict() == {"best": 0.99, "best_loss": 0.03, "best_epoch": 3,
                                        "monitor": "val_accuracy"}
     assert (tmp_path / "model.keras").read_bytes() == b"model"
+
+
+def test_by_default_the_lowest_validation_loss_wins(tmp_path):
+    saved = []
+
+    class Model:
+        def save(self, path):
+            saved.append(epoch)
+            path.write_bytes(b"model")
+
+    checkpoint = Checkpoint()
+    checkpoint.trainer = FakeTrainer(tmp_path)
+    checkpoint.set_model(Model())
+    for epoch, (acc, loss) in enumerate([(0.99, 0.05), (0.992, 0.06), (0.988, 0.03)]):
+        checkpoint.on_epoch_end(epoch, {"val_accuracy": acc, "val_loss": loss})
+    assert saved == [0, 2] and checkpoint.best_epoch == 3
