@@ -782,18 +782,7 @@ class Trainer:
         """Evaluate on `data.val` with one prediction pass; returns a `TestResult`."""
         self.data = self.data or data
         result = self._evaluate(model, data.val, "validation", self.limits.val)
-        dispatcher = _Dispatcher(self.callbacks)
-        for c in self.callbacks:
-            if hasattr(c, "trainer"):
-                c.trainer = self
-        try:
-            dispatcher.trainer_hook("setup", self, "validate")
-            dispatcher.trainer_hook("on_validation_end", self, result)
-        except BaseException as error:
-            dispatcher.on_exception(self, error)
-            raise
-        finally:
-            self._teardown(dispatcher, "validate")
+        self._announce("validate", "on_validation_end", result)
         return result
 
     def test(self, model, data: Dataset) -> TestResult:
@@ -806,20 +795,24 @@ class Trainer:
         self.model = self.model or model
         result = self._evaluate(model, data.test, "test", self.limits.test)
         self.test_result = result
+        self._announce("test", "on_test_end", result)
+        self._write_metrics(status="finished")
+        return result
+
+    def _announce(self, stage: str, hook: str, result: TestResult) -> None:
+        """Hand an evaluation's result to every callback, within the stage's setup/teardown."""
         dispatcher = _Dispatcher(self.callbacks)
         for c in self.callbacks:
             if hasattr(c, "trainer"):
                 c.trainer = self
         try:
-            dispatcher.trainer_hook("setup", self, "test")
-            dispatcher.trainer_hook("on_test_end", self, result)
+            dispatcher.trainer_hook("setup", self, stage)
+            dispatcher.trainer_hook(hook, self, result)
         except BaseException as error:
             dispatcher.on_exception(self, error)
             raise
         finally:
-            self._teardown(dispatcher, "test")
-        self._write_metrics(status="finished")
-        return result
+            self._teardown(dispatcher, stage)
 
     def finish(self) -> None:
         """Mark the run finished without testing (a later identical command starts afresh)."""
