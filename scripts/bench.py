@@ -91,11 +91,13 @@ class Sizes:
 
     epochs: int = 2
     repeats: int = 3
-    overhead_train: int | None = None  # None: all 4,500 training images
+    warm_up: bool = True
+    overhead_train: int | None = None  # None: the whole training split
     throughput_images: dict = dataclasses.field(
         default_factory=lambda: {"seed-cnn": 2048, "cnn": 2048, "mlp": 4500})
     thread_images: int = 1024
     thread_configs: bool = True
+    xla_model: str = "cnn"
     startup_repeats: int = 3
     scale_sizes: tuple = (5_000, 20_000, 60_000)
     accuracy_epochs: int = 6
@@ -106,11 +108,11 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(epochs=1, repeats=1, overhead_train=256,
-                   throughput_images={"seed-cnn": 256, "cnn": 256, "mlp": 256},
-                   thread_images=128, thread_configs=False, startup_repeats=1,
-                   scale_sizes=(1_000, 2_000), accuracy_epochs=1, accuracy_train=256,
-                   accuracy_test=1_000, fashion_epochs=1, fashion_train=1_000)
+        return cls(epochs=1, repeats=1, warm_up=False, overhead_train=128,
+                   throughput_images={"seed-cnn": 128, "cnn": 128, "mlp": 128},
+                   thread_images=128, thread_configs=False, xla_model="mlp",
+                   startup_repeats=1, scale_sizes=(1_000,), accuracy_epochs=1,
+                   accuracy_train=128, accuracy_test=500, fashion_epochs=1, fashion_train=1_000)
 
 
 @dataclasses.dataclass
@@ -522,13 +524,14 @@ def section_overhead(bench: Bench) -> dict:
             "C_keras": lambda: run_keras(data, epochs),
             "C_trainer": lambda: run_trainer(data, epochs, log_dir, False),
         }
-        progress("overhead: warm-up (one epoch of each contender on 256 images)")
-        warm = subset(data, train=256, val=128, test=128)
-        notebook.fit(1, 256, 128)
-        run_notebook(warm, 1)
-        run_trainer(warm, 1, log_dir, True, test=True)
-        run_keras(warm, 1)
-        run_trainer(warm, 1, log_dir, False)
+        if sizes.warm_up:
+            progress("overhead: warm-up (one epoch of each contender on 256 images)")
+            warm = subset(data, train=256, val=128, test=128)
+            notebook.fit(1, 256, 128)
+            run_notebook(warm, 1)
+            run_trainer(warm, 1, log_dir, True, test=True)
+            run_keras(warm, 1)
+            run_trainer(warm, 1, log_dir, False)
 
         runs: dict[str, list[dict]] = {name: [] for name in contenders}
         order = list(contenders)
@@ -659,7 +662,8 @@ def section_callbacks(bench: Bench) -> dict:
         data = subset(bench.data.mnist5k(), train=bench.sizes.overhead_train,
                       val=bench.sizes.overhead_train and max(64, bench.sizes.overhead_train // 9))
         log_dir = bench.tmp / "callbacks"
-        run_trainer(subset(data, 256, 128, 128), 1, log_dir, True, test=True)  # warm-up
+        if bench.sizes.warm_up:
+            run_trainer(subset(data, 256, 128, 128), 1, log_dir, True, test=True)
         runs = [run_trainer(data, bench.sizes.epochs, log_dir, True, hooks, test=(i == 1))
                 for i in range(2)]
         test_seconds = {k: v for k, v in hooks.seconds.items() if k[1] == "test"}
@@ -810,10 +814,10 @@ def section_throughput(bench: Bench) -> dict:
     for name in THROUGHPUT_MODELS:
         images = sizes.throughput_images[name]
         progress(f"throughput: {name}, steps_per_execution 1 vs auto, {images} images")
-        contenders = {"1": measure_model(name, images, 1, data=data),
-                      "auto": measure_model(name, images, "auto", data=data)}
+        contenders = {"1": measure_model(name, images, 1, data),
+                      "auto": measure_model(name, images, "auto", data)}
         samples: dict[str, list] = {k: [] for k in contenders}
-        for round_ in range(max(2, sizes.repeats)):
+        for round_ in range(sizes.repeats):
             for key in list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]:
                 samples[key].append(contenders[key]["measure"]())
         models[name] = {
@@ -824,13 +828,15 @@ def section_throughput(bench: Bench) -> dict:
         models[name]["auto_over_1_train"] = ratio(models[name]["spe_auto"]["train_images_per_second"],
                                                   models[name]["spe_1"]["train_images_per_second"])
 
-    progress("throughput: XLA (jit_compile) on cnn without augmentation, which Keras can compile")
-    xla = {}
-    xla_images = sizes.thread_images
+    xla_model = sizes.xla_model
+    progress(f"throughput: XLA (jit_compile) on {xla_model}"
+             + (" without augmentation, which Keras can compile" if xla_model == "cnn" else ""))
+    xla = {"model": xla_model}
     # Both without the streaming confusion-matrix metric, which XLA cannot compile.
     for label, jit in (("off", False), ("on", True)):
-        contender = measure_model("cnn", xla_images, "auto", jit_compile=jit, confusion_metric=False,
-                                  hyperparameters={"augment": 0.0}, data=data)
+        contender = measure_model(xla_model, sizes.thread_images, "auto", data, jit_compile=jit,
+                                  confusion_metric=False,
+                                  hyperparameters={"augment": 0.0} if xla_model == "cnn" else None)
         xla[label] = {**contender["measure"](), "jit_compile": contender["jit_compile"],
                       "warm_up_seconds": contender["warm_up_seconds"]}
 
@@ -867,7 +873,7 @@ def section_gpu(bench: Bench) -> dict:
             keras.mixed_precision.set_dtype_policy(policy)
             try:
                 contender = measure_model(name, bench.sizes.throughput_images[name], "auto",
-                                          data=bench.data.mnist5k())
+                                          bench.data.mnist5k())
                 results[name][policy] = summarise([contender["measure"]()
                                                    for _ in range(max(2, bench.sizes.repeats))])
             finally:
@@ -909,7 +915,8 @@ def throughput_tables(result: dict) -> list[Table]:
               ["Training on the Trainer's pipeline, compiled as the Trainer compiles; inference "
                "through `Trainer.predict` (batches of 512). Medians of alternating epochs after "
                "a warm-up."]),
-        Table("XLA (jit_compile=True), cnn without augmentation", ("", "train img/s",
+        Table(f"XLA (jit_compile=True), {xla['model']}"
+              + (" without augmentation" if xla["model"] == "cnn" else ""), ("", "train img/s",
               "inference img/s", "warm-up (compile)"), xla_rows,
               [f"The default cnn {'can' if xla['default_cnn_compiles_with_xla'] else 'cannot'} be "
                "compiled with XLA: Keras turns jit_compile off for a model with RandomRotation, "
@@ -1109,7 +1116,7 @@ def worker_throughput(args: dict) -> dict:
     if args.get("inter"):
         tf.config.threading.set_inter_op_parallelism_threads(args["inter"])
     data = Data().mnist5k()
-    contender = measure_model(args["model"], args["images"], "auto", data=data)
+    contender = measure_model(args["model"], args["images"], "auto", data)
     return summarise([contender["measure"]() for _ in range(args.get("epochs", 1))])
 
 
