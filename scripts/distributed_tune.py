@@ -98,7 +98,7 @@ def stop_all(processes: list[Process], grace: float = 10.0) -> None:
 
 
 def run(workers: int, tune_args: list[str], host: str = "127.0.0.1", port: int | None = None,
-        timeout: float | None = None) -> int:
+        timeout: float | None = None, worker_grace: float = 60.0) -> int:
     """Start the chief and `workers` workers, wait for all, report; returns an exit code."""
     port = port or free_port(host)
     print(f"distributed search on {host}:{port}: chief + {workers} worker(s): "
@@ -117,8 +117,16 @@ def run(workers: int, tune_args: list[str], host: str = "127.0.0.1", port: int |
                 code = 124
                 break
             if chief.poll() not in (None, 0):
-                print(f"the chief exited with code {chief.poll()}: stopping the workers", flush=True)
-                stop_all(processes)
+                # A chief that stopped the search told every worker that asked to stop: give
+                # them time to finish on their own before interrupting the ones still running.
+                print(f"the chief exited with code {chief.poll()}: waiting up to "
+                      f"{worker_grace:g}s for the workers", flush=True)
+                deadline = time.monotonic() + worker_grace
+                for p in processes[1:]:
+                    p.wait(max(0.0, deadline - time.monotonic()))
+                if any(p.poll() is None for p in processes):
+                    print("stopping the workers still running", flush=True)
+                    stop_all(processes)
                 break
             time.sleep(0.5)
     except KeyboardInterrupt:
