@@ -141,6 +141,16 @@ def add_callback_arguments(parser: argparse.ArgumentParser) -> None:
                        help="list every registered callback and exit")
 
 
+label_smoothing = _number_type(float, 0.0, 0.5, label="a label smoothing in [0, 0.5]")
+
+
+def add_label_smoothing_argument(group) -> None:
+    group.add_argument("--label-smoothing", type=label_smoothing, default=0.1, metavar="S",
+                       help="smoothing of the training targets, 0 for plain cross-entropy "
+                            "(default: 0.1; it keeps 'best by validation loss' from picking a "
+                            "lucky early epoch)")
+
+
 def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=positive_int, default=epochs_default, metavar="N",
@@ -151,6 +161,7 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int) 
                        help="initial learning rate, decayed by a cosine schedule (default: 0.002)")
     group.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"), default="adam",
                        help="optimizer (default: adam)")
+    add_label_smoothing_argument(group)
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic TensorFlow ops (reproducible, slower)")
     group.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),

@@ -1,4 +1,4 @@
-"""Keras metrics the Trainer compiles in."""
+"""The Keras loss and metrics the Trainer compiles in."""
 
 from __future__ import annotations
 
@@ -48,3 +48,39 @@ class StreamingConfusionMatrix(keras.metrics.Metric):
 
     def get_config(self):
         return {"num_classes": self.num_classes, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="digits")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels against label-smoothed targets.
+
+    Keras' `SparseCategoricalCrossentropy` has no label smoothing and its
+    `CategoricalCrossentropy` wants one-hot labels; this takes the integer labels the data
+    pipeline gives and smooths them: the true class gets `1 - s + s/K`, every other `s/K`.
+    On a few hundred validation images, smoothing keeps the validation loss from rising with
+    the model's confidence late in training, so "best by validation loss" picks a converged
+    epoch rather than a lucky early one.
+
+    Args:
+        label_smoothing: s, from 0 (plain cross-entropy) to below 1 (default 0.1).
+
+    Example:
+        >>> model.compile(optimizer="adam", loss=SmoothedSparseCrossentropy(0.1))
+    """
+
+    def __init__(self, label_smoothing: float = 0.1, name: str = "smoothed_sparse_crossentropy",
+                 **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        classes = y_pred.shape[-1]
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        targets = ops.one_hot(labels, classes, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(targets, y_pred,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}

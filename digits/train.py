@@ -11,7 +11,7 @@ from pathlib import Path
 
 from digits import cli
 
-DEFAULT_EPOCHS = 25
+DEFAULT_EPOCHS = 40
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -81,6 +81,7 @@ def run(argv: list[str] | None = None) -> int:
         strategy=None if args.strategy == "none" else args.strategy,
         optimizer=args.optimizer,
         learning_rate=args.learning_rate,
+        label_smoothing=args.label_smoothing,
         fast_dev_run=args.fast_dev_run,
         limit_train_batches=args.limit_train_batches,
         limit_val_batches=args.limit_val_batches,

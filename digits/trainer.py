@@ -346,6 +346,8 @@ class Trainer:
         optimizer: "adam", "adamw", "sgd" or "rmsprop", used when the model is not compiled.
         learning_rate: initial learning rate (default 2e-3).
         lr_schedule: "cosine" (decay to zero over the run, default) or "constant".
+        label_smoothing: smoothing of the training targets, in [0, 0.5] (default 0.1; 0 is
+            plain cross-entropy). Used when the model is not compiled.
         fast_dev_run: run two batches of each stage, one epoch, and write nothing heavy.
         limit_train_batches / limit_val_batches / limit_test_batches: cap the batches per stage.
         steps_per_execution: batches per compiled call; "auto" picks 32 (1.5x faster on CPU).
@@ -374,6 +376,7 @@ class Trainer:
         optimizer: str = "adam",
         learning_rate: float = 2e-3,
         lr_schedule: str = "cosine",
+        label_smoothing: float = 0.1,
         fast_dev_run: bool = False,
         limit_train_batches: int | None = None,
         limit_val_batches: int | None = None,
@@ -404,6 +407,9 @@ class Trainer:
             raise ConfigError(f"learning_rate must be a number in (0, 10], got {learning_rate!r}")
         if lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+                or not 0 <= label_smoothing <= 0.5:
+            raise ConfigError(f"label_smoothing must be a number in [0, 0.5], got {label_smoothing!r}")
         if name is not None and (not name or not re.fullmatch(r"[\w.-]+", name) or name in (".", "..")):
             raise ConfigError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
 
@@ -416,6 +422,7 @@ class Trainer:
         self.optimizer_name = optimizer
         self.learning_rate = float(learning_rate)
         self.lr_schedule = lr_schedule
+        self.label_smoothing = float(label_smoothing)
         self.fast_dev_run = bool(fast_dev_run)
         dev = 2 if fast_dev_run else None
         self.limits = _Limits(dev or limit_train_batches, dev or limit_val_batches,
@@ -500,7 +507,7 @@ class Trainer:
     def _compile(self, model, steps_per_epoch: int) -> None:
         import keras
 
-        from digits.metrics import StreamingConfusionMatrix
+        from digits.metrics import SmoothedSparseCrossentropy, StreamingConfusionMatrix
 
         spe = self._steps_per_execution(steps_per_epoch)
         if model.compiled:
@@ -514,7 +521,8 @@ class Trainer:
             optimizer = OPTIMIZERS[self.optimizer_name](lr)  # its variables belong in the scope
             model.compile(
                 optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(),
+                loss=(SmoothedSparseCrossentropy(self.label_smoothing) if self.label_smoothing
+                      else keras.losses.SparseCategoricalCrossentropy()),
                 metrics=["accuracy", StreamingConfusionMatrix(model.output_shape[-1])],
                 steps_per_execution=spe,
                 jit_compile=False,  # XLA made a small CNN ~9x slower on CPU here
@@ -651,8 +659,8 @@ class Trainer:
     def fit(self, model, data: Dataset, config: dict | None = None, initial_epoch: int = 0):
         """Train `model` on `data.train`, validating on `data.val` every epoch.
 
-        Compiles an uncompiled model (Adam, sparse categorical cross-entropy, accuracy, cosine
-        learning-rate decay), creates or resumes the run directory, and runs the callbacks.
+        Compiles an uncompiled model (Adam, cross-entropy with label smoothing 0.1, accuracy,
+        cosine learning-rate decay), creates or resumes the run directory, and runs the callbacks.
         Returns the Keras `History`.
 
         `initial_epoch` (default 0) is for a model that already holds that many epochs of
@@ -842,7 +850,7 @@ class Trainer:
                 "deterministic": self.deterministic, "batch_size": self.batch_size,
                 "precision": self.precision, "strategy": self.strategy_name,
                 "optimizer": self.optimizer_name, "learning_rate": self.learning_rate,
-                "lr_schedule": self.lr_schedule,
+                "lr_schedule": self.lr_schedule, "label_smoothing": self.label_smoothing,
                 "steps_per_execution": self.steps_per_execution,
                 "limit_train_batches": self.limits.train, "limit_val_batches": self.limits.val,
             },

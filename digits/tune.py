@@ -103,6 +103,7 @@ def build_parser() -> cli.ArgumentParser:
                           help="validate on at most N batches")
     training.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
                           default="float32", help="Keras dtype policy (default: float32)")
+    cli.add_label_smoothing_argument(training)
     training.add_argument("--deterministic", action="store_true",
                           help="deterministic TensorFlow ops (reproducible, slower)")
     training.add_argument("--steps-per-execution", type=cli.steps_per_execution, default="auto",
@@ -171,6 +172,7 @@ def run(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size, "limit_train_batches": args.limit_train_batches,
         "limit_val_batches": args.limit_val_batches, "precision": args.precision,
         "deterministic": args.deterministic, "steps_per_execution": args.steps_per_execution,
+        "label_smoothing": args.label_smoothing,
     }
     hypermodel = DigitsHyperModel(callbacks=trial_callbacks, trainer_options=trainer_options,
                                   seed=args.seed, max_epochs=args.max_epochs,
@@ -249,7 +251,7 @@ def _search_settings(args, pins: dict) -> dict:
         "executions_per_trial": args.executions_per_trial, "batch_size": args.batch_size,
         "limit_train_batches": args.limit_train_batches,
         "limit_val_batches": args.limit_val_batches, "precision": args.precision,
-        "max_model_size": args.max_model_size,
+        "label_smoothing": args.label_smoothing, "max_model_size": args.max_model_size,
     }
 
 
@@ -360,6 +362,7 @@ def retrain_best(args, data, record: dict, project_dir: Path, trial_callbacks) -
         deterministic=args.deterministic,
         batch_size=args.batch_size,
         precision=args.precision,
+        label_smoothing=args.label_smoothing,
         optimizer=values["optimizer"],
         learning_rate=float(values["learning_rate"]),
         limit_train_batches=args.limit_train_batches,

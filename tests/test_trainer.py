@@ -55,6 +55,7 @@ def test_fit_then_test_writes_a_complete_run_directory(tmp_path, small_data):
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == "cnn" and config["hyperparameters"] == {"filters": 8}
     assert config["trainer"]["max_epochs"] == 2 and config["data"]["train"] == 512
+    assert config["trainer"]["label_smoothing"] == 0.1
 
     # The test result is everything the notebook's report had, as data.
     assert result.confusion_matrix.shape == (10, 10) and result.confusion_matrix.dtype == np.int64
@@ -172,6 +173,7 @@ def test_mirrored_strategy_runs_on_a_single_cpu(tmp_path, small_data):
     {"max_epochs": 0}, {"batch_size": -1}, {"precision": "fp8"}, {"strategy": "tpu"},
     {"learning_rate": float("nan")}, {"name": "../escape"}, {"steps_per_execution": 0},
     {"limit_train_batches": 0}, {"seed": -1}, {"max_epochs": True},
+    {"label_smoothing": -0.1}, {"label_smoothing": 0.6}, {"label_smoothing": "0.1"},
 ])
 def test_impossible_settings_are_refused(kwargs):
     with pytest.raises(ConfigError):
@@ -185,3 +187,40 @@ def test_a_file_where_the_log_dir_should_be_is_refused_before_training(tmp_path,
     trainer = Trainer(max_epochs=1, callbacks=[], log_dir=tmp_path / "logs" / "sub", verbose=False)
     with pytest.raises(RunDirectoryError, match="is a file"):
         trainer.fit(trainer.build_model("mlp"), small_data)
+
+
+def test_the_smoothed_loss_is_keras_cross_entropy_of_smoothed_one_hot_targets():
+    from digits.metrics import SmoothedSparseCrossentropy
+
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(10), size=64).astype("float32")
+    labels = rng.integers(0, 10, size=64)
+    one_hot = np.eye(10, dtype="float32")[labels]
+    for s in (0.0, 0.1, 0.3):
+        ours = float(SmoothedSparseCrossentropy(s)(labels, probabilities))
+        keras_own = float(keras.losses.CategoricalCrossentropy(label_smoothing=s)(one_hot,
+                                                                                 probabilities))
+        assert ours == pytest.approx(keras_own, rel=1e-5)
+    plain = float(keras.losses.SparseCategoricalCrossentropy()(labels, probabilities))
+    assert float(SmoothedSparseCrossentropy(0.0)(labels, probabilities)) == pytest.approx(plain,
+                                                                                         rel=1e-5)
+    # Smoothing raises the loss of confident, right predictions: the late-training effect.
+    confident = np.eye(10, dtype="float32")[labels] * 0.999 + 0.0001
+    assert float(SmoothedSparseCrossentropy(0.1)(labels, confident)) > \
+        float(SmoothedSparseCrossentropy(0.0)(labels, confident))
+    restored = keras.losses.deserialize(keras.losses.serialize(SmoothedSparseCrossentropy(0.2)))
+    assert restored.label_smoothing == 0.2
+
+
+def test_label_smoothing_zero_compiles_plain_cross_entropy(tmp_path, small_data):
+    trainer = Trainer(max_epochs=1, callbacks=[], log_dir=tmp_path, label_smoothing=0.0,
+                      limit_train_batches=2, verbose=False)
+    model = trainer.build_model("cnn", filters=8)
+    trainer.fit(model, small_data)
+    assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
+    smoothed = Trainer(max_epochs=1, callbacks=[], log_dir=tmp_path, limit_train_batches=2,
+                       verbose=False)
+    other = smoothed.build_model("cnn", filters=8)
+    smoothed.fit(other, small_data)
+    assert model.loss.__class__.__name__ != other.loss.__class__.__name__
+    assert other.loss.label_smoothing == 0.1
