@@ -1,4 +1,4 @@
-"""Stop training as a fault when the loss becomes NaN or infinite."""
+"""Stop training as a fault when the loss or the weights become NaN or infinite."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from callbacks.base import Callback
 
 
 class NanGuard(Callback):
-    """Stop training when the loss becomes NaN or infinite, and fail the run with a message.
+    """Stop training when the loss or the weights become NaN or infinite, and fail the run.
 
-    Checks the running loss each time Keras reports training batches (every
-    `steps_per_execution` batches under the Trainer, so "batch B" is the first report that saw
-    it) and the epoch's `loss` and `val_loss`. It then sets `model.stop_training`, and sets
+    Checks the running loss and the trainable weights each time Keras reports training
+    batches (every `steps_per_execution` batches under the Trainer, so "batch B" is the first
+    report that saw it), and the epoch's `loss` and `val_loss`. The weights are checked because
+    the loss alone can miss a dead model: where oneDNN's ReLU maps NaN to 0 (seen on an AVX-512
+    CPU), a NaN pixel poisons the weights through its gradient while the loss stays finite. It then sets `model.stop_training`, and sets
     `trainer.stop_reason` to "fault: loss became NaN at epoch E (batch B)", which makes
     `Trainer.fit` raise `TrainingStopped` once Keras has stopped. The checkpoint is not
     overwritten by the broken model: the last good one is kept.
@@ -49,10 +51,12 @@ class NanGuard(Callback):
         # Keras reports the last batch of each compiled group; the final group may overshoot.
         number = batch + 1 if not steps else min(batch + 1, steps)
         self._check(self.monitor, logs, self._epoch, f" (batch {number})")
+        self._check_weights(self._epoch, f" (batch {number})")
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         for key in (self.monitor, f"val_{self.monitor}"):
             self._check(key, logs, epoch, "")
+        self._check_weights(epoch, "")
 
     def _check(self, key: str, logs, epoch: int, where: str) -> None:
         if self.fault is not None:
@@ -64,7 +68,23 @@ class NanGuard(Callback):
         if math.isfinite(value):
             return
         kind = "NaN" if math.isnan(value) else "infinite"
-        self.fault = f"{key} became {kind} at epoch {epoch + 1}{where}"
+        self._stop(f"{key} became {kind} at epoch {epoch + 1}{where}")
+
+    def _check_weights(self, epoch: int, where: str) -> None:
+        if self.fault is not None or self.model is None:
+            return
+        import numpy as np
+
+        for weight in self.model.trainable_weights:
+            values = np.asarray(weight)
+            if not np.isfinite(values).all():
+                kind = "NaN" if np.isnan(values).any() else "infinite"
+                self._stop(f"weights became {kind} at epoch {epoch + 1}{where} (layer "
+                           f"{weight.path.split('/')[0]!r}) while {self.monitor} stayed finite")
+                return
+
+    def _stop(self, fault: str) -> None:
+        self.fault = fault
         self.model.stop_training = True
         trainer = self.trainer
         if trainer is not None and not (trainer.stop_reason or "").startswith("fault:"):
