@@ -31,7 +31,7 @@ TUNERS = ("hyperband", "random", "bayesian", "grid")
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
 DEFAULT_MAX_TRIALS = 10
 DEFAULT_MAX_EPOCHS = 4
-DEFAULT_FINAL_EPOCHS = 25
+DEFAULT_FINAL_EPOCHS = 40
 DEFAULT_TOP = 10
 
 

@@ -88,7 +88,10 @@ SEARCH_SPACE: tuple[Dimension, ...] = (
     Dimension("dropout", "choice", (0.0, 0.1, 0.25, 0.4), 0.25, "dropout after each block"),
     Dimension("dense_units", "choice", (64, 128, 256, 512), 128, "width of the dense layer"),
     Dimension("dense_dropout", "choice", (0.0, 0.2, 0.4, 0.5), 0.4, "dropout before the output"),
-    Dimension("augment", "choice", (0.0, 0.5, 1.0, 1.5), 1.0, "augmentation strength (0: none)"),
+    # No 0: trials of a few epochs always score an unaugmented model higher, and it then tests
+    # worse once retrained for the full run (98.6% against 99.0%+ here). Pin --hp augment=0
+    # to turn augmentation off.
+    Dimension("augment", "choice", (0.5, 1.0, 1.5), 1.0, "augmentation strength"),
     Dimension("optimizer", "choice", OPTIMIZERS, "adam", "the optimizer"),
     Dimension("learning_rate", "log", (1e-4, 1e-2), 2e-3, "initial learning rate (cosine decay)"),
 )
