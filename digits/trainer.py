@@ -332,7 +332,7 @@ class Trainer:
     """Trains, validates, tests and predicts, writing everything under one run directory.
 
     Args:
-        max_epochs: epochs to train (default 30).
+        max_epochs: epochs to train (default 40, as `digits.train`).
         callbacks: callback instances (digits or plain Keras). None means the default set
             (TensorBoard scalars, confusion-matrix images, reports, plots, progress, checkpoint).
         log_dir: root of all runs (default "logs").
@@ -364,7 +364,7 @@ class Trainer:
 
     def __init__(
         self,
-        max_epochs: int = 30,
+        max_epochs: int = 40,
         callbacks: list | None = None,
         log_dir: str | os.PathLike = "logs",
         name: str | None = None,
