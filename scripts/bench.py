@@ -14,10 +14,12 @@ Usage:
 
 Sections (all but `fashion` run by default):
     overhead    A: the notebook's `model.fit` on NumPy arrays; B: `Trainer.fit` with its default
-                callbacks; C: the Trainer with no callbacks vs raw Keras `fit` on the identical
-                tf.data pipeline and steps_per_execution. Goals: B/A <= 0.80, C <= 1.02.
+                callbacks; each in a warm process of its own (A with TensorFlow's defaults,
+                B after `import digits`), and both again in this process; C: the Trainer with
+                no callbacks vs raw Keras `fit` on the identical tf.data pipeline and
+                steps_per_execution. Goals: B/A <= 0.80, C <= 1.02.
     callbacks   each default callback's time per epoch as a share of B's epoch, timed inside
-                B's own runs, and its cost per `Trainer.test`. Goal: confusion_matrix <= 5%.
+                B_same_process's runs, and its cost per `Trainer.test`. Goal: confusion_matrix <= 5%.
     throughput  images/s, training and inference, of seed-cnn, cnn and mlp with
                 steps_per_execution 1 vs auto; TensorFlow thread settings and oneDNN (each in
                 a subprocess); XLA once; mixed precision on vs off where there is a GPU.
@@ -61,6 +63,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 # What the user set, before digits sets its default: the notebook's process gets exactly this.
 ONEDNN_AS_GIVEN = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+INTEROP_AS_GIVEN = os.environ.get("TF_NUM_INTEROP_THREADS")
 TENSORFLOW_FIRST = "DIGITS_BENCH_TENSORFLOW_FIRST"
 if os.environ.get(TENSORFLOW_FIRST):
     # The notebook's process: TensorFlow starts with its own defaults, as in a notebook that
@@ -406,19 +409,28 @@ def run_notebook(data, epochs: int) -> dict:
     return {"seconds": wall, "cpu_seconds": cpu, "epoch_seconds": clock.epoch_seconds()}
 
 
-class NotebookProcess:
-    """A: the notebook's `model.fit` in a process of its own, whose TensorFlow starts with its
-    own defaults (TF_ENABLE_ONEDNN_OPTS as the user gave it, and TensorFlow imported before
-    digits), as in a notebook. It stays warm and runs one fit per request."""
+class ContenderProcess:
+    """One contender's fits in a process of its own, warm, one fit per request.
 
-    def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-        if ONEDNN_AS_GIVEN is not None:
-            env["TF_ENABLE_ONEDNN_OPTS"] = ONEDNN_AS_GIVEN
-        env[TENSORFLOW_FIRST] = "1"
+    "notebook" (A): TensorFlow starts with its own defaults (TF_ENABLE_ONEDNN_OPTS and
+    TF_NUM_INTEROP_THREADS as the user gave them, TensorFlow imported before digits), as in a
+    notebook. "trainer" (B): `import digits` first, as `python -m digits.train` starts. Each
+    side then pays for its own process alone, and neither inherits this one's history.
+    """
+
+    def __init__(self, kind: str) -> None:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTEROP_THREADS")}
+        for key, given in (("TF_ENABLE_ONEDNN_OPTS", ONEDNN_AS_GIVEN),
+                           ("TF_NUM_INTEROP_THREADS", INTEROP_AS_GIVEN)):
+            if given is not None:
+                env[key] = given
+        if kind == "notebook":
+            env[TENSORFLOW_FIRST] = "1"
+        self.kind = kind
         self.errors = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--serve-notebook"],
+            [sys.executable, str(Path(__file__).resolve()), "--serve", kind],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True,
             env=env, cwd=ROOT)
 
@@ -429,7 +441,7 @@ class NotebookProcess:
             if line.startswith(RESULT_MARK):
                 return json.loads(line[len(RESULT_MARK):])
         self.errors.seek(0)
-        raise RuntimeError(f"the notebook process ended (exit {self.proc.wait()}):\n"
+        raise RuntimeError(f"the {self.kind} process ended (exit {self.proc.wait()}):\n"
                            f"{self.errors.read()[-3000:]}")
 
     def close(self) -> None:
@@ -439,14 +451,20 @@ class NotebookProcess:
         self.errors.close()
 
 
-def serve_notebook() -> int:
-    """The notebook process's loop: one JSON request a line in, one fit's result a line out."""
+def serve(kind: str) -> int:
+    """A contender process's loop: one JSON request a line in, one fit's result a line out."""
     data = Data().mnist5k()
-    for line in sys.stdin:
-        request = json.loads(line)
-        result = run_notebook(subset(data, request["train"], request["val"]), request["epochs"])
-        result["tf_enable_onednn_opts"] = ONEDNN_AS_GIVEN
-        print(RESULT_MARK + json.dumps(result), flush=True)
+    with tempfile.TemporaryDirectory(prefix="digits-bench-trainer-") as log_dir:
+        for line in sys.stdin:
+            request = json.loads(line)
+            chosen = subset(data, request["train"], request["val"])
+            if kind == "notebook":
+                result = run_notebook(chosen, request["epochs"])
+            else:
+                result = run_trainer(chosen, request["epochs"], Path(log_dir), True)
+            result["tf_enable_onednn_opts"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+            result["tf_num_interop_threads"] = os.environ.get("TF_NUM_INTEROP_THREADS")
+            print(RESULT_MARK + json.dumps(result), flush=True)
     return 0
 
 
@@ -515,12 +533,13 @@ def section_overhead(bench: Bench) -> dict:
     data = subset(bench.data.mnist5k(), train=n_train, val=n_val)
     epochs, log_dir = sizes.epochs, bench.tmp / "overhead"
     hooks = HookTimes()
-    notebook = NotebookProcess()
+    notebook, trainer = ContenderProcess("notebook"), ContenderProcess("trainer")
     try:
         contenders = {
             "A": lambda: notebook.fit(epochs, n_train, n_val),
+            "B": lambda: trainer.fit(epochs, n_train, n_val),
             "A_same_process": lambda: run_notebook(data, epochs),
-            "B": lambda: run_trainer(data, epochs, log_dir, True, hooks),
+            "B_same_process": lambda: run_trainer(data, epochs, log_dir, True, hooks),
             "C_keras": lambda: run_keras(data, epochs),
             "C_trainer": lambda: run_trainer(data, epochs, log_dir, False),
         }
@@ -528,6 +547,7 @@ def section_overhead(bench: Bench) -> dict:
             progress("overhead: warm-up (one epoch of each contender on 256 images)")
             warm = subset(data, train=256, val=128, test=128)
             notebook.fit(1, 256, 128)
+            trainer.fit(1, 256, 128)
             run_notebook(warm, 1)
             run_trainer(warm, 1, log_dir, True, test=True)
             run_keras(warm, 1)
@@ -543,6 +563,7 @@ def section_overhead(bench: Bench) -> dict:
                          f"{runs[name][-1]['seconds']:6.1f} s  (load {load_average()[:1]})")
     finally:
         notebook.close()
+        trainer.close()
     # One test pass after a B run, for each callback's cost per test.
     fit_hook_seconds = dict(hooks.seconds)
     test_run = run_trainer(data, 1, log_dir, True, hooks, test=True)
@@ -571,16 +592,20 @@ def section_overhead(bench: Bench) -> dict:
         "val_images": len(data.val),
         "repeats": sizes.repeats,
         "notebook_tf_enable_onednn_opts": runs["A"][0].get("tf_enable_onednn_opts"),
+        "notebook_tf_num_interop_threads": runs["A"][0].get("tf_num_interop_threads"),
+        "trainer_tf_enable_onednn_opts": runs["B"][0].get("tf_enable_onednn_opts"),
+        "trainer_tf_num_interop_threads": runs["B"][0].get("tf_num_interop_threads"),
         "this_process_tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "contenders": summary,
-        "ratios": {"B/A": ratios("B", "A"), "B/A_same_process": ratios("B", "A_same_process"),
+        "ratios": {"B/A": ratios("B", "A"),
+                   "B/A_same_process": ratios("B_same_process", "A_same_process"),
                    "C": ratios("C_trainer", "C_keras")},
         "identical_steps_per_execution": {r["steps_per_execution"] for r in runs["C_keras"]}
         == {r["steps_per_execution"] for r in runs["C_trainer"]},
     }
     bench.callback_timings = {
         "fit": fit_hook_seconds, "test": test_hook_seconds, "fit_runs": sizes.repeats,
-        "epochs": epochs, "epoch_seconds": summary["B"]["steady_epoch_seconds"],
+        "epochs": epochs, "epoch_seconds": summary["B_same_process"]["steady_epoch_seconds"],
         "test_seconds": test_run.get("test_seconds"), "data": data,
     }
     return result
@@ -588,14 +613,17 @@ def section_overhead(bench: Bench) -> dict:
 
 def overhead_tables(result: dict) -> list[Table]:
     c = result["contenders"]
-    onednn = result["notebook_tf_enable_onednn_opts"]
+    def settings(side: str) -> str:
+        return (f"TF_ENABLE_ONEDNN_OPTS={result.get(side + '_tf_enable_onednn_opts') or 'unset'}, "
+                f"TF_NUM_INTEROP_THREADS={result.get(side + '_tf_num_interop_threads') or 'unset'}")
+
     what = {
         "A": "notebook: `model.fit(x, y, batch_size=128, validation_data=(x_val, y_val))` on "
-             "NumPy, in a process of its own with TensorFlow's defaults "
-             f"(TF_ENABLE_ONEDNN_OPTS={onednn or 'unset'})",
-        "A_same_process": "the same notebook fit in this process, after `import digits` "
-                          f"(TF_ENABLE_ONEDNN_OPTS={result['this_process_tf_enable_onednn_opts']})",
-        "B": "`Trainer(max_epochs=E).fit(model, data)` with its default callbacks",
+             f"NumPy, in a process of its own with TensorFlow's defaults ({settings('notebook')})",
+        "B": "`Trainer(max_epochs=E).fit(model, data)` with its default callbacks, in a process "
+             f"of its own that imported digits first ({settings('trainer')})",
+        "A_same_process": "the notebook fit in this long-lived process, after `import digits`",
+        "B_same_process": "the Trainer fit in this process (its callbacks' hooks are timed here)",
         "C_keras": "raw Keras `fit` on the Trainer's tf.data pipeline, compiled as the Trainer "
                    "compiles, same steps_per_execution",
         "C_trainer": "`Trainer(callbacks=[], enable_checkpointing=False).fit(model, data)`",
@@ -604,8 +632,8 @@ def overhead_tables(result: dict) -> list[Table]:
              seconds(c[name]["steady_epoch_seconds"], 2)) for name in c]
     labels = {
         "B/A": ("B/A", "default callbacks vs the notebook as a notebook runs it", "<= 0.80"),
-        "B/A_same_process": ("B/A (same process)", "vs the notebook with digits' TensorFlow "
-                             "settings: what the Trainer's loop gains by itself", ""),
+        "B/A_same_process": ("B/A (same process)", "both in this process, with digits' "
+                             "TensorFlow settings: what the Trainer's loop gains by itself", ""),
         "C": ("C", "Trainer without callbacks vs raw Keras on the same pipeline", "<= 1.02"),
     }
     ratio_rows = []
@@ -723,8 +751,8 @@ def callback_tables(result: dict) -> list[Table]:
                      f"{1000 * c['seconds_once_per_fit']:.0f} ms",
                      f"{1000 * c['seconds_per_test']:.0f} ms"))
     rows.append(("all callbacks", "", percent(result["all_callbacks_share_of_epoch"]), "", ""))
-    notes = [f"Timed inside B's fits: {result['fits']} fits of {result['epochs_per_fit']} epochs; "
-             f"the epoch (B's steady epoch) took {seconds(result['epoch_seconds'])}. 'per epoch' "
+    notes = [f"Timed inside B_same_process's fits: {result['fits']} fits of {result['epochs_per_fit']} epochs; "
+             f"the epoch (its steady epoch) took {seconds(result['epoch_seconds'])}. 'per epoch' "
              "is the epoch and batch hooks; 'once per fit' is setup, fit start/end, train "
              "begin/end and teardown; 'per test' is one `Trainer.test` on the held-out images. "
              "The confusion matrix's metric runs inside the compiled steps; its cost is timed "
@@ -1365,7 +1393,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mnist-test", type=Path, default=OFFICIAL_MNIST, metavar="DIR",
                         help=f"the official MNIST test set (default {OFFICIAL_MNIST})")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "JSON"), help=argparse.SUPPRESS)
-    parser.add_argument("--serve-notebook", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=("notebook", "trainer"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     chosen = args.only.split(",") if args.only else list(DEFAULT_SECTIONS)
     unknown = [s for s in chosen if s not in SECTIONS]
@@ -1381,8 +1409,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.serve_notebook:
-        return serve_notebook()
+    if args.serve:
+        return serve(args.serve)
     if args.worker:
         kind, payload = args.worker
         result = WORKERS[kind](json.loads(payload))

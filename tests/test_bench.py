@@ -46,7 +46,8 @@ def test_quick_run_writes_every_measured_section_and_goal_as_json(tmp_path):
     assert len(report["load"]["start"]) == 3
 
     overhead = report["sections"]["overhead"]
-    assert set(overhead["contenders"]) == {"A", "A_same_process", "B", "C_keras", "C_trainer"}
+    assert set(overhead["contenders"]) == {"A", "B", "A_same_process", "B_same_process", "C_keras",
+                                           "C_trainer"}
     for name in ("B/A", "B/A_same_process", "C"):
         assert overhead["ratios"][name]["of_medians"] > 0
     assert overhead["identical_steps_per_execution"]
