@@ -1,6 +1,7 @@
 """Callbacks for the digits Trainer: the plugin base class, the registry, and the built-ins.
 
-Write your own by subclassing `callbacks.Callback`; register it under the `digits.callbacks`
+Write your own by subclassing `callbacks.Callback` (or `callbacks.EveryNEpochs` for work on
+every n-th epoch's validation pass); register it under the `digits.callbacks`
 entry-point group to make it available by name (`--callbacks NAME`).
 
 `Callback` is imported lazily, so the registry and the console helpers (and with them
@@ -9,12 +10,12 @@ entry-point group to make it available by name (`--callbacks NAME`).
 
 from __future__ import annotations
 
-__all__ = ["Callback"]
+__all__ = ["Callback", "EveryNEpochs"]
 
 
 def __getattr__(name: str):
-    if name == "Callback":
-        from callbacks.base import Callback
+    if name in __all__:
+        import callbacks.base
 
-        return Callback
+        return getattr(callbacks.base, name)
     raise AttributeError(f"module 'callbacks' has no attribute {name!r}")

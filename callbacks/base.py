@@ -81,3 +81,48 @@ class Callback(keras.callbacks.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned (called before `on_fit_start` on resume)."""
+
+
+class EveryNEpochs(Callback):
+    """A callback that acts on the validation pass every `every_n_epochs` epochs.
+
+    `on_due_epoch(epoch)` runs at every n-th epoch and after the last one; when training stops
+    early between two due epochs, it runs once more at fit end, so the final model is always
+    covered. Subclasses implement `on_due_epoch`.
+
+    Args:
+        every_n_epochs: act every this many epochs (default 1).
+    """
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        super().__init__()
+        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) \
+                or every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be a whole number >= 1, got {every_n_epochs!r}")
+        self.every_n_epochs = every_n_epochs
+        self._last_epoch: int | None = None
+        self._done_epoch: int | None = None
+
+    def on_due_epoch(self, epoch: int) -> None:
+        raise NotImplementedError
+
+    def _due(self, epoch: int) -> bool:
+        last = self.trainer is not None and epoch + 1 >= self.trainer.max_epochs
+        return (epoch + 1) % self.every_n_epochs == 0 or last
+
+    def on_fit_start(self, trainer) -> None:
+        self._last_epoch = self._done_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        if self._due(epoch):
+            self._run_due(epoch)
+
+    def on_fit_end(self, trainer) -> None:
+        # Stopped early between two due epochs: the final model still gets its turn.
+        if self._last_epoch is not None and self._last_epoch != self._done_epoch:
+            self._run_due(self._last_epoch)
+
+    def _run_due(self, epoch: int) -> None:
+        self.on_due_epoch(epoch)
+        self._done_epoch = epoch

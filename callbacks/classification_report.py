@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from callbacks.base import Callback
+from callbacks.base import EveryNEpochs
 from callbacks.confusion_matrix import validation_confusion_matrix
 from callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
 from digits.atomic import atomic_write_text
@@ -64,7 +64,7 @@ def _write_text(writer, tag: str, text: str, step: int) -> None:
     writer.flush()
 
 
-class ClassificationReport(Callback):
+class ClassificationReport(EveryNEpochs):
     """Write the per-class precision/recall/f1 report to TensorBoard's Text tab and to a file.
 
     Every `every_n_epochs` epochs (and after the last one, also when stopped early) the
@@ -87,30 +87,7 @@ class ClassificationReport(Callback):
 
     order = 25
 
-    def __init__(self, every_n_epochs: int = 1) -> None:
-        super().__init__()
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) \
-                or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be a whole number >= 1, got {every_n_epochs!r}")
-        self.every_n_epochs = every_n_epochs
-        self._last_epoch: int | None = None
-        self._written_epoch: int | None = None
-
-    def on_fit_start(self, trainer) -> None:
-        self._last_epoch = self._written_epoch = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._last_epoch = epoch
-        last = self.trainer is not None and epoch + 1 >= self.trainer.max_epochs
-        if (epoch + 1) % self.every_n_epochs == 0 or last:
-            self._write_validation(epoch)
-
-    def on_fit_end(self, trainer) -> None:
-        # Stopped early between two due epochs: the final model's report still belongs here.
-        if self._last_epoch is not None and self._last_epoch != self._written_epoch:
-            self._write_validation(self._last_epoch)
-
-    def _write_validation(self, epoch: int) -> None:
+    def on_due_epoch(self, epoch: int) -> None:
         trainer = self.trainer
         if trainer is None or trainer.run is None:
             return
@@ -124,7 +101,6 @@ class ClassificationReport(Callback):
             f"**validation accuracy** {accuracy:.4f} on {total} examples, epoch {epoch + 1}",
         )
         _write_text(summary_writer(trainer, "validation"), "classification_report", text, epoch)
-        self._written_epoch = epoch
 
     def on_test_end(self, trainer, result) -> None:
         if trainer.run is None:

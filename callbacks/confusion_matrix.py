@@ -14,7 +14,7 @@ import weakref
 
 import numpy as np
 
-from callbacks.base import Callback
+from callbacks.base import EveryNEpochs
 from callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
 
 # matplotlib's "Blues", sampled at nine points: light for few, dark for many.
@@ -243,7 +243,7 @@ def write_image(writer, tag: str, image, step: int) -> None:
     writer.flush()
 
 
-class ConfusionMatrixImages(Callback):
+class ConfusionMatrixImages(EveryNEpochs):
     """Show the validation confusion matrix in TensorBoard every few epochs, and the test one.
 
     Every `every_n_epochs` epochs (and after the last one, also when stopped early) the
@@ -266,33 +266,7 @@ class ConfusionMatrixImages(Callback):
     order = 20
     heavy = True
 
-    def __init__(self, every_n_epochs: int = 1) -> None:
-        super().__init__()
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) \
-                or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be a whole number >= 1, got {every_n_epochs!r}")
-        self.every_n_epochs = every_n_epochs
-        self._last_epoch: int | None = None
-        self._drawn_epoch: int | None = None
-
-    def _due(self, epoch: int) -> bool:
-        last = self.trainer is not None and epoch + 1 >= self.trainer.max_epochs
-        return (epoch + 1) % self.every_n_epochs == 0 or last
-
-    def on_fit_start(self, trainer) -> None:
-        self._last_epoch = self._drawn_epoch = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._last_epoch = epoch
-        if self._due(epoch):
-            self._draw_validation(epoch)
-
-    def on_fit_end(self, trainer) -> None:
-        # Stopped early between two due epochs: the final model's matrix still belongs here.
-        if self._last_epoch is not None and self._last_epoch != self._drawn_epoch:
-            self._draw_validation(self._last_epoch)
-
-    def _draw_validation(self, epoch: int) -> None:
+    def on_due_epoch(self, epoch: int) -> None:
         trainer = self.trainer
         if trainer is None or trainer.run is None:
             return
@@ -302,7 +276,6 @@ class ConfusionMatrixImages(Callback):
         image = draw_confusion_matrix(matrix, trainer.data.class_names,
                                       f"validation confusion matrix, epoch {epoch + 1}")
         write_image(summary_writer(trainer, "validation"), "confusion_matrix", image, epoch)
-        self._drawn_epoch = epoch
 
     def on_test_end(self, trainer, result) -> None:
         if trainer.run is None:

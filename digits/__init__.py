@@ -28,14 +28,6 @@ __version__ = "0.1.0"
 if "tensorflow" not in sys.modules and platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-# On a few cores, TensorFlow's default of one inter-op thread per core runs two ops at once,
-# each wanting every core for its own intra-op threads: the CNN trained 1.22x faster with one
-# inter-op thread on the 2-core machine (the same table). Read once, when TensorFlow's runtime
-# starts; an explicit setting wins. Not measured on larger machines, so left alone there.
-if "tensorflow" not in sys.modules and len(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity")
-                                           else range(os.cpu_count() or 1)) <= 4:
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-
 _LAZY = {
     "load_dataset": "digits.data",
     "Dataset": "digits.data",
