@@ -88,7 +88,7 @@ class EveryNEpochs(Callback):
 
     `on_due_epoch(epoch)` runs at every n-th epoch and after the last one; when training stops
     early between two due epochs, it runs once more at fit end, so the final model is always
-    covered. Subclasses implement `on_due_epoch`.
+    covered. Subclasses override `on_due_epoch`.
 
     Args:
         every_n_epochs: act every this many epochs (default 1).
@@ -104,7 +104,8 @@ class EveryNEpochs(Callback):
         self._done_epoch: int | None = None
 
     def on_due_epoch(self, epoch: int) -> None:
-        raise NotImplementedError
+        """Called at each due epoch (0-based `epoch`), after Keras' validation pass: the
+        Trainer's `validation_confusion_matrix()` then holds that pass. A no-op here."""
 
     def _due(self, epoch: int) -> bool:
         last = self.trainer is not None and epoch + 1 >= self.trainer.max_epochs

@@ -15,8 +15,9 @@ class NanGuard(Callback):
     batches (every `steps_per_execution` batches under the Trainer, so "batch B" is the first
     report that saw it), and the epoch's `loss` and `val_loss`. The weights are checked because
     the loss alone can miss a dead model: where oneDNN's ReLU maps NaN to 0 (seen on an AVX-512
-    CPU), a NaN pixel poisons the weights through its gradient while the loss stays finite. It then sets `model.stop_training`, and sets
-    `trainer.stop_reason` to "fault: loss became NaN at epoch E (batch B)", which makes
+    CPU), a NaN pixel poisons the weights through its gradient while the loss stays finite.
+    It then sets `model.stop_training`, and sets `trainer.stop_reason` to
+    "fault: loss became NaN at epoch E (batch B)" (or "weights became ..."), which makes
     `Trainer.fit` raise `TrainingStopped` once Keras has stopped. The checkpoint is not
     overwritten by the broken model: the last good one is kept.
 

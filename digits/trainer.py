@@ -659,7 +659,7 @@ class Trainer:
     def fit(self, model, data: Dataset, config: dict | None = None, initial_epoch: int = 0):
         """Train `model` on `data.train`, validating on `data.val` every epoch.
 
-        Compiles an uncompiled model (Adam, cross-entropy with label smoothing 0.1, accuracy,
+        Compiles an uncompiled model (Adam, cross-entropy with `label_smoothing`, accuracy,
         cosine learning-rate decay), creates or resumes the run directory, and runs the callbacks.
         Returns the Keras `History`.
 

@@ -19,7 +19,8 @@ Sections (all but `fashion` run by default):
                 no callbacks vs raw Keras `fit` on the identical tf.data pipeline and
                 steps_per_execution. Goals: B/A <= 0.80, C <= 1.02.
     callbacks   each default callback's time per epoch as a share of B's epoch, timed inside
-                B_same_process's runs, and its cost per `Trainer.test`. Goal: confusion_matrix <= 5%.
+                B_same_process's runs, and its cost per `Trainer.test`.
+                Goal: confusion_matrix <= 5%.
     throughput  images/s, training and inference, of seed-cnn, cnn and mlp with
                 steps_per_execution 1 vs auto; TensorFlow thread settings and oneDNN (each in
                 a subprocess); XLA once; mixed precision on vs off where there is a GPU.
@@ -63,7 +64,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 # What the user set, before digits sets its default: the notebook's process gets exactly this.
 ONEDNN_AS_GIVEN = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-INTEROP_AS_GIVEN = os.environ.get("TF_NUM_INTEROP_THREADS")
 TENSORFLOW_FIRST = "DIGITS_BENCH_TENSORFLOW_FIRST"
 if os.environ.get(TENSORFLOW_FIRST):
     # The notebook's process: TensorFlow starts with its own defaults, as in a notebook that
@@ -412,19 +412,16 @@ def run_notebook(data, epochs: int) -> dict:
 class ContenderProcess:
     """One contender's fits in a process of its own, warm, one fit per request.
 
-    "notebook" (A): TensorFlow starts with its own defaults (TF_ENABLE_ONEDNN_OPTS and
-    TF_NUM_INTEROP_THREADS as the user gave them, TensorFlow imported before digits), as in a
-    notebook. "trainer" (B): `import digits` first, as `python -m digits.train` starts. Each
-    side then pays for its own process alone, and neither inherits this one's history.
+    "notebook" (A): TensorFlow starts with its own defaults (TF_ENABLE_ONEDNN_OPTS as the user
+    gave it, TensorFlow imported before digits), as in a notebook. "trainer" (B): `import digits`
+    first, as `python -m digits.train` starts. Each side then pays for its own process alone,
+    and neither inherits this one's history.
     """
 
     def __init__(self, kind: str) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTEROP_THREADS")}
-        for key, given in (("TF_ENABLE_ONEDNN_OPTS", ONEDNN_AS_GIVEN),
-                           ("TF_NUM_INTEROP_THREADS", INTEROP_AS_GIVEN)):
-            if given is not None:
-                env[key] = given
+        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+        if ONEDNN_AS_GIVEN is not None:
+            env["TF_ENABLE_ONEDNN_OPTS"] = ONEDNN_AS_GIVEN
         if kind == "notebook":
             env[TENSORFLOW_FIRST] = "1"
         self.kind = kind
@@ -463,7 +460,6 @@ def serve(kind: str) -> int:
             else:
                 result = run_trainer(chosen, request["epochs"], Path(log_dir), True)
             result["tf_enable_onednn_opts"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-            result["tf_num_interop_threads"] = os.environ.get("TF_NUM_INTEROP_THREADS")
             print(RESULT_MARK + json.dumps(result), flush=True)
     return 0
 
@@ -592,9 +588,7 @@ def section_overhead(bench: Bench) -> dict:
         "val_images": len(data.val),
         "repeats": sizes.repeats,
         "notebook_tf_enable_onednn_opts": runs["A"][0].get("tf_enable_onednn_opts"),
-        "notebook_tf_num_interop_threads": runs["A"][0].get("tf_num_interop_threads"),
         "trainer_tf_enable_onednn_opts": runs["B"][0].get("tf_enable_onednn_opts"),
-        "trainer_tf_num_interop_threads": runs["B"][0].get("tf_num_interop_threads"),
         "this_process_tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "contenders": summary,
         "ratios": {"B/A": ratios("B", "A"),
@@ -613,9 +607,9 @@ def section_overhead(bench: Bench) -> dict:
 
 def overhead_tables(result: dict) -> list[Table]:
     c = result["contenders"]
+
     def settings(side: str) -> str:
-        return (f"TF_ENABLE_ONEDNN_OPTS={result.get(side + '_tf_enable_onednn_opts') or 'unset'}, "
-                f"TF_NUM_INTEROP_THREADS={result.get(side + '_tf_num_interop_threads') or 'unset'}")
+        return f"TF_ENABLE_ONEDNN_OPTS={result.get(side + '_tf_enable_onednn_opts') or 'unset'}"
 
     what = {
         "A": "notebook: `model.fit(x, y, batch_size=128, validation_data=(x_val, y_val))` on "

@@ -86,15 +86,23 @@ class Process:
         return code
 
 
+def wait_all(processes: list[Process], seconds: float) -> bool:
+    """Wait up to `seconds` in all for every process to end; True when all have."""
+    deadline = time.monotonic() + seconds
+    for p in processes:
+        p.wait(max(0.0, deadline - time.monotonic()))
+    return all(p.poll() is not None for p in processes)
+
+
 def stop_all(processes: list[Process], grace: float = 10.0) -> None:
     """SIGINT (the search saves its state), then SIGKILL whatever is still running."""
     for p in processes:
         p.signal(signal.SIGINT)
-    deadline = time.monotonic() + grace
-    for p in processes:
-        if p.wait(max(0.0, deadline - time.monotonic())) is None:
-            p.signal(signal.SIGKILL)
-            p.wait(5)
+    if not wait_all(processes, grace):
+        for p in processes:
+            if p.poll() is None:
+                p.signal(signal.SIGKILL)
+                p.wait(5)
 
 
 def run(workers: int, tune_args: list[str], host: str = "127.0.0.1", port: int | None = None,
@@ -121,10 +129,7 @@ def run(workers: int, tune_args: list[str], host: str = "127.0.0.1", port: int |
                 # them time to finish on their own before interrupting the ones still running.
                 print(f"the chief exited with code {chief.poll()}: waiting up to "
                       f"{worker_grace:g}s for the workers", flush=True)
-                deadline = time.monotonic() + worker_grace
-                for p in processes[1:]:
-                    p.wait(max(0.0, deadline - time.monotonic()))
-                if any(p.poll() is None for p in processes):
+                if not wait_all(processes[1:], worker_grace):
                     print("stopping the workers still running", flush=True)
                     stop_all(processes)
                 break
