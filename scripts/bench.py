@@ -326,23 +326,26 @@ def trainer_defaults() -> dict:
 
     trainer = digits.Trainer(verbose=False)
     return {"batch_size": trainer.batch_size, "learning_rate": trainer.learning_rate,
-            "eval_batch_size": trainer.eval_batch_size}
+            "eval_batch_size": trainer.eval_batch_size,
+            "label_smoothing": trainer.label_smoothing}
 
 
 def compile_like_trainer(model, train_images: int, epochs: int, steps_per_execution="auto",
                          jit_compile: bool = False, confusion_metric: bool = True):
-    """Compile as `Trainer` compiles an uncompiled model: Adam with cosine decay, sparse
-    cross-entropy, accuracy and the streaming confusion matrix. Returns the
-    steps_per_execution used ("auto" is the Trainer's rule: 32, or fewer batches if the
-    epoch has fewer).
+    """Compile as `Trainer` compiles an uncompiled model: fused batch normalization, Adam with
+    cosine decay, label-smoothed sparse cross-entropy, accuracy and the streaming confusion
+    matrix. Returns the steps_per_execution used ("auto" is the Trainer's rule: 32, or fewer
+    batches if the epoch has fewer).
 
     XLA cannot compile the confusion-matrix metric (its bincount needs a length known at
     compile time): compare XLA on and off with `confusion_metric=False`.
     """
     import keras
 
-    from digits.metrics import StreamingConfusionMatrix
+    from digits.fusion import fuse_batch_norm
+    from digits.metrics import SmoothedSparseCrossentropy, StreamingConfusionMatrix
 
+    fuse_batch_norm(model)  # as the Trainer does by default
     defaults = trainer_defaults()
     steps = -(-train_images // defaults["batch_size"])
     spe = min(32, steps) if steps_per_execution == "auto" else int(steps_per_execution)
@@ -352,7 +355,7 @@ def compile_like_trainer(model, train_images: int, epochs: int, steps_per_execut
     if confusion_metric:
         metrics.append(StreamingConfusionMatrix(model.output_shape[-1]))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule),
-                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=metrics,
+                  loss=SmoothedSparseCrossentropy(defaults["label_smoothing"]), metrics=metrics,
                   steps_per_execution=spe, jit_compile=jit_compile)
     return spe
 
