@@ -786,8 +786,12 @@ class Trainer:
             fuse_batch_norm(model)
         if limit is not None:
             split = split.take(limit * self.eval_batch_size)
-        return np.asarray(model.predict(split.x, batch_size=self.eval_batch_size, verbose=0),
-                          dtype=np.float32)
+        if len(split) == 0:
+            return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+        # Through digits' own pipeline: Keras' pipeline for arrays autotunes, and tearing
+        # it down after the pass can stall for seconds (see `make_pipeline`).
+        batches = make_pipeline(split, self.eval_batch_size)
+        return np.asarray(model.predict(batches, verbose=0), dtype=np.float32)
 
     def _evaluate(self, model, split: Split | None, stage: str, limit: int | None) -> TestResult:
         if split is None:

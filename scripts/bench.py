@@ -15,12 +15,11 @@ Usage:
 Sections (all but `fashion` run by default):
     overhead    A: the notebook's `model.fit` on NumPy arrays; B: `Trainer.fit` with its default
                 callbacks; each in a warm process of its own (A with TensorFlow's defaults,
-                B after `import digits`), and both again in this process; C: the Trainer with
-                no callbacks vs raw Keras `fit` on the identical tf.data pipeline and
-                steps_per_execution. Goals: B/A <= 0.80, C <= 1.02.
+                B after `import digits`); C: the Trainer with no callbacks vs raw Keras `fit`
+                on the identical tf.data pipeline, compiled alike. Goals: B/A <= 0.80,
+                C <= 1.02.
     callbacks   each default callback's time per epoch as a share of B's epoch, timed inside
-                B_same_process's runs, and its cost per `Trainer.test`.
-                Goal: confusion_matrix <= 5%.
+                B's own fits, and its cost per `Trainer.test`. Goal: confusion_matrix <= 5%.
     throughput  images/s, training and inference, of seed-cnn, cnn and mlp with
                 steps_per_execution 1 vs auto; TensorFlow thread settings and oneDNN (each in
                 a subprocess); XLA once; mixed precision on vs off where there is a GPU.
@@ -94,6 +93,7 @@ class Sizes:
 
     epochs: int = 2
     repeats: int = 3
+    overhead_repeats: int = 4
     warm_up: bool = True
     overhead_train: int | None = None  # None: the whole training split
     throughput_images: dict = dataclasses.field(
@@ -111,7 +111,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(epochs=1, repeats=1, warm_up=False, overhead_train=128,
+        return cls(epochs=1, repeats=1, overhead_repeats=1, warm_up=False, overhead_train=128,
                    throughput_images={"seed-cnn": 128, "cnn": 128, "mlp": 128},
                    thread_images=128, thread_configs=False, xla_model="mlp",
                    startup_repeats=1, scale_sizes=(1_000,), accuracy_epochs=1,
@@ -331,7 +331,8 @@ def trainer_defaults() -> dict:
 
 
 def compile_like_trainer(model, train_images: int, epochs: int, steps_per_execution="auto",
-                         jit_compile: bool = False, confusion_metric: bool = True):
+                         jit_compile: bool = False, confusion_metric: bool = True,
+                         fused_batch_norm: bool = True):
     """Compile as `Trainer` compiles an uncompiled model: fused batch normalization, Adam with
     cosine decay, label-smoothed sparse cross-entropy, accuracy and the streaming confusion
     matrix. Returns the steps_per_execution used ("auto" is the Trainer's rule: 32, or fewer
@@ -345,7 +346,8 @@ def compile_like_trainer(model, train_images: int, epochs: int, steps_per_execut
     from digits.fusion import fuse_batch_norm
     from digits.metrics import SmoothedSparseCrossentropy, StreamingConfusionMatrix
 
-    fuse_batch_norm(model)  # as the Trainer does by default
+    if fused_batch_norm:  # as the Trainer does by default
+        fuse_batch_norm(model)
     defaults = trainer_defaults()
     steps = -(-train_images // defaults["batch_size"])
     spe = min(32, steps) if steps_per_execution == "auto" else int(steps_per_execution)
@@ -434,8 +436,9 @@ class ContenderProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True,
             env=env, cwd=ROOT)
 
-    def fit(self, epochs: int, train: int | None, val: int | None) -> dict:
-        self.proc.stdin.write(json.dumps({"epochs": epochs, "train": train, "val": val}) + "\n")
+    def fit(self, epochs: int, train: int | None, val: int | None, test: bool = False) -> dict:
+        request = {"epochs": epochs, "train": train, "val": val, "test": test}
+        self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         for line in self.proc.stdout:
             if line.startswith(RESULT_MARK):
@@ -452,7 +455,11 @@ class ContenderProcess:
 
 
 def serve(kind: str) -> int:
-    """A contender process's loop: one JSON request a line in, one fit's result a line out."""
+    """A contender process's loop: one JSON request a line in, one fit's result a line out.
+
+    The Trainer's fits time their callbacks' hooks (a clock read around each call) and return
+    the seconds as `hooks`: [label, phase, hook, seconds] rows.
+    """
     data = Data().mnist5k()
     with tempfile.TemporaryDirectory(prefix="digits-bench-trainer-") as log_dir:
         for line in sys.stdin:
@@ -461,7 +468,10 @@ def serve(kind: str) -> int:
             if kind == "notebook":
                 result = run_notebook(chosen, request["epochs"])
             else:
-                result = run_trainer(chosen, request["epochs"], Path(log_dir), True)
+                hooks = HookTimes()
+                result = run_trainer(chosen, request["epochs"], Path(log_dir), True, hooks,
+                                     test=request.get("test", False))
+                result["hooks"] = [[*key, value] for key, value in hooks.seconds.items()]
             result["tf_enable_onednn_opts"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
             print(RESULT_MARK + json.dumps(result), flush=True)
     return 0
@@ -531,14 +541,11 @@ def section_overhead(bench: Bench) -> dict:
     n_val = n_train and max(64, n_train // 9)
     data = subset(bench.data.mnist5k(), train=n_train, val=n_val)
     epochs, log_dir = sizes.epochs, bench.tmp / "overhead"
-    hooks = HookTimes()
     notebook, trainer = ContenderProcess("notebook"), ContenderProcess("trainer")
     try:
         contenders = {
             "A": lambda: notebook.fit(epochs, n_train, n_val),
             "B": lambda: trainer.fit(epochs, n_train, n_val),
-            "A_same_process": lambda: run_notebook(data, epochs),
-            "B_same_process": lambda: run_trainer(data, epochs, log_dir, True, hooks),
             "C_keras": lambda: run_keras(data, epochs),
             "C_trainer": lambda: run_trainer(data, epochs, log_dir, False),
         }
@@ -546,27 +553,29 @@ def section_overhead(bench: Bench) -> dict:
             progress("overhead: warm-up (one epoch of each contender on 256 images)")
             warm = subset(data, train=256, val=128, test=128)
             notebook.fit(1, 256, 128)
-            trainer.fit(1, 256, 128)
-            run_notebook(warm, 1)
-            run_trainer(warm, 1, log_dir, True, test=True)
+            trainer.fit(1, 256, 128, test=True)
             run_keras(warm, 1)
             run_trainer(warm, 1, log_dir, False)
 
         runs: dict[str, list[dict]] = {name: [] for name in contenders}
         order = list(contenders)
-        for round_ in range(sizes.repeats):
+        for round_ in range(sizes.overhead_repeats):
             # One order, then the reverse: a drift in the machine's load hits both sides.
             for name in order if round_ % 2 == 0 else order[::-1]:
                 runs[name].append(contenders[name]())
-                progress(f"overhead: round {round_ + 1}/{sizes.repeats} {name:14s} "
+                progress(f"overhead: round {round_ + 1}/{sizes.overhead_repeats} {name:10s} "
                          f"{runs[name][-1]['seconds']:6.1f} s  (load {load_average()[:1]})")
+        # One more B fit, with a test pass: each callback's cost per test.
+        test_run = trainer.fit(1, n_train, n_val, test=True)
     finally:
         notebook.close()
         trainer.close()
-    # One test pass after a B run, for each callback's cost per test.
-    fit_hook_seconds = dict(hooks.seconds)
-    test_run = run_trainer(data, 1, log_dir, True, hooks, test=True)
-    test_hook_seconds = {k: v for k, v in hooks.seconds.items() if k[1] == "test"}
+    fit_hook_seconds: dict = collections.defaultdict(float)
+    for run in runs["B"]:
+        for label, phase, hook, value in run["hooks"]:
+            fit_hook_seconds[(label, phase, hook)] += value
+    test_hook_seconds = {(label, phase, hook): value
+                         for label, phase, hook, value in test_run["hooks"] if phase == "test"}
 
     summary = {}
     for name, results in runs.items():
@@ -589,20 +598,19 @@ def section_overhead(bench: Bench) -> dict:
         "epochs": epochs,
         "train_images": len(data.train),
         "val_images": len(data.val),
-        "repeats": sizes.repeats,
+        "repeats": sizes.overhead_repeats,
         "notebook_tf_enable_onednn_opts": runs["A"][0].get("tf_enable_onednn_opts"),
         "trainer_tf_enable_onednn_opts": runs["B"][0].get("tf_enable_onednn_opts"),
         "this_process_tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "contenders": summary,
-        "ratios": {"B/A": ratios("B", "A"),
-                   "B/A_same_process": ratios("B_same_process", "A_same_process"),
-                   "C": ratios("C_trainer", "C_keras")},
+        "ratios": {"B/A": ratios("B", "A"), "C": ratios("C_trainer", "C_keras")},
         "identical_steps_per_execution": {r["steps_per_execution"] for r in runs["C_keras"]}
         == {r["steps_per_execution"] for r in runs["C_trainer"]},
     }
     bench.callback_timings = {
-        "fit": fit_hook_seconds, "test": test_hook_seconds, "fit_runs": sizes.repeats,
-        "epochs": epochs, "epoch_seconds": summary["B_same_process"]["steady_epoch_seconds"],
+        "fit": dict(fit_hook_seconds), "test": test_hook_seconds,
+        "fit_runs": sizes.overhead_repeats, "epochs": epochs,
+        "epoch_seconds": summary["B"]["steady_epoch_seconds"],
         "test_seconds": test_run.get("test_seconds"), "data": data,
     }
     return result
@@ -618,9 +626,8 @@ def overhead_tables(result: dict) -> list[Table]:
         "A": "notebook: `model.fit(x, y, batch_size=128, validation_data=(x_val, y_val))` on "
              f"NumPy, in a process of its own with TensorFlow's defaults ({settings('notebook')})",
         "B": "`Trainer(max_epochs=E).fit(model, data)` with its default callbacks, in a process "
-             f"of its own that imported digits first ({settings('trainer')})",
-        "A_same_process": "the notebook fit in this long-lived process, after `import digits`",
-        "B_same_process": "the Trainer fit in this process (its callbacks' hooks are timed here)",
+             f"of its own that imported digits first ({settings('trainer')}); its callbacks' "
+             "hooks are timed there",
         "C_keras": "raw Keras `fit` on the Trainer's tf.data pipeline, compiled as the Trainer "
                    "compiles, same steps_per_execution",
         "C_trainer": "`Trainer(callbacks=[], enable_checkpointing=False).fit(model, data)`",
@@ -629,8 +636,6 @@ def overhead_tables(result: dict) -> list[Table]:
              seconds(c[name]["steady_epoch_seconds"], 2)) for name in c]
     labels = {
         "B/A": ("B/A", "default callbacks vs the notebook as a notebook runs it", "<= 0.80"),
-        "B/A_same_process": ("B/A (same process)", "both in this process, with digits' "
-                             "TensorFlow settings: what the Trainer's loop gains by itself", ""),
         "C": ("C", "Trainer without callbacks vs raw Keras on the same pipeline", "<= 1.02"),
     }
     ratio_rows = []
@@ -748,7 +753,7 @@ def callback_tables(result: dict) -> list[Table]:
                      f"{1000 * c['seconds_once_per_fit']:.0f} ms",
                      f"{1000 * c['seconds_per_test']:.0f} ms"))
     rows.append(("all callbacks", "", percent(result["all_callbacks_share_of_epoch"]), "", ""))
-    notes = [f"Timed inside B_same_process's fits: {result['fits']} fits of {result['epochs_per_fit']} epochs; "
+    notes = [f"Timed inside B's fits: {result['fits']} fits of {result['epochs_per_fit']} epochs; "
              f"the epoch (its steady epoch) took {seconds(result['epoch_seconds'])}. 'per epoch' "
              "is the epoch and batch hooks; 'once per fit' is setup, fit start/end, train "
              "begin/end and teardown; 'per test' is one `Trainer.test` on the held-out images. "
@@ -762,7 +767,8 @@ def callback_tables(result: dict) -> list[Table]:
 
 
 def measure_model(name: str, images: int, spe, data, jit_compile: bool = False,
-                  confusion_metric: bool = True, hyperparameters: dict | None = None) -> dict:
+                  confusion_metric: bool = True, hyperparameters: dict | None = None,
+                  fused_batch_norm: bool = True) -> dict:
     """Build, compile and warm up a model (one epoch, one prediction pass) on the first
     `images` training images; returns a function that measures one more of each."""
 
@@ -772,7 +778,8 @@ def measure_model(name: str, images: int, spe, data, jit_compile: bool = False,
     fresh_start()
     model = digits.build_model(name, **(hyperparameters or {}))
     used = compile_like_trainer(model, len(split), 1, spe, jit_compile=jit_compile,
-                                confusion_metric=confusion_metric)
+                                confusion_metric=confusion_metric,
+                                fused_batch_norm=fused_batch_norm)
     defaults = trainer_defaults()
     train = make_pipeline(split, defaults["batch_size"], shuffle=True, seed=0)
     predictor = digits.Trainer(verbose=False)
@@ -842,6 +849,9 @@ def section_throughput(bench: Bench) -> dict:
         progress(f"throughput: {name}, steps_per_execution 1 vs auto, {images} images")
         contenders = {"1": measure_model(name, images, 1, data),
                       "auto": measure_model(name, images, "auto", data)}
+        if name == "cnn":  # the one with BatchNormalization: the fused kernel vs Keras' ops
+            contenders["auto_keras_bn"] = measure_model(name, images, "auto", data,
+                                                        fused_batch_norm=False)
         samples: dict[str, list] = {k: [] for k in contenders}
         for round_ in range(sizes.repeats):
             for key in list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]:
@@ -853,6 +863,10 @@ def section_throughput(bench: Bench) -> dict:
         }
         models[name]["auto_over_1_train"] = ratio(models[name]["spe_auto"]["train_images_per_second"],
                                                   models[name]["spe_1"]["train_images_per_second"])
+        if "spe_auto_keras_bn" in models[name]:
+            models[name]["fused_over_keras_bn_train"] = ratio(
+                models[name]["spe_auto"]["train_images_per_second"],
+                models[name]["spe_auto_keras_bn"]["train_images_per_second"])
 
     xla_model = sizes.xla_model
     progress(f"throughput: XLA (jit_compile) on {xla_model}"
@@ -913,18 +927,26 @@ def throughput_tables(result: dict) -> list[Table]:
                "GPU train img/s (f32 / mixed)")
     rows = []
     for name, m in result["models"].items():
-        for key in ("spe_1", "spe_auto"):
+        for key in ("spe_1", "spe_auto", "spe_auto_keras_bn"):
+            if key not in m:
+                continue
             s = m[key]
             gpu_text = "no GPU"
             if gpu:
                 g = gpu[name]
                 gpu_text = (f"{per_second(g['float32']['train_images_per_second'])} / "
                             f"{per_second(g['mixed_float16']['train_images_per_second'])}")
-            rows.append((name, f"{s['steps_per_execution']}" + (" (auto)" if key == "spe_auto" else ""),
+            setting = f"{s['steps_per_execution']}" + {"spe_1": "", "spe_auto": " (auto)",
+                                                      "spe_auto_keras_bn": " (auto), Keras' own "
+                                                      "BatchNormalization ops"}[key]
+            rows.append((name, setting,
                          per_second(s["train_images_per_second"]),
                          per_second(s["inference_images_per_second"]),
                          f"{s['train_cpu_ms_per_image']:.2f}", gpu_text))
         rows.append((name, "auto / 1", times(m["auto_over_1_train"]), "", "", ""))
+        if "fused_over_keras_bn_train" in m:
+            rows.append((name, "fused BatchNormalization / Keras' own",
+                         times(m["fused_over_keras_bn_train"]), "", "", ""))
     xla = result["xla"]
     xla_rows = [
         (f"XLA {label}", per_second(xla[label]["train_images_per_second"]),
@@ -938,9 +960,10 @@ def throughput_tables(result: dict) -> list[Table]:
                    for t in result["threads"]]
     return [
         Table("Throughput (this process, alternating)", headers, rows,
-              ["Training on the Trainer's pipeline, compiled as the Trainer compiles; inference "
-               "through `Trainer.predict` (batches of 512). Medians of alternating epochs after "
-               "a warm-up."]),
+              ["Training on the Trainer's pipeline, compiled as the Trainer compiles (with fused "
+               "batch normalization unless the row says otherwise); inference through "
+               "`Trainer.predict` (batches of 512). Medians of alternating epochs after a "
+               "warm-up."]),
         Table(f"XLA (jit_compile=True), {xla['model']}"
               + (" without augmentation" if xla["model"] == "cnn" else ""), ("", "train img/s",
               "inference img/s", "warm-up (compile)"), xla_rows,
