@@ -484,7 +484,7 @@ def make_pipeline(
     whether a run went straight through or was resumed at k. Each batch is gathered in one op
     from arrays held once in memory, so the per-example cost is a single index.
 
-    tf.data's autotuning is off (`PIPELINE_OPTIONS`): Keras makes a new iterator every epoch,
+    tf.data's autotuning is off (`pipeline_options`): Keras makes a new iterator every epoch,
     and destroying the old one waits for its autotuning thread, which stalled the first step
     of an epoch by 1.5-5 s on this project's 2-core machine. A gather per batch needs no
     tuning: two parallel calls and two batches of prefetch keep the model fed.

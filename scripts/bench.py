@@ -8,7 +8,8 @@ run in this one process does; a setting that must be made before TensorFlow star
 oneDNN) and anything whose memory or start-up is measured runs in a subprocess.
 
 Usage:
-    python scripts/bench.py [--only SECTIONS] [--epochs E] [--repeats R] [--quick]
+    python scripts/bench.py [--only SECTIONS] [--epochs E] [--repeats R] [--overhead-repeats R]
+                            [--quick]
                             [--out bench.json] [--markdown BENCHMARKS.md]
                             [--tune-metrics PATH] [--fashion-epochs N]
 
@@ -91,9 +92,11 @@ TIMED_HOOKS = (*sorted(EPOCH_HOOKS), "on_train_begin", "on_train_end", "setup", 
 class Sizes:
     """How much each section measures; `--quick` shrinks everything to a smoke test."""
 
-    epochs: int = 2
-    repeats: int = 3
-    overhead_repeats: int = 4
+    # Overhead fits of 3 epochs: a 2-epoch fit is half tracing and compiling, and it shows
+    # only one epoch change, where Keras' own pipeline stalls (BENCHMARKS.md).
+    epochs: int = 3
+    repeats: int = 2
+    overhead_repeats: int = 3
     warm_up: bool = True
     overhead_train: int | None = None  # None: the whole training split
     throughput_images: dict = dataclasses.field(
@@ -101,7 +104,7 @@ class Sizes:
     thread_images: int = 1024
     thread_configs: bool = True
     xla_model: str = "cnn"
-    startup_repeats: int = 3
+    startup_repeats: int = 2
     scale_sizes: tuple = (5_000, 20_000, 60_000)
     accuracy_epochs: int = 6
     accuracy_train: int | None = None
@@ -832,8 +835,8 @@ def thread_configs(quick: bool) -> list[tuple[str, dict, dict]]:
     configs = [("TF default threads", {"intra": 0, "inter": 0}, {})]
     # One intra-op thread per core; single-threaded ops (intra 1) measured 0.62-0.76x of the
     # default on 2 cores in every run, so they are no longer timed.
-    for inter in (1, 2):
-        configs.append((f"intra {cores} / inter {inter}", {"intra": cores, "inter": inter}, {}))
+    # intra = inter = cores is TensorFlow's own default: only one inter-op thread is timed.
+    configs.append((f"intra {cores} / inter 1", {"intra": cores, "inter": 1}, {}))
     configs.append(("oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)", {"intra": 0, "inter": 0},
                     {"TF_ENABLE_ONEDNN_OPTS": "0"}))
     configs.append(("oneDNN on (TF_ENABLE_ONEDNN_OPTS=1)", {"intra": 0, "inter": 0},
@@ -1397,9 +1400,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=None, metavar="SECTIONS",
                         help="comma-separated sections to run (default: all but fashion)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs of each overhead fit (default 2; --quick 1)")
+                        help="epochs of each overhead fit (default 3; --quick 1)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="alternating rounds of each comparison (default 3; --quick 1)")
+                        help="alternating rounds of each throughput comparison (default 2; "
+                             "--quick 1)")
+    parser.add_argument("--overhead-repeats", type=int, default=None,
+                        help="alternating rounds of the overhead fits (default 3; --quick 1)")
     parser.add_argument("--accuracy-epochs", type=int, default=None,
                         help="epochs for the accuracy section (default 6)")
     parser.add_argument("--fashion-epochs", type=int, default=None,
@@ -1420,7 +1426,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    for name in ("epochs", "repeats", "accuracy_epochs", "fashion_epochs"):
+    for name in ("epochs", "repeats", "overhead_repeats", "accuracy_epochs", "fashion_epochs"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -1438,7 +1444,7 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_MARK + json.dumps(result), flush=True)
         return 0
     sizes = Sizes.quick() if args.quick else Sizes()
-    for name in ("epochs", "repeats", "accuracy_epochs", "fashion_epochs"):
+    for name in ("epochs", "repeats", "overhead_repeats", "accuracy_epochs", "fashion_epochs"):
         if getattr(args, name) is not None:
             setattr(sizes, name, getattr(args, name))
 
