@@ -43,9 +43,7 @@ def fuse_batch_norm(model) -> int:
         object.__setattr__(layer, FUSED_MARK, True)
         fused += 1
     if fused:
-        for name in ("train_function", "test_function", "predict_function"):
-            if getattr(model, name, None) is not None:
-                setattr(model, name, None)
+        _drop_compiled_functions(model)
     return fused
 
 
@@ -58,10 +56,15 @@ def unfuse_batch_norm(model) -> int:
             object.__setattr__(layer, FUSED_MARK, False)
             restored += 1
     if restored:
-        for name in ("train_function", "test_function", "predict_function"):
-            if getattr(model, name, None) is not None:
-                setattr(model, name, None)
+        _drop_compiled_functions(model)
     return restored
+
+
+def _drop_compiled_functions(model) -> None:
+    """Forget the model's traced train/test/predict functions: the next call traces anew."""
+    for name in ("train_function", "test_function", "predict_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
 
 
 def is_fused(layer) -> bool:
