@@ -350,9 +350,10 @@ class Trainer:
             plain cross-entropy). Used when the model is not compiled.
         fast_dev_run: run two batches of each stage, one epoch, and write nothing heavy.
         limit_train_batches / limit_val_batches / limit_test_batches: cap the batches per stage.
-        steps_per_execution: batches per compiled call; "auto" picks 32 (1.5x faster on CPU).
+        steps_per_execution: batches per compiled call; "auto" picks 32 (1.2x for seed-cnn and
+            1.9x for mlp on this project's CPU; about even for the heavier cnn).
         fused_batch_norm: run the model's BatchNormalization layers on TensorFlow's fused
-            kernel (`digits.fusion`): the same math, weights and saved files, and ~1.3x faster
+            kernel (`digits.fusion`): the same math, weights and saved files, and 1.1-1.3x faster
             training of the default CNN on CPU (BENCHMARKS.md).
         enable_checkpointing: add the `checkpoint` callback (best model.keras) if none is given.
         resume: resume the latest unfinished run of this name, if there is one.
