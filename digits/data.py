@@ -468,6 +468,11 @@ def load_dataset(
 # ----------------------------------------------------------------------------- pipelines
 
 
+# make_pipeline's fixed tf.data settings: parallel gathers and batches of prefetch.
+PARALLEL_CALLS = 2
+PREFETCH = 2
+
+
 def make_pipeline(
     split: Split,
     batch_size: int,
@@ -501,11 +506,6 @@ def make_pipeline(
     def gather(index):
         return tf.gather(x, index), tf.gather(y, index)
 
-    if not shuffle:
-        ds = tf.data.Dataset.range(n).batch(batch_size).take(steps)
-        ds = ds.map(gather, num_parallel_calls=PARALLEL_CALLS).cache().prefetch(PREFETCH)
-        return ds.with_options(pipeline_options())
-
     def one_pass(_):
         current = tf.cast(tf.convert_to_tensor(epoch), tf.int64)
         order = tf.random.experimental.stateless_shuffle(
@@ -513,14 +513,14 @@ def make_pipeline(
         )
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).take(steps)
 
-    ds = tf.data.Dataset.range(1).flat_map(one_pass)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
-    ds = ds.map(gather, num_parallel_calls=PARALLEL_CALLS).prefetch(PREFETCH)
-    return ds.with_options(pipeline_options())
-
-
-PARALLEL_CALLS = 2
-PREFETCH = 2
+    if shuffle:
+        ds = tf.data.Dataset.range(1).flat_map(one_pass)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+        ds = ds.map(gather, num_parallel_calls=PARALLEL_CALLS)
+    else:
+        ds = tf.data.Dataset.range(n).batch(batch_size).take(steps)
+        ds = ds.map(gather, num_parallel_calls=PARALLEL_CALLS).cache()
+    return ds.prefetch(PREFETCH).with_options(pipeline_options())
 
 
 def pipeline_options():

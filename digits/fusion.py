@@ -36,7 +36,7 @@ def fuse_batch_norm(model) -> int:
         return 0
     fused = 0
     for layer in _batch_norm_layers(model):
-        if getattr(layer, FUSED_MARK, False) or not _eligible(layer):
+        if is_fused(layer) or not _eligible(layer):
             continue
         # An instance attribute: the layer's class, config and serialization stay Keras'.
         layer.call = _fused_call(layer)
@@ -51,7 +51,7 @@ def unfuse_batch_norm(model) -> int:
     """Undo `fuse_batch_norm`: the layers use Keras' own `call` again. Returns how many."""
     restored = 0
     for layer in _batch_norm_layers(model):
-        if getattr(layer, FUSED_MARK, False):
+        if is_fused(layer):
             del layer.call
             object.__setattr__(layer, FUSED_MARK, False)
             restored += 1

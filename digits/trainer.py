@@ -516,10 +516,7 @@ class Trainer:
         from digits.metrics import SmoothedSparseCrossentropy, StreamingConfusionMatrix
 
         spe = self._steps_per_execution(steps_per_epoch)
-        if self.fused_batch_norm:
-            from digits.fusion import fuse_batch_norm
-
-            fuse_batch_norm(model)
+        self._fuse_batch_norm(model)
         if model.compiled:
             # Keep the user's choices; only the execution grouping is ours to set.
             model.steps_per_execution = spe
@@ -537,6 +534,13 @@ class Trainer:
                 steps_per_execution=spe,
                 jit_compile=False,  # XLA made a small CNN ~9x slower on CPU here
             )
+
+    def _fuse_batch_norm(self, model) -> None:
+        """Put the model's BatchNormalization layers on the fused kernel (idempotent)."""
+        if self.fused_batch_norm:
+            from digits.fusion import fuse_batch_norm
+
+            fuse_batch_norm(model)
 
     def _steps_per_execution(self, steps_per_epoch: int) -> int:
         if self.steps_per_execution == "auto":
@@ -781,10 +785,7 @@ class Trainer:
         return self._predict_split(model, split, limit=None)
 
     def _predict_split(self, model, split: Split, limit: int | None) -> np.ndarray:
-        if self.fused_batch_norm:
-            from digits.fusion import fuse_batch_norm
-
-            fuse_batch_norm(model)
+        self._fuse_batch_norm(model)
         if limit is not None:
             split = split.take(limit * self.eval_batch_size)
         if len(split) == 0:

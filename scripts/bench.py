@@ -833,9 +833,9 @@ def thread_configs(quick: bool) -> list[tuple[str, dict, dict]]:
         return [("TF default threads", {"intra": 0, "inter": 0}, {})]
     cores = os.cpu_count() or 1
     configs = [("TF default threads", {"intra": 0, "inter": 0}, {})]
-    # One intra-op thread per core; single-threaded ops (intra 1) measured 0.62-0.76x of the
-    # default on 2 cores in every run, so they are no longer timed.
-    # intra = inter = cores is TensorFlow's own default: only one inter-op thread is timed.
+    # One intra-op thread per core (single-threaded ops, intra 1, measured 0.62-0.76x of the
+    # default on 2 cores in every run); intra = inter = cores is TensorFlow's own default, so
+    # only one inter-op thread is timed.
     configs.append((f"intra {cores} / inter 1", {"intra": cores, "inter": 1}, {}))
     configs.append(("oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)", {"intra": 0, "inter": 0},
                     {"TF_ENABLE_ONEDNN_OPTS": "0"}))
