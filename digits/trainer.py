@@ -23,6 +23,8 @@ from digits.atomic import atomic_path, atomic_write_json, remove_stale_temporari
 from digits.data import Dataset, Split, make_pipeline
 from digits.errors import ConfigError, DigitsError, RunDirectoryError
 from digits.results import TestResult
+from digits.state import SUFFIX as VARIABLES_SUFFIX
+from digits.state import load_variables, save_variables
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = (None, "mirrored")
@@ -582,12 +584,12 @@ class Trainer:
         self.run.try_lock()
 
     def _save_state(self) -> None:
-        """Weights + optimizer, then the small JSON that commits them (atomic, in that order).
+        """Variables, then the small JSON that commits them (atomic, in that order).
 
-        The weights file holds the model's and the optimizer's variables (with its iteration
-        count, which drives the learning-rate schedule). Random layers' seed-generator states
-        (dropout, augmentation) are not in it, so they go into trainer.json: with them a resumed
-        `--deterministic` run draws the same masks as one that went straight through.
+        The variables file (`digits.state`) holds the model's and the optimizer's variables:
+        weights, batch-norm statistics, the iteration count that drives the learning-rate
+        schedule, and the random layers' seed-generator states (dropout, augmentation), so a
+        resumed `--deterministic` run draws the same masks as one that went straight through.
         """
         if self.run is None or self.fast_dev_run:
             return
@@ -601,23 +603,23 @@ class Trainer:
                     raise CallbackFailure(c, "state_dict", e) from e
                 callback_states[c.state_key] = callback_state
         state_dir = self.run.file(STATE_DIR)
-        weights_name = f"epoch_{self.current_epoch}.weights.h5"
+        weights_name = f"epoch_{self.current_epoch}{VARIABLES_SUFFIX}"
         try:
             with _interrupts_deferred():
                 state_dir.mkdir(exist_ok=True)
-                with atomic_path(state_dir / weights_name, suffix=".weights.h5") as tmp:
-                    self.model.save_weights(tmp)
+                with atomic_path(state_dir / weights_name) as tmp:
+                    save_variables(self.model, tmp)
                 atomic_write_json(state_dir / "trainer.json", {
                     "epoch": self.current_epoch,
                     "weights": weights_name,
-                    "seed_generators": [v.numpy().tolist() for v in _seed_states(self.model)],
                     "callbacks": callback_states,
                     "history": self.history,
                     "stop_reason": self.stop_reason,
                 })
-                for old in state_dir.glob("epoch_*.weights.h5"):
-                    if old.name != weights_name:
-                        old.unlink(missing_ok=True)
+                for pattern in (f"epoch_*{VARIABLES_SUFFIX}", "epoch_*.weights.h5"):
+                    for old in state_dir.glob(pattern):
+                        if old.name != weights_name:
+                            old.unlink(missing_ok=True)
         except OSError as e:
             raise TrainingStopped(
                 f"cannot save the run's state in {state_dir}: {e.strerror or e}") from e
@@ -629,12 +631,15 @@ class Trainer:
         weights = self.run.file(STATE_DIR) / state["weights"]
         try:
             model.optimizer.build(model.trainable_variables)
-            model.load_weights(weights)
-            seeds = state.get("seed_generators") or []
-            variables = _seed_states(model)
-            if len(seeds) == len(variables):
-                for variable, value in zip(variables, seeds, strict=True):
-                    variable.assign(np.asarray(value, dtype=variable.dtype))
+            if weights.name.endswith(VARIABLES_SUFFIX):
+                load_variables(model, weights)
+            else:  # a run saved by digits 0.1's first releases: Keras weights, seeds in JSON
+                model.load_weights(weights)
+                seeds = state.get("seed_generators") or []
+                variables = _seed_states(model)
+                if len(seeds) == len(variables):
+                    for variable, value in zip(variables, seeds, strict=True):
+                        variable.assign(np.asarray(value, dtype=variable.dtype))
         except Exception as e:  # noqa: BLE001 - a damaged state file is reported, not raised
             raise RunDirectoryError(
                 f"cannot resume {self.run.path} from epoch {state['epoch']}: {e}; "

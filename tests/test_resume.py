@@ -118,13 +118,9 @@ def wait_for_epochs(proc: subprocess.Popen, metrics: Path, epochs: int, timeout:
 
 
 def weights_of(path: Path) -> dict[str, np.ndarray]:
-    import h5py
-
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
-                     if isinstance(obj, h5py.Dataset) else None)
-    return arrays
+    """A state file's variables by position and path ("3:conv2d/kernel")."""
+    with np.load(path, allow_pickle=False) as archive:
+        return {f"{i}:{name}": archive[f"v{i}"] for i, name in enumerate(archive["names"])}
 
 
 # ----------------------------------------------------------------------------- through the CLI
@@ -154,14 +150,14 @@ def test_sigkill_after_the_third_epoch_then_the_same_command_finishes_the_run(tm
     assert all(len(values) == 8 for values in metrics["history"].values())
     # Every callback's state came back: the counter saw all 8 epochs across the two processes.
     assert json.loads((run / "epoch_counter.json").read_text()) == {"seen": 8}
-    assert sorted(p.name for p in (run / "state").iterdir()) == ["epoch_8.weights.h5", "trainer.json"]
+    assert sorted(p.name for p in (run / "state").iterdir()) == ["epoch_8.state.npz", "trainer.json"]
 
     # The same command run straight through ends with the same weights, to the bit.
     straight = subprocess.run(train_command(straight_logs), cwd=ROOT, capture_output=True,
                               text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert straight.returncode == 0, straight.stderr[-3000:]
-    resumed = weights_of(run / "state" / "epoch_8.weights.h5")
-    reference = weights_of(straight_logs / "cnn" / "version_0" / "state" / "epoch_8.weights.h5")
+    resumed = weights_of(run / "state" / "epoch_8.state.npz")
+    reference = weights_of(straight_logs / "cnn" / "version_0" / "state" / "epoch_8.state.npz")
     assert resumed.keys() == reference.keys()
     for name in reference:
         np.testing.assert_array_equal(resumed[name], reference[name], err_msg=name)
@@ -425,3 +421,31 @@ def test_a_run_cut_off_during_its_test_is_tested_without_training_again(tmp_path
     again.test(model, small_data)
     metrics = json.loads((again.run.path / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["epochs_completed"] == 2
+
+
+def test_a_run_saved_in_the_earlier_keras_weights_format_still_resumes_to_the_same_weights(
+        tmp_path, small_data):
+    """Runs saved before digits.state (Keras' .weights.h5, seed states in trainer.json)."""
+    from digits.trainer import CallbackFailure
+
+    hps = {"filters": 4, "dense_units": 32}
+    straight = fit(make_trainer(tmp_path, "straight"), small_data, **hps)
+    crashing = make_trainer(tmp_path, "resumed", [CrashAt(2)])
+    crashed = crashing.build_model("cnn", **hps)
+    with pytest.raises(CallbackFailure):
+        crashing.fit(crashed, small_data)
+    state_dir = crashing.run.file("state")
+    state = json.loads((state_dir / "trainer.json").read_text())
+    (state_dir / state["weights"]).unlink()
+    crashed.save_weights(state_dir / "epoch_2.weights.h5")  # what the crash left, the old way
+    state["weights"] = "epoch_2.weights.h5"
+    state["seed_generators"] = [v.numpy().tolist() for v in crashed.variables
+                                if v.name == "seed_generator_state"]
+    (state_dir / "trainer.json").write_text(json.dumps(state))
+
+    trainer = make_trainer(tmp_path, "resumed")
+    resumed = fit(trainer, small_data, **hps)
+    assert trainer.resumed_from_epoch == 2
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in state_dir.iterdir()) == ["epoch_4.state.npz", "trainer.json"]
