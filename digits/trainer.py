@@ -515,13 +515,14 @@ class Trainer:
     def _compile(self, model, steps_per_epoch: int) -> None:
         import keras
 
-        from digits.metrics import SmoothedSparseCrossentropy, StreamingConfusionMatrix
+        from digits.metrics import SmoothedSparseCrossentropy, compiled_metrics
 
         spe = self._steps_per_execution(steps_per_epoch)
         self._fuse_batch_norm(model)
         if model.compiled:
             # Keep the user's choices; only the execution grouping is ours to set.
             model.steps_per_execution = spe
+            self._build_optimizer(model)
             return
         total_steps = max(1, steps_per_epoch * self.max_epochs)
         lr = (keras.optimizers.schedules.CosineDecay(self.learning_rate, total_steps, alpha=0.01)
@@ -532,10 +533,26 @@ class Trainer:
                 optimizer=optimizer,
                 loss=(SmoothedSparseCrossentropy(self.label_smoothing) if self.label_smoothing
                       else keras.losses.SparseCategoricalCrossentropy()),
-                metrics=["accuracy", StreamingConfusionMatrix(model.output_shape[-1])],
+                metrics=compiled_metrics(model.output_shape[-1]),
                 steps_per_execution=spe,
                 jit_compile=False,  # XLA made a small CNN ~9x slower on CPU here
             )
+        self._build_optimizer(model)
+
+    def _build_optimizer(self, model) -> None:
+        """Create the optimizer's variables now, before Keras traces the training step.
+
+        Left to Keras, the first traced step creates them (Adam's moments), and a traced
+        function that creates variables is traced a second time: the default cnn's step was
+        traced twice, 0.9 s + 0.6 s, and is now traced once, 0.5 s, in every fit.
+        """
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is None or optimizer.built or not model.built:
+            return
+        variables = model.trainable_variables
+        if variables:
+            with self.strategy.scope():
+                optimizer.build(variables)
 
     def _fuse_batch_norm(self, model) -> None:
         """Put the model's BatchNormalization layers on the fused kernel (idempotent)."""

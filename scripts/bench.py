@@ -347,7 +347,7 @@ def compile_like_trainer(model, train_images: int, epochs: int, steps_per_execut
     import keras
 
     from digits.fusion import fuse_batch_norm
-    from digits.metrics import SmoothedSparseCrossentropy, StreamingConfusionMatrix
+    from digits.metrics import SmoothedSparseCrossentropy, compiled_metrics
 
     if fused_batch_norm:  # as the Trainer does by default
         fuse_batch_norm(model)
@@ -356,12 +356,11 @@ def compile_like_trainer(model, train_images: int, epochs: int, steps_per_execut
     spe = min(32, steps) if steps_per_execution == "auto" else int(steps_per_execution)
     schedule = keras.optimizers.schedules.CosineDecay(defaults["learning_rate"],
                                                       max(1, steps * epochs), alpha=0.01)
-    metrics = ["accuracy"]
-    if confusion_metric:
-        metrics.append(StreamingConfusionMatrix(model.output_shape[-1]))
+    metrics = compiled_metrics(model.output_shape[-1], confusion_matrix=confusion_metric)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule),
                   loss=SmoothedSparseCrossentropy(defaults["label_smoothing"]), metrics=metrics,
                   steps_per_execution=spe, jit_compile=jit_compile)
+    model.optimizer.build(model.trainable_variables)  # as the Trainer does: one trace, not two
     return spe
 
 

@@ -224,3 +224,38 @@ def test_label_smoothing_zero_compiles_plain_cross_entropy(tmp_path, small_data)
     smoothed.fit(other, small_data)
     assert model.loss.__class__.__name__ != other.loss.__class__.__name__
     assert other.loss.label_smoothing == 0.1
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+@pytest.mark.parametrize("compiled_by", ["trainer", "user"])
+def test_the_training_step_is_traced_once_per_fit(tmp_path, small_data, precision, compiled_by):
+    """The optimizer's variables exist before Keras traces the step (else it traces it twice).
+
+    A metric given as a string ("accuracy") is built inside the first trace and costs a second
+    one too, so the Trainer compiles metric objects; a user's own compile keeps its choice.
+    """
+    try:
+        trainer = Trainer(max_epochs=2, callbacks=[], log_dir=tmp_path, precision=precision,
+                          batch_size=64, limit_train_batches=3, limit_val_batches=1,
+                          verbose=False)
+        model = trainer.build_model("cnn", filters=4, dense_units=16)
+        if compiled_by == "user":
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        traced = {"train": 0, "test": 0}
+        train_step, test_step = model.train_step, model.test_step
+
+        def counted(kind, step):
+            def run(data):
+                traced[kind] += 1  # Python runs only while TensorFlow traces
+                return step(data)
+            return run
+
+        model.train_step = counted("train", train_step)
+        model.test_step = counted("test", test_step)
+        trainer.fit(model, small_data)
+        assert traced == {"train": 1, "test": 1}
+        assert model.optimizer.built and int(model.optimizer.iterations.numpy()) == 6
+        assert trainer.history["accuracy"] and trainer.history["val_accuracy"]
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
