@@ -53,8 +53,7 @@ def load_variables(model, path: str | os.PathLike) -> None:
         for i, (name, variable) in enumerate(zip(names, variables, strict=True)):
             dtype = _numpy_dtype(variable.dtype)
             value = archive[f"v{i}"]
-            if value.dtype.kind == "u" and dtype.kind not in "biu" and \
-                    value.dtype.itemsize == dtype.itemsize:
+            if value.dtype != dtype and value.dtype == _stored_dtype(dtype):
                 value = value.view(dtype)  # stored as raw bits (bfloat16 and friends)
             if value.shape != tuple(variable.shape) or value.dtype != dtype:
                 raise ValueError(f"its {name} is {value.dtype}{list(value.shape)}, the model's "
@@ -64,11 +63,13 @@ def load_variables(model, path: str | os.PathLike) -> None:
         variable.assign(value)
 
 
-def _storable(value: np.ndarray) -> np.ndarray:
+def _stored_dtype(dtype: np.dtype) -> np.dtype:
     # NumPy cannot read back dtypes it does not know (ml_dtypes' bfloat16): keep their bits.
-    if value.dtype.kind in "biufc":
-        return value
-    return value.view(f"u{value.dtype.itemsize}")
+    return dtype if dtype.kind in "biufc" else np.dtype(f"u{dtype.itemsize}")
+
+
+def _storable(value: np.ndarray) -> np.ndarray:
+    return value.view(_stored_dtype(value.dtype))
 
 
 def _numpy_dtype(dtype) -> np.dtype:

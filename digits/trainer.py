@@ -647,7 +647,7 @@ class Trainer:
             return None
         weights = self.run.file(STATE_DIR) / state["weights"]
         try:
-            model.optimizer.build(model.trainable_variables)
+            self._build_optimizer(model)  # built in _compile already; loading needs it
             if weights.name.endswith(VARIABLES_SUFFIX):
                 load_variables(model, weights)
             else:  # a run saved by digits 0.1's first releases: Keras weights, seeds in JSON

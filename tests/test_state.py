@@ -22,8 +22,7 @@ def trained(data, tmp_path, **hyperparameters):
 
 def fresh_like(trainer, **hyperparameters):
     model = trainer.build_model("cnn", **{**SMALL, **hyperparameters})
-    trainer._compile(model, steps_per_epoch=3)
-    model.optimizer.build(model.trainable_variables)
+    trainer._compile(model, steps_per_epoch=3)  # compiles and builds the optimizer
     return model
 
 
