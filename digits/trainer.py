@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from digits.atomic import atomic_path, atomic_write_json, remove_stale_temporaries, to_json
+from digits.background import Background
 from digits.data import Dataset, Split, make_pipeline
 from digits.errors import ConfigError, DigitsError, RunDirectoryError
 from digits.results import TestResult
 from digits.state import SUFFIX as VARIABLES_SUFFIX
-from digits.state import load_variables, save_variables
+from digits.state import load_variables, snapshot_variables, write_variables
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = (None, "mirrored")
@@ -313,11 +314,7 @@ class _RunRecorder:
         if not (trainer.stop_reason or "").startswith("fault:"):
             # A faulted epoch (NaN weights) never replaces the last good state.
             trainer._save_state()
-        try:
-            trainer._write_metrics(status="running")
-        except OSError as e:
-            raise TrainingStopped(f"cannot write {trainer.run.file('metrics.json')}: "
-                                  f"{e.strerror or e}") from e
+        trainer._write_metrics(status="running", background=True)  # after the state, in order
 
 
 # ----------------------------------------------------------------------------- the Trainer
@@ -454,6 +451,7 @@ class Trainer:
         self.config: dict = {}
         self._callbacks: list | None = None
         self._strategy = None
+        self._background: Background | None = None  # during a fit: the epoch-end writes
         self._started = time.time()
         self._apply_precision()
 
@@ -621,25 +619,50 @@ class Trainer:
                 callback_states[c.state_key] = callback_state
         state_dir = self.run.file(STATE_DIR)
         weights_name = f"epoch_{self.current_epoch}{VARIABLES_SUFFIX}"
-        try:
-            with _interrupts_deferred():
+        # Copied now, written on the background thread while the next epoch trains.
+        variables = snapshot_variables(self.model)
+        commit = json.loads(to_json({
+            "epoch": self.current_epoch,
+            "weights": weights_name,
+            "callbacks": callback_states,
+            "history": self.history,
+            "stop_reason": self.stop_reason,
+        }))
+
+        def write() -> None:
+            try:
                 state_dir.mkdir(exist_ok=True)
                 with atomic_path(state_dir / weights_name) as tmp:
-                    save_variables(self.model, tmp)
-                atomic_write_json(state_dir / "trainer.json", {
-                    "epoch": self.current_epoch,
-                    "weights": weights_name,
-                    "callbacks": callback_states,
-                    "history": self.history,
-                    "stop_reason": self.stop_reason,
-                })
+                    write_variables(variables, tmp)
+                atomic_write_json(state_dir / "trainer.json", commit)
                 for pattern in (f"epoch_*{VARIABLES_SUFFIX}", "epoch_*.weights.h5"):
                     for old in state_dir.glob(pattern):
                         if old.name != weights_name:
                             old.unlink(missing_ok=True)
-        except OSError as e:
-            raise TrainingStopped(
-                f"cannot save the run's state in {state_dir}: {e.strerror or e}") from e
+            except OSError as e:
+                raise TrainingStopped(
+                    f"cannot save the run's state in {state_dir}: {e.strerror or e}") from e
+
+        self._in_background(write)
+
+    def _in_background(self, task) -> None:
+        """Run `task` on the fit's background thread (in order), or now outside a fit."""
+        if self._background is None:
+            task()
+        else:
+            self._background.submit(task)
+
+    def _raise_background_failure(self) -> None:
+        failed = self._settle_background()
+        if failed is not None:
+            raise failed
+
+    def _settle_background(self) -> BaseException | None:
+        """Wait for the background writes; return (not raise) the first that failed."""
+        if self._background is None:
+            return None
+        with _interrupts_deferred():  # a Ctrl-C now would cut short the last epoch's files
+            return self._background.settle()
 
     def _load_state(self, model) -> dict | None:
         state = self.run.read_json(f"{STATE_DIR}/trainer.json") if self.run else None
@@ -671,7 +694,8 @@ class Trainer:
         self.stop_reason = state.get("stop_reason")
         return state
 
-    def _write_metrics(self, status: str) -> None:
+    def _write_metrics(self, status: str, background: bool = False) -> None:
+        """metrics.json, now or (`background`) after the writes queued before it."""
         if self.run is None or self.fast_dev_run:
             return
         metrics = {
@@ -684,7 +708,19 @@ class Trainer:
         }
         if self.test_result is not None:
             metrics["test"] = self.test_result.to_dict()
-        self.run.write_json("metrics.json", metrics)
+        target = self.run.file("metrics.json")
+        if not background:
+            self.run.write_json("metrics.json", metrics)
+            return
+        copied = json.loads(to_json(metrics))
+
+        def write() -> None:
+            try:
+                atomic_write_json(target, copied)
+            except OSError as e:
+                raise TrainingStopped(f"cannot write {target}: {e.strerror or e}") from e
+
+        self._in_background(write)
 
     def _notice(self, message: str) -> None:
         if self.verbose:
@@ -725,6 +761,7 @@ class Trainer:
             if hasattr(c, "trainer"):
                 c.trainer = self
         initial_epoch = int(initial_epoch)
+        self._background = Background()
         try:
             state = self._load_state(model) if self.resume else None
             if state is None and initial_epoch:
@@ -763,11 +800,16 @@ class Trainer:
                     shuffle=False,  # the pipeline already shuffles, per epoch, from the seed
                     verbose=0,
                 )
+            self._raise_background_failure()
             if self.stop_reason and self.stop_reason.startswith("fault:"):
                 raise TrainingStopped(self.stop_reason.removeprefix("fault: "))
             dispatcher.trainer_hook("on_fit_end", self)
+            self._raise_background_failure()  # what on_fit_end queued, too
             self._write_metrics(status="fitted")
         except BaseException as error:
+            failed_write = self._settle_background()  # the last epoch's files, whole
+            if failed_write is not None and failed_write is not error:
+                self._notice(f"warning: {failed_write}")
             problems = dispatcher.on_exception(self, error)
             for p in problems:
                 self._notice(f"warning: {p}")
@@ -783,6 +825,8 @@ class Trainer:
                 self._notice(f"\ninterrupted during epoch {self.current_epoch + 1}: {saved}")
             raise
         finally:
+            self._settle_background()  # settled above on every path; nothing outlives the fit
+            self._background = None
             self._teardown(dispatcher, "fit")
             if self.run is not None:
                 self.run.unlock()  # held while training; a later identical command may resume
@@ -868,6 +912,27 @@ class Trainer:
         self._write_metrics(status="finished")
 
     # -- helpers for callbacks -----------------------------------------------------------
+
+    def run_in_background(self, task, callback=None, hook: str = "on_epoch_end") -> None:
+        """Run `task()` off the training thread, after the writes queued before it.
+
+        For a callback's slow work on data it has already copied (drawing an image, writing
+        a file): during a fit the next epoch trains meanwhile, and the fit waits for it before
+        it returns, before a final status is written and before callbacks tear down. If it
+        raises, the fit stops at the next epoch end with the error named after `callback`
+        and `hook`. Outside a fit it runs at once.
+
+        Example:
+            >>> matrix = self.trainer.validation_confusion_matrix()     # a copy
+            >>> self.trainer.run_in_background(lambda: draw(matrix), callback=self)
+        """
+        def attributed() -> None:
+            try:
+                task()
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - attributed, raised later
+                raise CallbackFailure(callback if callback is not None else task, hook, e) from e
+
+        self._in_background(attributed)
 
     def validation_confusion_matrix(self) -> np.ndarray | None:
         """The confusion matrix of the latest validation pass, collected during `fit` itself.

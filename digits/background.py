@@ -1,0 +1,88 @@
+"""One thread beside training for a run's file writes and drawings, done in the order asked.
+
+What an epoch's end hands over here (the resumable state, metrics.json, the confusion-matrix
+image) is copied first, on the training thread, so training goes on while it is written: the
+files of epoch N are written while epoch N+1 trains, and `wait` (which the Trainer calls
+before a fit returns, before it writes a final status and before callbacks tear down) leaves
+nothing in flight. The first task that fails stops the queue, so nothing written after it
+can claim more than the files before it hold (metrics.json never gets ahead of the state);
+its error is raised in the training thread, at the next `submit` or `wait`.
+
+Example:
+    >>> background = Background()
+    >>> background.submit(write_state, snapshot)   # returns at once
+    >>> background.wait()                          # written, or its error raised here
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+IDLE_SECONDS = 1.0  # an idle worker ends after this long, so finished Trainers leave no thread
+
+
+class Background:
+    """A single worker thread, started on the first task, that runs tasks first in, first out."""
+
+    def __init__(self, name: str = "digits-background") -> None:
+        self.name = name
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._done = threading.Condition()
+        self._pending = 0
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, task: Callable[[], object]) -> None:
+        """Queue `task` (no arguments; bind them first). Raises an earlier task's error."""
+        self._raise_failure()
+        with self._done:
+            self._pending += 1
+            if self._thread is None:
+                # A daemon, so an interpreter that exits without `wait` is not held up (the
+                # Trainer always waits; every write is atomic, so a cut one leaves the old file).
+                self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+                self._thread.start()
+        self._tasks.put(task)
+
+    def wait(self) -> None:
+        """Block until every queued task has run; raise the first failure among them."""
+        with self._done:
+            self._done.wait_for(lambda: self._pending == 0)
+        self._raise_failure()
+
+    def settle(self) -> BaseException | None:
+        """Wait, then return the first failure (if any) instead of raising it."""
+        with self._done:
+            self._done.wait_for(lambda: self._pending == 0)
+            error, self._error = self._error, None
+        return error
+
+    def _raise_failure(self) -> None:
+        with self._done:
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _work(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._done:
+                    if self._pending == 0:  # idle: end; the next `submit` starts another
+                        self._thread = None
+                        return
+                continue
+            try:
+                if self._error is None:  # after a failure the rest is dropped, in order
+                    task()
+            except BaseException as e:  # noqa: BLE001 - handed to the training thread
+                with self._done:
+                    self._error = e
+            finally:
+                with self._done:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._done.notify_all()
