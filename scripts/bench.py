@@ -9,7 +9,7 @@ oneDNN) and anything whose memory or start-up is measured runs in a subprocess.
 
 Usage:
     python scripts/bench.py [--only SECTIONS] [--epochs E] [--repeats R] [--overhead-repeats R]
-                            [--quick]
+                            [--c-repeats R] [--quick]
                             [--out bench.json] [--markdown BENCHMARKS.md]
                             [--tune-metrics PATH] [--fashion-epochs N]
 
@@ -77,6 +77,7 @@ OFFICIAL_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 SECTIONS = ("overhead", "callbacks", "throughput", "startup", "scale", "accuracy", "fashion")
 DEFAULT_SECTIONS = SECTIONS[:-1]
 RESULT_MARK = "BENCH-RESULT "
+TRAINER_LABEL = "trainer: state + metrics.json"  # the Trainer's own per-epoch bookkeeping
 THROUGHPUT_MODELS = ("seed-cnn", "cnn", "mlp")
 
 # The Trainer's hooks that run every epoch; every other hook runs once per fit or per test.
@@ -97,6 +98,9 @@ class Sizes:
     epochs: int = 3
     repeats: int = 2
     overhead_repeats: int = 3
+    # C's two sides differ by less than the machine's noise: more pairs, each of two 3-epoch
+    # fits (A's and B's rounds are the longer ones and keep to overhead_repeats).
+    c_repeats: int = 4
     warm_up: bool = True
     overhead_train: int | None = None  # None: the whole training split
     throughput_images: dict = dataclasses.field(
@@ -114,7 +118,8 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(epochs=1, repeats=1, overhead_repeats=1, warm_up=False, overhead_train=128,
+        return cls(epochs=1, repeats=1, overhead_repeats=1, c_repeats=1, warm_up=False,
+                   overhead_train=128,
                    throughput_images={"seed-cnn": 128, "cnn": 128, "mlp": 128},
                    thread_images=128, thread_configs=False, xla_model="mlp",
                    startup_repeats=1, scale_sizes=(1_000,), accuracy_epochs=1,
@@ -384,6 +389,32 @@ class HookTimes:
             if callable(method):
                 setattr(owner, name, self._timed(method, label, name))
 
+    def wrap_background(self, trainer) -> None:
+        """Time the work the Trainer runs off the training thread, by whose work it is."""
+        submit, for_callback = trainer._in_background, trainer.run_in_background
+        inside = []
+
+        def timed_task(task, label: str, hook: str):
+            def run():
+                start = time.perf_counter()
+                try:
+                    task()
+                finally:
+                    self.seconds[(label, "background", hook)] += time.perf_counter() - start
+            return run
+
+        def own(task):
+            submit(task if inside else timed_task(task, TRAINER_LABEL, "background"))
+
+        def callbacks(task, callback=None, hook="on_epoch_end"):
+            inside.append(1)
+            try:
+                for_callback(timed_task(task, callback_label(callback), hook), callback, hook)
+            finally:
+                inside.pop()
+
+        trainer._in_background, trainer.run_in_background = own, callbacks
+
     def _timed(self, method, label: str, hook: str):
         def timed(*args, **kwargs):
             start = time.perf_counter()
@@ -498,7 +529,8 @@ def run_trainer(data, epochs: int, log_dir: Path, default_callbacks: bool,
                                  enable_checkpointing=default_callbacks, verbose=False)
         if hooks is not None:
             # The Trainer's own per-epoch bookkeeping: the resumable state and metrics.json.
-            hooks.wrap(trainer, "trainer: state + metrics.json", ("_save_state", "_write_metrics"))
+            hooks.wrap(trainer, TRAINER_LABEL, ("_save_state", "_write_metrics"))
+            hooks.wrap_background(trainer)
             hooks.phase = "fit"
         trainer.fit(model, data)
         wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
@@ -560,22 +592,31 @@ def section_overhead(bench: Bench) -> dict:
             run_trainer(warm, 1, log_dir, False)
 
         runs: dict[str, list[dict]] = {name: [] for name in contenders}
-        order = list(contenders)
-        for round_ in range(sizes.overhead_repeats):
+        rounds = max(sizes.overhead_repeats, sizes.c_repeats)
+        test_run = None
+        for round_ in range(rounds):
             # One order, then the reverse: a drift in the machine's load hits both sides.
+            order = [name for name in contenders
+                     if round_ < (sizes.c_repeats if name.startswith("C") else
+                                  sizes.overhead_repeats)]
             for name in order if round_ % 2 == 0 else order[::-1]:
-                runs[name].append(contenders[name]())
-                progress(f"overhead: round {round_ + 1}/{sizes.overhead_repeats} {name:10s} "
+                if name == "B" and round_ == sizes.overhead_repeats - 1:
+                    # B's last fit then tests too (timed apart from the fit): each callback's
+                    # cost per test.
+                    runs[name].append(trainer.fit(epochs, n_train, n_val, test=True))
+                    test_run = runs[name][-1]
+                else:
+                    runs[name].append(contenders[name]())
+                progress(f"overhead: round {round_ + 1}/{rounds} {name:10s} "
                          f"{runs[name][-1]['seconds']:6.1f} s  (load {load_average()[:1]})")
-        # One more B fit, with a test pass: each callback's cost per test.
-        test_run = trainer.fit(1, n_train, n_val, test=True)
     finally:
         notebook.close()
         trainer.close()
     fit_hook_seconds: dict = collections.defaultdict(float)
     for run in runs["B"]:
         for label, phase, hook, value in run["hooks"]:
-            fit_hook_seconds[(label, phase, hook)] += value
+            if phase != "test":
+                fit_hook_seconds[(label, phase, hook)] += value
     test_hook_seconds = {(label, phase, hook): value
                          for label, phase, hook, value in test_run["hooks"] if phase == "test"}
 
@@ -601,6 +642,7 @@ def section_overhead(bench: Bench) -> dict:
         "train_images": len(data.train),
         "val_images": len(data.val),
         "repeats": sizes.overhead_repeats,
+        "c_repeats": sizes.c_repeats,
         "notebook_tf_enable_onednn_opts": runs["A"][0].get("tf_enable_onednn_opts"),
         "trainer_tf_enable_onednn_opts": runs["B"][0].get("tf_enable_onednn_opts"),
         "this_process_tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
@@ -647,7 +689,8 @@ def overhead_tables(result: dict) -> list[Table]:
                            times(r["cpu"]), times(r["steady_epoch"]), goal))
     note = (f"cnn on mnist-5k ({result['train_images']:,} train / {result['val_images']:,} "
             f"validation images), {result['epochs']} epochs a fit, a fresh model each time, "
-            f"{result['repeats']} alternating rounds after a warm-up. A fit's time includes "
+            f"{result['repeats']} alternating rounds after a warm-up (C: "
+            f"{result.get('c_repeats', result['repeats'])}). A fit's time includes "
             "compiling and tracing; 'epoch' is the median epoch after the first. Rich output "
             "goes to /dev/null (plain lines): the callbacks' work is all done, nothing is drawn "
             "on a terminal.")
@@ -699,18 +742,21 @@ def section_callbacks(bench: Bench) -> dict:
         runs = [run_trainer(data, bench.sizes.epochs, log_dir, True, hooks, test=(i == 1))
                 for i in range(2)]
         test_seconds = {k: v for k, v in hooks.seconds.items() if k[1] == "test"}
-        timings = {"fit": {k: v for k, v in hooks.seconds.items() if k[1] == "fit"},
+        timings = {"fit": {k: v for k, v in hooks.seconds.items() if k[1] != "test"},
                    "test": test_seconds, "fit_runs": 2, "epochs": bench.sizes.epochs,
                    "epoch_seconds": median(steady_epoch(r["epoch_seconds"]) for r in runs),
                    "test_seconds": runs[1].get("test_seconds"), "data": data,
                    "steps_per_execution": runs[0]["steps_per_execution"]}
     fits, epochs = timings["fit_runs"], timings["epochs"]
     epoch_seconds = timings["epoch_seconds"]
-    per: dict[str, dict] = collections.defaultdict(lambda: {"epoch": 0.0, "fit": 0.0, "test": 0.0})
+    per: dict[str, dict] = collections.defaultdict(
+        lambda: {"epoch": 0.0, "fit": 0.0, "test": 0.0, "background": 0.0})
     for (label, phase, hook), value in timings["fit"].items():
         if phase == "fit":
             per[label]["epoch" if hook in EPOCH_HOOKS or label.startswith("trainer") else "fit"] \
                 += value
+        elif phase == "background":
+            per[label]["background"] += value
     for (label, _, _), value in timings["test"].items():
         per[label]["test"] += value
     data = timings["data"]
@@ -727,6 +773,7 @@ def section_callbacks(bench: Bench) -> dict:
             "seconds_once_per_fit": once,
             "share_of_fit_spread_over_epochs": ratio(per_epoch + once / epochs, epoch_seconds),
             "seconds_per_test": spent["test"],
+            "background_seconds_per_epoch": spent["background"] / (fits * epochs),
         }
     if "confusion_matrix" in callbacks:
         cm = callbacks["confusion_matrix"]
@@ -751,18 +798,26 @@ def callback_tables(result: dict) -> list[Table]:
             share_text = f"{percent(share)} ({percent(c['share_with_metric'])} with its metric)"
         else:
             share_text = percent(share)
+        beside = c.get("background_seconds_per_epoch") or 0.0
         rows.append((label, f"{1000 * c['seconds_per_epoch']:.0f} ms", share_text,
+                     f"{1000 * beside:.0f} ms" if beside else "",
                      f"{1000 * c['seconds_once_per_fit']:.0f} ms",
                      f"{1000 * c['seconds_per_test']:.0f} ms"))
-    rows.append(("all callbacks", "", percent(result["all_callbacks_share_of_epoch"]), "", ""))
+    rows.append(("all callbacks", "", percent(result["all_callbacks_share_of_epoch"]), "", "",
+                 ""))
     notes = [f"Timed inside B's fits: {result['fits']} fits of {result['epochs_per_fit']} epochs; "
              f"the epoch (its steady epoch) took {seconds(result['epoch_seconds'])}. 'per epoch' "
              "is the epoch and batch hooks; 'once per fit' is setup, fit start/end, train "
              "begin/end and teardown; 'per test' is one `Trainer.test` on the held-out images. "
              "The confusion matrix's metric runs inside the compiled steps; its cost is timed "
-             "separately on the same number of batches."]
+             "separately on the same number of batches. 'beside training' is work the Trainer "
+             "runs on its background thread while the next epoch trains (writing the state "
+             "and metrics.json, drawing the confusion matrix): not on the training thread, so "
+             "not in 'share', but its CPU time is shared with training and so in B's "
+             "wall-clock time."]
     return [Table("Callbacks: cost per epoch as a share of the epoch",
-                  ("callback", "per epoch", "share", "once per fit", "per test"), rows, notes)]
+                  ("callback", "per epoch", "share", "beside training", "once per fit",
+                   "per test"), rows, notes)]
 
 
 # ----------------------------------------------------------------------------- throughput
@@ -1408,6 +1463,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "--quick 1)")
     parser.add_argument("--overhead-repeats", type=int, default=None,
                         help="alternating rounds of the overhead fits (default 3; --quick 1)")
+    parser.add_argument("--c-repeats", type=int, default=None,
+                        help="rounds of C's pairs (default 4; A and B keep --overhead-repeats)")
     parser.add_argument("--accuracy-epochs", type=int, default=None,
                         help="epochs for the accuracy section (default 6)")
     parser.add_argument("--fashion-epochs", type=int, default=None,
@@ -1428,7 +1485,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    for name in ("epochs", "repeats", "overhead_repeats", "accuracy_epochs", "fashion_epochs"):
+    for name in ("epochs", "repeats", "overhead_repeats", "c_repeats", "accuracy_epochs",
+                 "fashion_epochs"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -1446,7 +1504,8 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_MARK + json.dumps(result), flush=True)
         return 0
     sizes = Sizes.quick() if args.quick else Sizes()
-    for name in ("epochs", "repeats", "overhead_repeats", "accuracy_epochs", "fashion_epochs"):
+    for name in ("epochs", "repeats", "overhead_repeats", "c_repeats", "accuracy_epochs",
+                 "fashion_epochs"):
         if getattr(args, name) is not None:
             setattr(sizes, name, getattr(args, name))
 
