@@ -27,7 +27,10 @@ def plot_curves(history: dict, metric: str, title: str) -> bytes | None:
               (("train", metric), ("validation", f"val_{metric}"))]
     if not any(values for _, values in series):
         return None
-    figure = Figure(figsize=(6.4, 4.4), dpi=100, layout="constrained")
+    # Fixed margins (room for 4-decimal ticks and the labels): "constrained" layout measured
+    # 87 ms a plot here, these 49 ms, and the Trainer draws two at the end of every fit.
+    figure = Figure(figsize=(6.4, 4.4), dpi=100)
+    figure.subplots_adjust(left=0.13, right=0.97, top=0.92, bottom=0.12)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for (label, values), marker in zip(series, ("o", "s"), strict=True):
