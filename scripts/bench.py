@@ -685,7 +685,7 @@ def overhead_tables(result: dict) -> list[Table]:
     ratio_rows = []
     for key, (name, text, goal) in labels.items():
         r = result["ratios"][key]
-        ratio_rows.append((name, text, times(r["of_medians"]), times(r["median_of_pairs"]),
+        ratio_rows.append((name, text, times(r["median_of_pairs"]), times(r["of_medians"]),
                            times(r["cpu"]), times(r["steady_epoch"]), goal))
     note = (f"cnn on mnist-5k ({result['train_images']:,} train / {result['val_images']:,} "
             f"validation images), {result['epochs']} epochs a fit, a fresh model each time, "
@@ -697,8 +697,12 @@ def overhead_tables(result: dict) -> list[Table]:
     return [
         Table("Overhead: one fit, median of the rounds", ("", "contender", "fit", "CPU", "epoch"),
               rows, [note]),
-        Table("Overhead ratios", ("ratio", "what", "of medians", "median of pairs", "CPU",
-                                  "epoch", "goal"), ratio_rows),
+        Table("Overhead ratios", ("ratio", "what", "median of pairs (goal)", "of medians",
+                                  "CPU", "epoch", "goal"), ratio_rows,
+              ["'median of pairs': the median of each round's ratio, the two fits of a round "
+               "having run back to back; the goals are judged on it. 'of medians': the median "
+               "fit of one side over the other's, which can pair a slow round with a fast one. "
+               "'CPU' and 'epoch' are ratios of medians."]),
     ]
 
 
@@ -779,6 +783,10 @@ def section_callbacks(bench: Bench) -> dict:
         cm = callbacks["confusion_matrix"]
         cm["in_graph_metric_seconds_per_epoch"] = in_graph
         cm["share_with_metric"] = ratio(cm["seconds_per_epoch"] + in_graph, epoch_seconds)
+        # Its whole cost, wherever it runs: the hooks, the in-graph metric and the drawing
+        # done beside training (which takes CPU from training on a 2-core machine).
+        cm["share_all_work"] = ratio(cm["seconds_per_epoch"] + in_graph
+                                     + cm["background_seconds_per_epoch"], epoch_seconds)
     total = sum(v["seconds_per_epoch"] for k, v in callbacks.items() if not k.startswith("trainer"))
     return {
         "epoch_seconds": epoch_seconds,
@@ -794,7 +802,10 @@ def callback_tables(result: dict) -> list[Table]:
     rows = []
     for label, c in result["callbacks"].items():
         share = c["share_of_epoch"]
-        if "share_with_metric" in c:
+        if "share_all_work" in c:
+            share_text = (f"{percent(share)} ({percent(c['share_all_work'])} with its metric "
+                          "and the drawing beside training)")
+        elif "share_with_metric" in c:
             share_text = f"{percent(share)} ({percent(c['share_with_metric'])} with its metric)"
         else:
             share_text = percent(share)
@@ -1340,7 +1351,10 @@ def goals(sections: dict) -> list[dict]:
 
     if "overhead" in sections:
         r = sections["overhead"]["ratios"]
-        b_a, c = r["B/A"]["of_medians"], r["C"]["of_medians"]
+        # Judged on the median of the per-round ratios: each pair ran back to back, so a slow
+        # minute of the machine hits both sides; medians of each side come from different
+        # rounds ("of medians", shown beside it in the ratio table).
+        b_a, c = r["B/A"]["median_of_pairs"], r["C"]["median_of_pairs"]
         add("B/A: Trainer with default callbacks vs the notebook's fit", b_a, "<= 0.80",
             b_a is not None and b_a <= 0.80)
         add("C: Trainer without callbacks vs raw Keras fit", c, "<= 1.02",
@@ -1348,7 +1362,7 @@ def goals(sections: dict) -> list[dict]:
     if "callbacks" in sections:
         cm = sections["callbacks"]["callbacks"].get("confusion_matrix")
         if cm:
-            share = cm.get("share_with_metric", cm["share_of_epoch"])
+            share = cm.get("share_all_work", cm.get("share_with_metric", cm["share_of_epoch"]))
             add("confusion_matrix share of an epoch", share, "<= 5%", share <= 0.05)
     if "startup" in sections:
         s = sections["startup"]
