@@ -2,9 +2,9 @@
 
 What an epoch's end hands over here (the resumable state, metrics.json, the confusion-matrix
 image) is copied first, on the training thread, so training goes on while it is written: the
-files of epoch N are written while epoch N+1 trains, and `wait` (which the Trainer calls
-before a fit returns, before it writes a final status and before callbacks tear down) leaves
-nothing in flight. The first task that fails stops the queue, so nothing written after it
+files of epoch N are written while epoch N+1 trains (`held` keeps them from starting during
+the rest of epoch N's end), and `wait` (which the Trainer calls before a fit returns, before
+it writes a final status and before callbacks tear down) leaves nothing in flight. The first task that fails stops the queue, so nothing written after it
 can claim more than the files before it hold (metrics.json never gets ahead of the state);
 its error is raised in the training thread, at the next `submit` or `wait`.
 
@@ -16,9 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 IDLE_SECONDS = 1.0  # an idle worker ends after this long, so finished Trainers leave no thread
 
@@ -33,6 +34,8 @@ class Background:
         self._pending = 0
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._open = threading.Event()  # cleared while the training thread is `held`
+        self._open.set()
 
     def submit(self, task: Callable[[], object]) -> None:
         """Queue `task` (no arguments; bind them first). Raises an earlier task's error."""
@@ -46,14 +49,31 @@ class Background:
                 self._thread.start()
         self._tasks.put(task)
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Start no task inside this block; the tasks queued wait for its end.
+
+        The Trainer holds the thread through each epoch's end, where the callbacks' own
+        Python work (saving model.keras, ...) runs: a task started there would take turns with
+        it for Python's interpreter lock, while from the next epoch on it overlaps TensorFlow's
+        compiled steps, which release it.
+        """
+        self._open.clear()
+        try:
+            yield
+        finally:
+            self._open.set()
+
     def wait(self) -> None:
         """Block until every queued task has run; raise the first failure among them."""
+        self._open.set()
         with self._done:
             self._done.wait_for(lambda: self._pending == 0)
         self._raise_failure()
 
     def settle(self) -> BaseException | None:
         """Wait, then return the first failure (if any) instead of raising it."""
+        self._open.set()
         with self._done:
             self._done.wait_for(lambda: self._pending == 0)
             error, self._error = self._error, None
@@ -75,6 +95,7 @@ class Background:
                         self._thread = None
                         return
                 continue
+            self._open.wait()
             try:
                 if self._error is None:  # after a failure the rest is dropped, in order
                     task()

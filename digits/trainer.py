@@ -216,6 +216,7 @@ class _Dispatcher:
 
         self.callbacks = callbacks
         self.epoch_variable = None
+        self.background = None  # during a fit: held through each epoch's end
         base = keras.callbacks.Callback
 
         class KerasHooks(base):
@@ -249,6 +250,13 @@ class _Dispatcher:
                 if dispatcher.epoch_variable is not None:
                     dispatcher.epoch_variable.assign(epoch)
                 super().on_epoch_begin(epoch, logs)
+
+            def on_epoch_end(self, epoch, logs=None):
+                # What the callbacks queue here starts when the next epoch trains.
+                held = dispatcher.background.held() if dispatcher.background is not None \
+                    else contextlib.nullcontext()
+                with held:
+                    super().on_epoch_end(epoch, logs)
 
             def set_model(self, model):
                 super().set_model(model)
@@ -761,7 +769,7 @@ class Trainer:
             if hasattr(c, "trainer"):
                 c.trainer = self
         initial_epoch = int(initial_epoch)
-        self._background = Background()
+        self._background = dispatcher.background = Background()
         try:
             state = self._load_state(model) if self.resume else None
             if state is None and initial_epoch:

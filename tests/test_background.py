@@ -44,6 +44,21 @@ def test_a_failure_drops_the_tasks_after_it_and_is_raised_once_in_the_caller():
     assert done == ["state", "later"]
 
 
+def test_nothing_starts_while_held_and_wait_opens_the_gate():
+    ran = []
+    work = Background()
+    with work.held():
+        work.submit(lambda: ran.append(1))
+        time.sleep(0.2)
+        assert ran == []
+    work.wait()
+    assert ran == [1]
+    with work.held():
+        work.submit(lambda: ran.append(2))
+        work.wait()  # never deadlocks on its own gate
+    assert ran == [1, 2]
+
+
 def test_an_earlier_failure_is_raised_by_the_next_submit():
     work = Background()
     work.submit(lambda: 1 / 0)
@@ -142,3 +157,41 @@ def test_run_in_background_outside_a_fit_runs_at_once(tmp_path):
     ran = []
     Trainer(log_dir=tmp_path, verbose=False).run_in_background(lambda: ran.append(1))
     assert ran == [1]
+
+
+class QueuesWork(Callback):
+    order = 10
+
+    def __init__(self):
+        super().__init__()
+        self.started = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trainer.run_in_background(lambda: self.started.append(time.perf_counter()),
+                                       callback=self)
+
+
+class SlowEpochEnd(Callback):
+    order = 90
+
+    def __init__(self):
+        super().__init__()
+        self.ended = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(0.3)  # Python work on the training thread, as saving model.keras is
+        self.ended.append(time.perf_counter())
+
+
+def test_work_queued_at_an_epochs_end_starts_after_every_callbacks_epoch_end(
+        tmp_path, small_data):
+    from digits.trainer import Trainer
+
+    queues, slow = QueuesWork(), SlowEpochEnd()
+    trainer = Trainer(max_epochs=2, log_dir=tmp_path, name="bg", batch_size=64,
+                      limit_train_batches=2, limit_val_batches=1, callbacks=[queues, slow],
+                      verbose=False)
+    trainer.fit(trainer.build_model("mlp"), small_data)
+    assert len(queues.started) == 2
+    for started, ended in zip(queues.started, slow.ended, strict=True):
+        assert started > ended
