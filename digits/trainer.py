@@ -658,7 +658,8 @@ class Trainer:
         if self._background is None:
             task()
         else:
-            self._background.submit(task)
+            with _interrupts_deferred():  # a Ctrl-C inside would leave its count off
+                self._background.submit(task)
 
     def _raise_background_failure(self) -> None:
         failed = self._settle_background()

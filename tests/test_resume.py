@@ -168,10 +168,14 @@ def test_sigkill_after_the_third_epoch_then_the_same_command_finishes_the_run(tm
 @pytest.mark.slow
 def test_ctrl_c_saves_the_state_says_how_to_resume_and_exits_130(tmp_path):
     run = tmp_path / "cnn" / "version_0"
-    proc = start(train_command(tmp_path, epochs=30))
+    # Far more epochs than can pass while the poll below is late on a loaded machine, so the
+    # signal always lands in training (30 epochs of this tiny run take about 8 s).
+    proc = start(train_command(tmp_path, epochs=400))
     wait_for_epochs(proc, run / "metrics.json", 2)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=300)
+    ended = json.loads((run / "metrics.json").read_text())
+    assert ended["epochs_completed"] < 400, "the run went on to its end: the Ctrl-C was lost"
     assert proc.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr
     assert "run the same command again to resume" in stderr
