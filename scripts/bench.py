@@ -96,7 +96,7 @@ class Sizes:
     # Overhead fits of 3 epochs: a 2-epoch fit is half tracing and compiling, and it shows
     # only one epoch change, where Keras' own pipeline stalls (BENCHMARKS.md).
     epochs: int = 3
-    repeats: int = 2
+    repeats: int = 4  # throughput: alternating epochs per contender (8 batches each)
     overhead_repeats: int = 3
     # C's two sides differ by less than the machine's noise: more pairs, each of two 3-epoch
     # fits (A's and B's rounds are the longer ones and keep to overhead_repeats).
@@ -1483,7 +1483,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of each overhead fit (default 3; --quick 1)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="alternating rounds of each throughput comparison (default 2; "
+                        help="alternating rounds of each throughput comparison (default 4; "
                              "--quick 1)")
     parser.add_argument("--overhead-repeats", type=int, default=None,
                         help="alternating rounds of the overhead fits (default 3; --quick 1)")
