@@ -4,14 +4,15 @@ What an epoch's end hands over here (the resumable state, metrics.json, the conf
 image) is copied first, on the training thread, so training goes on while it is written: the
 files of epoch N are written while epoch N+1 trains (`held` keeps them from starting during
 the rest of epoch N's end), and `wait` (which the Trainer calls before a fit returns, before
-it writes a final status and before callbacks tear down) leaves nothing in flight. The first task that fails stops the queue, so nothing written after it
-can claim more than the files before it hold (metrics.json never gets ahead of the state);
-its error is raised in the training thread, at the next `submit` or `wait`.
+it writes a final status and before callbacks tear down) leaves nothing in flight. The first
+task that fails stops the queue, so nothing written after it can claim more than the files
+before it hold (metrics.json never gets ahead of the state); its error is raised in the
+training thread, at the next `submit` or `wait`.
 
 Example:
     >>> background = Background()
-    >>> background.submit(write_state, snapshot)   # returns at once
-    >>> background.wait()                          # written, or its error raised here
+    >>> background.submit(lambda: write_state(snapshot))   # returns at once
+    >>> background.wait()                                   # written, or its error raised here
 """
 
 from __future__ import annotations

@@ -96,8 +96,12 @@ def train_command(log_dir: Path, *extra: str, epochs: int = 8) -> list[str]:
 
 def start(command: list[str]) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1"}
+    # A test suite started in the background by a non-interactive shell ignores SIGINT, and
+    # so would the run it starts (Python then installs no KeyboardInterrupt handler): give the
+    # run the default disposition, as a terminal would.
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_epochs(proc: subprocess.Popen, metrics: Path, epochs: int, timeout: float = 400) -> int:
@@ -168,8 +172,8 @@ def test_sigkill_after_the_third_epoch_then_the_same_command_finishes_the_run(tm
 @pytest.mark.slow
 def test_ctrl_c_saves_the_state_says_how_to_resume_and_exits_130(tmp_path):
     run = tmp_path / "cnn" / "version_0"
-    # Far more epochs than can pass while the poll below is late on a loaded machine, so the
-    # signal always lands in training (30 epochs of this tiny run take about 8 s).
+    # Far more epochs than pass before the signal (30 take about 8 s), so a lost signal shows
+    # as a run that went on, not as a run that had simply ended.
     proc = start(train_command(tmp_path, epochs=400))
     wait_for_epochs(proc, run / "metrics.json", 2)
     proc.send_signal(signal.SIGINT)
