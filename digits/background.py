@@ -67,10 +67,9 @@ class Background:
 
     def wait(self) -> None:
         """Block until every queued task has run; raise the first failure among them."""
-        self._open.set()
-        with self._done:
-            self._done.wait_for(lambda: self._pending == 0)
-        self._raise_failure()
+        error = self.settle()
+        if error is not None:
+            raise error
 
     def settle(self) -> BaseException | None:
         """Wait, then return the first failure (if any) instead of raising it."""

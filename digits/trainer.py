@@ -834,8 +834,7 @@ class Trainer:
                 self._notice(f"\ninterrupted during epoch {self.current_epoch + 1}: {saved}")
             raise
         finally:
-            self._settle_background()  # settled above on every path; nothing outlives the fit
-            self._background = None
+            self._background = None  # settled above on every path: nothing outlives the fit
             self._teardown(dispatcher, "fit")
             if self.run is not None:
                 self.run.unlock()  # held while training; a later identical command may resume

@@ -77,6 +77,8 @@ OFFICIAL_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 SECTIONS = ("overhead", "callbacks", "throughput", "startup", "scale", "accuracy", "fashion")
 DEFAULT_SECTIONS = SECTIONS[:-1]
 RESULT_MARK = "BENCH-RESULT "
+SIZE_OPTIONS = ("epochs", "repeats", "overhead_repeats", "c_repeats", "accuracy_epochs",
+                "fashion_epochs")  # command-line options that override a `Sizes` field
 TRAINER_LABEL = "trainer: state + metrics.json"  # the Trainer's own per-epoch bookkeeping
 THROUGHPUT_MODELS = ("seed-cnn", "cnn", "mlp")
 
@@ -1509,8 +1511,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    for name in ("epochs", "repeats", "overhead_repeats", "c_repeats", "accuracy_epochs",
-                 "fashion_epochs"):
+    for name in SIZE_OPTIONS:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -1528,8 +1529,7 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_MARK + json.dumps(result), flush=True)
         return 0
     sizes = Sizes.quick() if args.quick else Sizes()
-    for name in ("epochs", "repeats", "overhead_repeats", "c_repeats", "accuracy_epochs",
-                 "fashion_epochs"):
+    for name in SIZE_OPTIONS:
         if getattr(args, name) is not None:
             setattr(sizes, name, getattr(args, name))
 
