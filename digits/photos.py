@@ -171,7 +171,8 @@ def number(digits_x: np.ndarray, rng: np.random.Generator):
     digit_height = max(16, digit_height)
     pieces = [pen_strokes(d, max(12, int(digit_height * rng.uniform(0.9, 1.1))), rng)
               for d in digits_x]
-    gaps = [int(digit_height * rng.uniform(-0.05, 0.45)) for _ in pieces[1:]]
+    # pieces carry a margin of 0.1 x their height each side: ink gaps run from touching to 0.6
+    gaps = [int(digit_height * rng.uniform(-0.3, 0.4)) for _ in pieces[1:]]
     row_width = sum(p.shape[1] for p in pieces) + sum(gaps)
     row_height = max(p.shape[0] for p in pieces) + digit_height // 8
     row = np.zeros((row_height, max(row_width, 1)), np.float32)
