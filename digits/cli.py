@@ -142,6 +142,7 @@ def add_callback_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 label_smoothing = _number_type(float, 0.0, 0.5, label="a label smoothing in [0, 0.5]")
+probability = _number_type(float, 0.0, 1.0, label="a probability in [0, 1]")
 
 
 def add_label_smoothing_argument(group) -> None:

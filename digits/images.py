@@ -181,8 +181,9 @@ def find_digits(gray: np.ndarray, where: str = "image",
         >>> len(found.digits)
         4
     """
+    if original_size is None and np.ndim(gray) == 2:
+        original_size = (np.shape(gray)[1], np.shape(gray)[0])
     gray, ink, dark, labels, components = _marks(gray, where)
-    original_size = original_size or (gray.shape[1], gray.shape[0])
     scale = max(original_size) / max(gray.shape)
     groups = group_digits(labels, components)
     if not groups:
@@ -224,6 +225,7 @@ def _marks(gray: np.ndarray, where: str):
     mask = binarise(ink, noise)
     if mask is None:
         raise ImageError(f"{where}: no digit found (the image is blank)")
+    mask &= ~ruled_lines(mask)
     labels, count = _label(mask)
     components = _candidate_components(labels, count, mask.shape)
     if not components:
@@ -305,6 +307,30 @@ def binarise(ink: np.ndarray, noise: float) -> np.ndarray | None:
         return None
     threshold = max(float(threshold_otsu(candidates)) if np.ptp(candidates) > 0 else floor, floor)
     return apply_hysteresis_threshold(ink, max(floor, threshold / 2), threshold)
+
+
+def ruled_lines(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ruled lines: horizontal runs of ink across a quarter of the frame or more,
+    in bands no thicker than 3% of its height (a digit's bar, even in a digit that fills the
+    frame, is thicker). Found row by row in linear time; the digits they cross stay whole
+    enough, since grouping joins the parts above and below a line."""
+    from scipy import ndimage
+
+    h, w = mask.shape
+    padded = np.pad(mask, ((0, 0), (1, 1))).astype(np.int8)
+    steps = np.diff(padded, axis=1)
+    starts, ends = np.nonzero(steps == 1), np.nonzero(steps == -1)  # row-major: they pair up
+    long = (ends[1] - starts[1]) >= max(20, w // 4)
+    runs = np.zeros_like(mask)
+    for row, a, b in zip(starts[0][long], starts[1][long], ends[1][long], strict=True):
+        runs[row, a:b] = True
+    if not runs.any():
+        return runs
+    bands, count = ndimage.label(runs)
+    for index, band in enumerate(ndimage.find_objects(bands), start=1):
+        if band[0].stop - band[0].start > max(2, 0.03 * h):
+            runs[bands == index] = False
+    return runs
 
 
 def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:

@@ -50,6 +50,7 @@ def cnn(
     dense_units: int = 128,
     dense_dropout: float = 0.4,
     augment: float = 1.0,
+    ink_augment: float = 0.0,
     num_classes: int = 10,
     seed: int | None = None,
 ):
@@ -65,6 +66,8 @@ def cnn(
         dense_units: width of the dense layer.
         dense_dropout: dropout before the output layer.
         augment: augmentation strength (0 turns it off; 1 = +-11 degrees, +-10% shift and zoom).
+        ink_augment: strength of `digits.layers.InkVariation` (stroke width, blur, contrast;
+            0 turns it off).
     """
     import keras
     from keras import layers
@@ -77,11 +80,16 @@ def cnn(
     _check_range("dense_units", dense_units, 1, 4096)
     _check_range("dense_dropout", dense_dropout, 0.0, 0.9)
     _check_range("augment", augment, 0.0, 3.0)
+    _check_range("ink_augment", ink_augment, 0.0, 3.0)
     if not isinstance(batch_norm, bool):
         raise ModelError(f"batch_norm must be true or false, got {batch_norm!r}")
 
     inputs = keras.Input((28, 28, 1), name="image")
     x = inputs
+    if ink_augment > 0:
+        from digits.layers import InkVariation
+
+        x = InkVariation(ink_augment, seed=seed, name="ink_variation")(x)
     for layer in _augmentation(layers, augment, seed):
         x = layer(x)
     for block in range(conv_blocks):
@@ -199,6 +207,8 @@ def load_model(path: str):
         raise ModelError(f"{path}: expected a .keras model file")
     _check_keras_archive(path)
     import keras
+
+    import digits.layers  # noqa: F401 - registers digits' own layers for safe-mode loading
 
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)

@@ -42,6 +42,7 @@ class Sample:
     text: str
     kind: str
     format: str  # "JPEG" or "PNG"
+    boxes: list[tuple[int, int, int, int]]  # each digit's ink, [x, y, width, height], left to right
 
     def save(self, path: str | Path) -> Path:
         path = Path(path).with_suffix(".jpg" if self.format == "JPEG" else ".png")
@@ -117,14 +118,25 @@ def frame_size(rng: np.random.Generator) -> tuple[int, int]:
     return (short_side, long_side) if rng.random() < 0.7 else (long_side, short_side)
 
 
-def place(canvas_shape: tuple[int, int], layer: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """`layer` at a random position fully inside a zero canvas."""
+def place(canvas_shape: tuple[int, int], layer: np.ndarray,
+          rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]]:
+    """`layer` at a random position fully inside a zero canvas, and its (top, left)."""
     canvas = np.zeros(canvas_shape, np.float32)
     h, w = layer.shape
     top = int(rng.integers(0, canvas_shape[0] - h + 1))
     left = int(rng.integers(0, canvas_shape[1] - w + 1))
     canvas[top: top + h, left: left + w] = layer
-    return canvas
+    return canvas, (top, left)
+
+
+def ink_box(ink: np.ndarray, top: int = 0, left: int = 0) -> tuple[int, int, int, int]:
+    """[x, y, width, height] of the pen's ink (coverage above one half) in a layer."""
+    rows = np.flatnonzero((ink > 0.5).any(axis=1))
+    cols = np.flatnonzero((ink > 0.5).any(axis=0))
+    if rows.size == 0:
+        return (left, top, 0, 0)
+    return (left + int(cols[0]), top + int(rows[0]), int(cols[-1] - cols[0] + 1),
+            int(rows[-1] - rows[0] + 1))
 
 
 def ruled_lines(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -151,14 +163,15 @@ def single_digit(kind: str, digit: np.ndarray, rng: np.random.Generator):
     while strokes.shape[0] > height or strokes.shape[1] > width:  # rotated or wide: fit the frame
         size = int(size * 0.9)
         strokes = pen_strokes(digit, size, rng)
-    ink = place((height, width), strokes, rng)
+    ink, _ = place((height, width), strokes, rng)
+    boxes = [ink_box(ink)]
     dark = kind == "board"
     page = lit_paper(height, width, rng, dark=dark)
     if kind == "ruled":
         ink = np.maximum(ink, ruled_lines((height, width), rng))
     color = rng.uniform(0.8, 0.95, size=3) if dark else rng.uniform(0.05, 0.3) * np.array(
         [1.0, 1.0, rng.uniform(1.0, 2.5)])  # grey to blue ink
-    return photograph(page, ink, color, rng)
+    return (*photograph(page, ink, color, rng), boxes)
 
 
 def number(digits_x: np.ndarray, rng: np.random.Generator):
@@ -176,22 +189,26 @@ def number(digits_x: np.ndarray, rng: np.random.Generator):
     row_width = sum(p.shape[1] for p in pieces) + sum(gaps)
     row_height = max(p.shape[0] for p in pieces) + digit_height // 8
     row = np.zeros((row_height, max(row_width, 1)), np.float32)
-    x = 0
+    x, boxes = 0, []
     for i, piece in enumerate(pieces):
         y = int(rng.integers(0, row_height - piece.shape[0] + 1))
         h, w = piece.shape
         row[y: y + h, x: x + w] = np.maximum(row[y: y + h, x: x + w], piece[:, : row.shape[1] - x])
+        boxes.append(ink_box(piece, y, x))
         x += w + (gaps[i] if i < len(gaps) else 0)
+    scale = 1.0
     if row.shape[1] > width - 4 or row.shape[0] > height - 4:
         scale = min((width - 4) / row.shape[1], (height - 4) / row.shape[0])
         from PIL import Image
 
         row = np.asarray(Image.fromarray(row, mode="F").resize(
             (max(1, int(row.shape[1] * scale)), max(1, int(row.shape[0] * scale))), Image.BILINEAR))
-    ink = place((height, width), row, rng)
+    ink, (top, left) = place((height, width), row, rng)
+    boxes = [(left + round(bx * scale), top + round(by * scale), round(bw * scale), round(bh * scale))
+             for bx, by, bw, bh in boxes]
     page = lit_paper(height, width, rng)
     color = rng.uniform(0.05, 0.3) * np.array([1.0, 1.0, rng.uniform(1.0, 2.5)])
-    return photograph(page, ink, color, rng)
+    return (*photograph(page, ink, color, rng), boxes)
 
 
 def scan(digit8: np.ndarray, rng: np.random.Generator):
@@ -204,7 +221,7 @@ def scan(digit8: np.ndarray, rng: np.random.Generator):
     if rng.random() < 0.5:
         pixels = 255 - pixels
     big = Image.fromarray(pixels, mode="L").resize((8 * scale, 8 * scale), resample)
-    return big, "PNG"
+    return big, "PNG", [(0, 0, 8 * scale, 8 * scale)]
 
 
 def make_sample(kind: str, x: np.ndarray, y: np.ndarray, seed: int,
@@ -219,16 +236,16 @@ def make_sample(kind: str, x: np.ndarray, y: np.ndarray, seed: int,
     if kind == "scan":
         images, labels = digits8 if digits8 is not None else sklearn_digits()
         i = int(rng.integers(0, len(labels)))
-        image, fmt = scan(images[i], rng)
-        return Sample(image, str(int(labels[i])), kind, fmt)
+        image, fmt, boxes = scan(images[i], rng)
+        return Sample(image, str(int(labels[i])), kind, fmt, boxes)
     x = np.asarray(x, np.float32).reshape(-1, 28, 28)
     if kind == "number":
         picks = rng.integers(0, len(y), size=int(rng.integers(3, 6)))
-        image, fmt = number(x[picks], rng)
-        return Sample(image, "".join(str(int(y[i])) for i in picks), kind, fmt)
+        image, fmt, boxes = number(x[picks], rng)
+        return Sample(image, "".join(str(int(y[i])) for i in picks), kind, fmt, boxes)
     i = int(rng.integers(0, len(y)))
-    image, fmt = single_digit(kind, x[i], rng)
-    return Sample(image, str(int(y[i])), kind, fmt)
+    image, fmt, boxes = single_digit(kind, x[i], rng)
+    return Sample(image, str(int(y[i])), kind, fmt, boxes)
 
 
 def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +258,7 @@ def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
 
 def write_set(directory: str | Path, kind: str, count: int, x: np.ndarray, y: np.ndarray,
               seed: int = 0) -> list[dict]:
-    """Write `count` images of `kind` and `labels.json` ([{"file", "text", "kind"}]) to `directory`."""
+    """Write `count` images of `kind` and `labels.json` ([{"file", "text", "kind", "boxes"}])."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     digits8 = sklearn_digits() if kind == "scan" else None
@@ -249,6 +266,7 @@ def write_set(directory: str | Path, kind: str, count: int, x: np.ndarray, y: np
     for i in range(count):
         sample = make_sample(kind, x, y, seed=seed * 1_000_003 + i, digits8=digits8)
         path = sample.save(directory / f"{kind}-{i:04d}")
-        rows.append({"file": path.name, "text": sample.text, "kind": kind})
+        rows.append({"file": path.name, "text": sample.text, "kind": kind,
+                     "boxes": [list(b) for b in sample.boxes]})
     (directory / "labels.json").write_text(json.dumps(rows, indent=1))
     return rows

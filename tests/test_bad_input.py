@@ -381,9 +381,12 @@ CASES = [
     image("image-text-chunk-bomb", lambda t: write(t, "ztxt.png", digit_png()[:33] + png_chunk(
         b"zTXt", b"comment\0\0" + zlib.compress(b"a" * 80_000_000)) + digit_png()[33:]),
         "cannot decode"),
-    Case("image-one-bad-among-good", "digits.predict",
-         lambda t: ["--model", model_file(t), write(t, "good.png", digit_png()),
-                    write(t, "bad.png", b"\x89PNG\r\n\x1a\n garbage")], "bad.png"),
+    Case("predict-min-probability-above-one", "digits.predict",
+         lambda t: ["--model", model_file(t), "--min-probability", "1.5",
+                    write(t, "good.png", digit_png())], "--min-probability"),
+    Case("predict-explain-is-a-file", "digits.predict",
+         lambda t: ["--model", model_file(t), "--explain", write(t, "taken.txt", "mine"),
+                    write(t, "good.png", digit_png())], "not a directory"),
     # --- model files
     model("model-missing", lambda t: str(t / "missing.keras"), "no such model file"),
     model("model-is-a-directory", lambda t: str((t / "m.keras").mkdir() or t / "m.keras"),
