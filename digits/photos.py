@@ -248,6 +248,11 @@ def make_sample(kind: str, x: np.ndarray, y: np.ndarray, seed: int,
     return Sample(image, str(int(y[i])), kind, fmt, boxes)
 
 
+def gray_levels(image) -> np.ndarray:
+    """A PIL image as float32 grey levels in [0, 1], as `digits.images.find_digits` takes them."""
+    return np.asarray(image.convert("L"), np.float32) / 255.0
+
+
 def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 8x8 digits (UCI; 43 writers, none of them MNIST's): images, labels."""
     from sklearn.datasets import load_digits

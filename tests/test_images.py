@@ -27,7 +27,7 @@ def iou(a, b) -> float:
 
 
 def gray_of(sample) -> np.ndarray:
-    return np.asarray(sample.image.convert("L"), np.float32) / 255.0
+    return photos.gray_levels(sample.image)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def digits5k():
 
 @pytest.fixture(scope="module")
 def knn(digits5k):
-    """A 10-nearest-neighbour classifier over 4,000 embedded digits: (N, 28, 28) -> (N, 10)."""
+    """A 10-nearest-neighbour vote over 4,000 embedded digits: (N, 28, 28) -> (N, 10)."""
     reference = digits5k.x[:4000].reshape(4000, -1)
     labels = digits5k.y[:4000]
 
@@ -52,7 +52,7 @@ def knn(digits5k):
         distances = (flat ** 2).sum(1)[:, None] - 2 * flat @ reference.T + (reference ** 2).sum(1)
         nearest = np.argsort(distances, axis=1)[:, :10]
         votes = np.stack([np.bincount(labels[row], minlength=10) for row in nearest])
-        return votes / 10.0
+        return (votes + 0.5) / 15.0  # smoothed: ten votes of ten is 0.7 sure, not certain
 
     return classify
 
@@ -157,18 +157,19 @@ def test_zeros_are_not_cut_in_two(digits5k, knn):
     assert counts.count(1) >= 28, counts
 
 
-def test_photos_are_read_left_to_right_by_a_classifier(digits5k, knn):
-    found, truth = [], []
+def test_numbers_are_found_left_to_right_as_inputs_a_classifier_reads(digits5k, knn):
+    inputs, truth = [], ""
     for seed in range(20):
         sample = photos.make_sample("number", digits5k.x[4000:], digits5k.y[4000:], seed=seed)
-        found.append(images.find_digits(gray_of(sample)))
-        truth.append(sample.text)
-    texts = [r.text for r in read_digits(found, knn)]
-    counted = [len(t) == len(s) for t, s in zip(texts, truth, strict=True)]
-    assert sum(counted) >= 19, list(zip(texts, truth, strict=True))
-    digits_right = sum(a == b for t, s in zip(texts, truth, strict=True)
-                       for a, b in zip(t, s, strict=False))
-    assert digits_right / sum(map(len, truth)) > 0.85  # a 10-NN vote, not the trained CNN
+        found = images.find_digits(photos.gray_levels(sample.image))
+        assert len(found.digits) == len(sample.text), seed
+        xs = [d.box[0] for d in found.digits]
+        assert xs == sorted(xs)
+        inputs.append(found.inputs())
+        truth += sample.text
+    votes = knn(np.concatenate(inputs)).argmax(axis=1)
+    # A 10-NN vote on 4,000 digits reads ~90% of clean MNIST; the inputs must read as well.
+    assert np.mean(votes == np.array([int(c) for c in truth])) > 0.85
 
 
 def test_the_json_contract(digits5k, knn):
