@@ -35,12 +35,12 @@ def load_bench_module():
 
 def test_quick_run_writes_every_measured_section_and_goal_as_json(tmp_path):
     out, markdown = tmp_path / "bench.json", tmp_path / "BENCHMARKS.md"
-    proc = run_bench("--quick", "--only", "overhead,callbacks,startup,accuracy",
+    proc = run_bench("--quick", "--only", "overhead,callbacks,startup,accuracy,predict",
                      "--out", str(out), "--markdown", str(markdown))
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     report = json.loads(out.read_text())
-    assert report["sections_run"] == ["overhead", "callbacks", "startup", "accuracy"]
+    assert report["sections_run"] == ["overhead", "callbacks", "startup", "accuracy", "predict"]
     assert report["machine"]["cores"] >= 1 and report["machine"]["tensorflow"]
     assert report["command"].startswith("python scripts/bench.py --quick")
     assert len(report["load"]["start"]) == 3
@@ -63,7 +63,13 @@ def test_quick_run_writes_every_measured_section_and_goal_as_json(tmp_path):
     assert [r["model"] for r in accuracy["runs"]] == ["seed-cnn", "cnn"]
     assert all(0 <= r["accuracy"] <= 1 and r["test_images"] == 500 for r in accuracy["runs"])
 
+    predict = report["sections"]["predict"]
+    assert predict["read"] == predict["command_images"] == 2 * predict["distinct_images"]
+    assert 0 < predict["find_ms"] < predict["find_with_decoding_ms"] * 10
+    assert set(predict["find_ms_by_kind"]) == {"photo", "number", "board", "scan"}
+
     goals = {g["goal"]: g for g in report["goals"]}
+    assert any(name.startswith("finding the digits") for name in goals)
     assert any(name.startswith("B/A") for name in goals)
     assert any(name.startswith("C:") for name in goals)
     assert "Goals" in proc.stdout and "Overhead ratios" in proc.stdout
