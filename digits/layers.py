@@ -42,6 +42,8 @@ class InkVariation(keras.layers.Layer):
         if not training or self.strength <= 0:
             return images
         s = self.strength
+        given = images.dtype
+        images = ops.cast(images, "float32")  # under mixed precision too: 1e-6 is 0 in float16
         batch = ops.shape(images)[0]
         draws = keras.random.uniform((batch, 5, 1, 1, 1), seed=self.seed_generator)
         thick, blur_draw, gamma_draw, gamma_on, coarse = (draws[:, i] for i in range(5))
@@ -55,13 +57,12 @@ class InkVariation(keras.layers.Layer):
         eroded = -ops.max_pool(-images, 2, strides=1, padding="same")
         images = ops.where(thick < 0.15 * s, eroded, ops.where(thick > 1 - 0.25 * s, dilated, images))
         kernel = ops.convert_to_tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
-        blurred = ops.depthwise_conv(images, ops.reshape(ops.cast(kernel, images.dtype), (3, 3, 1, 1)),
-                                     padding="same")
+        blurred = ops.depthwise_conv(images, ops.reshape(kernel, (3, 3, 1, 1)), padding="same")
         mix = ops.where(blur_draw < 0.3 * s, blur_draw / (0.3 * s), 0.0)
-        images = images + ops.cast(mix, images.dtype) * (blurred - images)
+        images = images + mix * (blurred - images)
         gamma = ops.exp((gamma_draw - 0.5) * 0.8 * s)
         gamma = ops.where(gamma_on < 0.5 * s, gamma, 1.0)
-        return ops.power(ops.clip(images, 0.0, 1.0), ops.cast(gamma, images.dtype))
+        return ops.cast(ops.power(ops.clip(images, 0.0, 1.0), gamma), given)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -50,7 +50,7 @@ def cnn(
     dense_units: int = 128,
     dense_dropout: float = 0.4,
     augment: float = 1.0,
-    ink_augment: float = 0.0,
+    ink_augment: float = 1.0,
     num_classes: int = 10,
     seed: int | None = None,
 ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import keras
 import numpy as np
@@ -255,7 +256,12 @@ def test_the_training_step_is_traced_once_per_fit(tmp_path, small_data, precisio
         model.test_step = counted("test", test_step)
         trainer.fit(model, small_data)
         assert traced == {"train": 1, "test": 1}
-        assert model.optimizer.built and int(model.optimizer.iterations.numpy()) == 6
+        steps = int(model.optimizer.iterations.numpy())
+        if precision == "mixed_float16":
+            # A step whose scaled gradients overflow float16 is skipped and the loss scale
+            # halved from its initial 2**15: dynamic loss scaling at work, not a lost step.
+            steps += round(math.log2(2**15 / float(model.optimizer.dynamic_scale.numpy())))
+        assert model.optimizer.built and steps == 6
         assert trainer.history["accuracy"] and trainer.history["val_accuracy"]
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
