@@ -482,16 +482,22 @@ def two_digit_splits(inside: np.ndarray, box: tuple[int, int, int, int]) -> list
             overlap = lx[-1] + 1 - rx[0]
             if overlap <= 0.5 * min(lx[-1] + 1 - lx[0], rx[-1] + 1 - rx[0]):
                 candidates.append((left, right))
-    # through the ink, where a single stroke joins the two halves (a 0 cut in two crosses two)
-    column_ink = part.sum(axis=0)
-    lo, hi = int(0.3 * w), int(0.7 * w)
-    if hi > lo:
-        cut = lo + int(np.argmin(column_ink[lo: hi + 1]))
-        runs = np.count_nonzero(np.diff(part[:, cut].astype(np.int8)) == 1) + int(part[0, cut])
-        if runs <= 1:
-            left = part.copy()
-            left[:, cut:] = False
-            candidates.append((left, part & ~left))
+    # through the ink where a single stroke joins the two halves (any cut through a 0 crosses
+    # two): the three thinnest such columns in the middle half, a tenth of the width apart
+    lo, hi = int(0.25 * w), int(0.75 * w)
+    middle = part[:, lo: hi + 1].astype(np.int8)
+    runs = np.count_nonzero(np.diff(middle, axis=0) == 1, axis=0) + middle[0]
+    order = np.argsort(middle.sum(axis=0), kind="stable")
+    cuts: list[int] = []
+    for column in order[runs[order] == 1]:
+        if all(abs(lo + column - other) >= w / 10 for other in cuts):
+            cuts.append(lo + int(column))
+        if len(cuts) == 3:
+            break
+    for cut in cuts:
+        left = part.copy()
+        left[:, cut:] = False
+        candidates.append((left, part & ~left))
     total = part.sum()
     splits = []
     for left, right in candidates:
