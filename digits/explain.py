@@ -32,15 +32,21 @@ def explanation(reading: ImageReading, title: str):
     draw = ImageDraw.Draw(photo)
     line = max(2, max(photo.size) // 200)
     label_font = _font(max(12, min(28, photo.height // 14)))
+    placed: list[tuple[float, float, float, float]] = []
     for digit in reading.digits:
         x, y, w, h = (v / found.scale for v in digit.box)
         color = UNSURE if digit.uncertain else SURE
         draw.rectangle([x - line, y - line, x + w + line, y + h + line], outline=color, width=line)
         label = f"{digit.digit}{'?' if digit.uncertain else ''} {int(digit.probability * 100)}%"
         top = y - line - _size(label_font) - 6
-        ty = top if top >= 0 else min(photo.height - _size(label_font) - 4, y + h + line + 2)
+        below = min(photo.height - _size(label_font) - 4, y + h + line + 2)
         tx = max(0, min(photo.width - draw.textlength(label, font=label_font) - 4, x - line))
+        ty = top if top >= 0 else below
         bbox = draw.textbbox((tx, ty), label, font=label_font)
+        if any(_overlaps(bbox, other) for other in placed):  # the neighbour's label: go below
+            ty = below
+            bbox = draw.textbbox((tx, ty), label, font=label_font)
+        placed.append(bbox)
         draw.rectangle([bbox[0] - 2, bbox[1] - 2, bbox[2] + 2, bbox[3] + 2], fill=color)
         draw.text((tx, ty), label, fill=(255, 255, 255), font=label_font)
 
@@ -81,6 +87,10 @@ def explanation_path(directory: str | Path, image: str, taken: set[str]) -> Path
         name = f"{stem}.{n}.explain.png"
     taken.add(name)
     return Path(directory) / name
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _size(font) -> int:
