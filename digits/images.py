@@ -253,11 +253,11 @@ def flatten(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     paper = float(np.median([np.median(gray[rows, cols])
                              for rows in (slice(0, cy), slice(-cy, None))
                              for cols in (slice(0, cx), slice(-cx, None))]))
-    low, high = np.percentile(gray[::2, ::2], [0.05, 99.95], method="nearest")
+    low, high = np.percentile(gray[::3, ::3], [0.05, 99.95], method="nearest")
     dark = paper - low >= high - paper
     # The sensor's noise, from neighbouring pixels' differences (their median ignores the few
     # that straddle an edge): however much of the frame the digit covers, and whatever light.
-    steps = np.abs(np.diff(gray[::3], axis=1)).ravel()
+    steps = np.abs(np.diff(gray[::4], axis=1)).ravel()
     noise = 1.4826 * float(np.partition(steps, steps.size // 2)[steps.size // 2]) / np.sqrt(2) \
         if steps.size else 0.0
     # Then the page's light: a quadratic surface fitted to the pixels that lie on the paper's
@@ -275,12 +275,13 @@ def flatten(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
         if inliers.sum() < design.shape[1] * 4:
             break
     background = _surface(coef, gray.shape, small.shape)
-    difference = background - gray if dark else gray - background
+    ink = np.subtract(background, gray) if dark else np.subtract(gray, background)
     # Light is multiplicative: ink on brightly lit paper and on shaded paper differs in
     # absolute grey level, but not as a fraction of the paper's own brightness.
-    scale = np.maximum(background, 0.1)
-    ink = np.clip(difference, 0.0, None) / scale
-    return ink.astype(np.float32), bool(dark), noise / float(np.median(scale))
+    np.maximum(ink, 0.0, out=ink)
+    ink /= np.maximum(background, 0.1, out=background)
+    typical = float(np.median(np.maximum(design @ coef, 0.1)))  # the paper's level, on the fit
+    return ink, bool(dark), noise / typical
 
 
 def _least_squares(design: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -293,13 +294,16 @@ def _least_squares(design: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _surface(coef: np.ndarray, shape: tuple[int, int], fit_shape: tuple[int, int]) -> np.ndarray:
-    """The fitted quadratic evaluated on every pixel of an image of `shape`."""
+    """The fitted quadratic evaluated on every pixel of an image of `shape` (float32)."""
     h, w = shape
     factor = max(fit_shape) / max(shape)  # fit pixels per working pixel
     y = (((np.arange(h, dtype=np.float32) + 0.5) * factor - 0.5) / max(fit_shape))[:, None]
     x = (((np.arange(w, dtype=np.float32) + 0.5) * factor - 0.5) / max(fit_shape))[None, :]
-    c0, cx, cy, cxx, cxy, cyy = coef
-    return (c0 + cx * x + cy * y + cxx * x * x + cxy * x * y + cyy * y * y).astype(np.float32)
+    c0, cx, cy, cxx, cxy, cyy = (np.float32(c) for c in coef)
+    surface = (cxy * y) * x  # the one term that is not a row plus a column
+    surface += c0 + cx * x + cxx * x * x
+    surface += cy * y + cyy * y * y
+    return surface
 
 
 def binarise(ink: np.ndarray, noise: float) -> tuple[np.ndarray, int] | None:
@@ -322,7 +326,7 @@ def binarise(ink: np.ndarray, noise: float) -> tuple[np.ndarray, int] | None:
     weak &= ~ruled_lines(weak)
     labels, count = ndimage.label(weak, structure=np.ones((3, 3), bool))
     strong = np.zeros(count + 1, bool)
-    strong[np.unique(labels[weak & (ink > threshold)])] = True
+    strong[labels[ink > threshold]] = True  # (a label of 0 there is paper: set, then cleared)
     strong[0] = False
     return np.where(strong[labels], labels, 0), count
 
