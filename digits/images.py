@@ -6,19 +6,22 @@ frame, there may be ruled lines, dust and several digits. The steps, each one a 
 1. Read safely (`read_image`): only raster decoders, a pixel and byte limit, EXIF orientation,
    transparency over white; large photos are decoded and reduced to at most `WORK_SIDE` pixels
    on the long side (JPEG's own reduced decoding first), since a digit needs no more.
-2. Flatten the light (`flatten`): the paper's brightness is fitted by a smooth surface (a
-   quadratic in x and y, fitted robustly so that the ink is left out) and divided out, which
-   removes a gradient or a soft spot of light whatever the stroke width; whether the ink is
-   darker or lighter than the page is decided by which side of that surface holds the outliers.
-3. Binarise with Otsu's threshold (scikit-image) among the pixels that stand clearly above the
-   sensor noise, then label the connected components (scikit-image) and drop specks, rules that
-   run across the page and anything that touches two edges of the frame.
-4. Group components into digits (`group_digits`): pieces that overlap horizontally are one
-   digit (a broken 5 or 4); a group far wider than a digit is split where the ink is thinnest
-   (touching digits); groups much shorter than the tallest are dust.
+2. Flatten the light (`flatten`): whether the ink is darker or lighter than the page is read
+   from the frame's corners (paper, even in a scan the digit fills) and the farther extreme;
+   the paper's brightness is fitted by a quadratic surface in x and y (robustly, the ink left
+   out) and divided out, so a gradient or a soft spot of light becomes flat paper, whatever the
+   stroke width. The sensor's noise comes from neighbouring pixels' differences.
+3. Find the marks (`binarise`): Otsu's threshold (scikit-image) among the pixels clearly above
+   the noise, with hysteresis; ruled lines taken out; components labelled (SciPy); specks, lines
+   across the page and the table beyond its edge dropped.
+4. Group marks into digits (`group_digits`): pieces that overlap horizontally are one digit (a
+   4 in two strokes); a small piece joins the nearest digit (the detached bar of a 5) or is
+   dust; a mark as wide as two digits also gets ways to cut it in two, which the classifier
+   judges (`digits.reading`).
 5. Normalise each digit as MNIST was made (`to_mnist_input`): its ink, with anti-aliased grey
-   edges, scaled so the longer side is 20 pixels, keeping the aspect ratio, and placed on 28x28
-   with its centre of mass at (14, 14) (measured on the embedded MNIST digits: 13.99, 14.00).
+   edges, scaled so the longer side is 20 pixels, keeping the aspect ratio, strokes far outside
+   MNIST's widths redrawn, and placed on 28x28 with its centre of mass at (14, 14) (measured on
+   the embedded MNIST digits: 13.99, 14.00).
 
 Example:
     >>> found = find_digits_in_file("house_number.jpg")
@@ -48,13 +51,16 @@ WORK_SIDE = 512
 # The background surface is fitted on an image this small (its long side): light varies slowly.
 FIT_SIDE = 64
 MNIST_BOX = 20
-# Digits are drawn this many times finer than MNIST's box before they are averaged into it.
+# A digit's stroke width is measured, and redrawn if need be, this many times finer than the box.
 FINE = 4
-# MNIST's stroke widths in its 20-pixel box, 5th and 95th percentiles (the embedded 5,000).
+# Stroke widths in the 20-pixel box left alone (MNIST's 5th percentile is 2.0, its median 3.25
+# and its 95th percentile 5.0 on the embedded 5,000; above 4.5 is thinned, see BENCHMARKS.md).
 STROKE_RANGE = (2.0, 4.5)
 THIN_TO = 3.5
 MNIST_CENTRE = 14.0
 MAX_DIGITS = 32
+# A mark at least this wide for its height may be two digits (95% of MNIST's are narrower
+# than 1.18; a touching pair is rarely narrower than this).
 WIDE = 0.9
 
 
@@ -222,6 +228,7 @@ def _marks(gray: np.ndarray, where: str):
         raise ImageError(f"{where}: not a two-dimensional image")
     if max(gray.shape) > WORK_SIDE:
         gray = _resize(gray, _scaled(gray.shape, WORK_SIDE / max(gray.shape)))
+    gray = smooth_pixelation(gray)
     ink, dark, noise = flatten(gray)
     marks = binarise(ink, noise)
     if marks is None:
@@ -231,6 +238,27 @@ def _marks(gray: np.ndarray, where: str):
     if not components:
         raise ImageError(f"{where}: no digit found (nothing digit-like in the image)")
     return gray, ink, dark, labels, components
+
+
+def smooth_pixelation(gray: np.ndarray) -> np.ndarray:
+    """A small image enlarged by repeating pixels (a scan or an icon blown up k times, exactly
+    k x k blocks) is enlarged again from its own pixels, smoothly (bicubic): its blocks' stairs
+    would otherwise be taken for the strokes' shape. (Scikit-learn's 8x8 scans read 90.1% blown
+    up that way and 95.0% bicubically, with the same model; BENCHMARKS.md.)"""
+    from PIL import Image
+
+    h, w = gray.shape
+    if min(h, w) < 4 or not np.array_equal(gray[:, 0], gray[:, 1]) \
+            or not np.array_equal(gray[0], gray[1]):
+        return gray
+    for k in range(min(16, h, w), 1, -1):
+        if h % k or w % k:
+            continue
+        low = gray[::k, ::k]
+        if np.array_equal(np.repeat(np.repeat(low, k, axis=0), k, axis=1), gray):
+            return np.clip(np.asarray(Image.fromarray(low, mode="F").resize((w, h), Image.BICUBIC),
+                                      dtype=np.float32), 0.0, 1.0)
+    return gray
 
 
 def flatten(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
@@ -608,33 +636,6 @@ def normalise_stroke_width(shape: np.ndarray) -> np.ndarray:
         outside = ndimage.distance_transform_edt(~shape)
         return outside <= (2.5 - width) / 2 * FINE
     return shape
-
-
-def to_mnist(gray: np.ndarray, where: str = "image") -> np.ndarray:
-    """A grey image in [0, 1] holding one digit (any size, either polarity) -> float32 (28, 28).
-
-    Every mark found is taken as part of the one digit. Example:
-        >>> to_mnist(np.asarray(Image.open("seven.png").convert("L")) / 255).shape
-        (28, 28)
-    """
-    _, ink, _, labels, components = _marks(gray, where)
-    box = components[0][1]
-    for _, other, _ in components[1:]:
-        box = _union(box, other)
-    x0, y0, x1, y1 = box
-    part = np.isin(labels[y0:y1, x0:x1], [index for index, _, _ in components])
-    return to_mnist_input(_digit_ink(ink, box, part))
-
-
-def load_digit_image(path: str | Path) -> np.ndarray:
-    """Read an image file holding one digit as a float32 (28, 28) array, white digit on black.
-
-    Example:
-        >>> load_digit_image("seven.png").shape
-        (28, 28)
-    """
-    gray, _ = read_image(path)
-    return to_mnist(gray, str(path))
 
 
 def _scaled(shape: tuple[int, int], factor: float) -> tuple[int, int]:

@@ -226,3 +226,17 @@ def test_transparent_png_is_read_over_white(tmp_path, digits5k):
     path.write_bytes(buffer.getvalue())
     found = images.find_digits_in_file(path)
     assert found.dark_ink and len(found.digits) == 1
+
+
+def test_a_pixelated_enlargement_is_enlarged_again_smoothly():
+    from PIL import Image
+
+    pictures, _ = photos.sklearn_digits()
+    low = (pictures[5] / 16.0).astype(np.float32)
+    blocky = np.repeat(np.repeat(low, 9, axis=0), 9, axis=1)  # 72x72, nearest neighbour
+    smooth = images.smooth_pixelation(blocky)
+    expected = np.asarray(Image.fromarray(low, mode="F").resize((72, 72), Image.BICUBIC))
+    assert np.allclose(smooth, np.clip(expected, 0, 1), atol=1e-6)
+    noisy = np.clip(blocky + np.random.default_rng(0).normal(0, 0.01, blocky.shape), 0, 1)
+    noisy = noisy.astype(np.float32)  # a camera's noise: no longer exact blocks, left alone
+    assert images.smooth_pixelation(noisy) is noisy
