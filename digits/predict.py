@@ -101,17 +101,19 @@ def _explain_directory(directory: str):
     path = Path(directory)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--explain {directory}: not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--explain {directory}: {e.strerror or e}") from None
-    return path
+    return path  # made when the first picture is written: a refused run leaves nothing
 
 
 def _write_explanation(directory, image: str, reading, taken: set[str]) -> None:
     from digits.atomic import atomic_path
     from digits.explain import explanation, explanation_path
 
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from digits.errors import ConfigError
+
+        raise ConfigError(f"--explain {directory}: {e.strerror or e}") from None
     target = explanation_path(directory, image, taken)
     with atomic_path(target, suffix=".png") as tmp:
         explanation(reading, image).save(tmp, format="PNG")
