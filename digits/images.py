@@ -198,6 +198,7 @@ def find_digits(gray: np.ndarray, where: str = "image",
     if len(groups) > MAX_DIGITS:
         raise ImageError(f"{where}: {len(groups)} separate marks found; expected at most "
                          f"{MAX_DIGITS} digits (is it a page of text or a textured surface?)")
+
     def digit(box, part, splits=()):
         return FoundDigit(to_mnist_input(_digit_ink(ink, box, part)),
                           _scale_box(box, scale, original_size),
@@ -264,9 +265,11 @@ def smooth_pixelation(gray: np.ndarray) -> np.ndarray:
 def flatten(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     """Ink strength with the paper's light divided out: 0 on paper, larger where ink is.
 
-    Fits the page's brightness as a quadratic surface on a small copy (iteratively leaving out
-    pixels that stand out from it), decides the ink's polarity from the side the outliers lie on,
-    and returns (ink, dark_ink). A gradient or soft spot of light becomes a flat zero.
+    Decides whether the ink is darker or lighter than the page (the corners' level against the
+    image's extremes), fits the page's brightness as a quadratic surface on a small copy
+    (iteratively leaving out what lies on the ink's side of it) and divides it out. Returns
+    (ink, dark_ink, noise), the noise in ink's units. A gradient or soft spot of light becomes a
+    flat zero.
     """
     small = _resize(gray, _scaled(gray.shape, min(1.0, FIT_SIDE / max(gray.shape))))
     ys, xs = np.mgrid[0:small.shape[0], 0:small.shape[1]].astype(np.float32)
