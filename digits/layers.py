@@ -49,8 +49,9 @@ class InkVariation(keras.layers.Layer):
         thick, blur_draw, gamma_draw, gamma_on, coarse = (draws[:, i] for i in range(5))
         # A coarse scan (other writers' 8x8 or 16x16 digits, upscaled): the digit's 20 pixels
         # seen through 10, then drawn back at full size.
-        low = ops.image.resize(ops.image.resize(images, (10, 10), interpolation="area"),
-                               (28, 28), interpolation="bilinear")
+        # (3x3 average pooling rather than an "area" resize, which XLA cannot compile)
+        low = ops.image.resize(ops.average_pool(images, 3, strides=3, padding="same"),
+                               ops.shape(images)[1:3], interpolation="bilinear")
         low = low / ops.maximum(ops.max(low, axis=(1, 2, 3), keepdims=True), 1e-6)
         images = ops.where(coarse < 0.15 * s, low, images)
         dilated = ops.max_pool(images, 2, strides=1, padding="same")

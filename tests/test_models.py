@@ -54,3 +54,26 @@ def test_bad_hyperparameters_are_refused(kwargs, message):
 def test_unknown_model_lists_the_names():
     with pytest.raises(ModelError, match="seed-cnn"):
         model_hyperparameters("resnet")
+
+
+def test_ink_variation_changes_training_images_only_and_compiles_with_xla(small_data, tmp_path):
+    import keras
+    import numpy as np
+
+    from digits.layers import InkVariation
+    from digits.models import load_model
+
+    x = small_data.train.x[:64]
+    layer = InkVariation(1.0, seed=3)
+    changed = np.asarray(layer(x, training=True))
+    assert changed.shape == x.shape and np.isfinite(changed).all()
+    assert 0.0 <= changed.min() and changed.max() <= 1.0 and np.abs(changed - x).mean() > 0.005
+    assert np.array_equal(np.asarray(layer(x, training=False)), x)
+    # Every op has an XLA kernel: Keras compiles with XLA by default on a GPU.
+    model = build_model("cnn", filters=4, dense_units=16, augment=0.0, seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=True)
+    model.fit(x, small_data.train.y[:64], batch_size=32, epochs=1, verbose=0)
+    model.save(tmp_path / "ink.keras")
+    loaded = load_model(str(tmp_path / "ink.keras"))  # safe mode: a registered layer, no code
+    assert loaded.get_layer("ink_variation").strength == 1.0
+    keras.backend.clear_session()
