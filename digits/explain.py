@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.reading import ImageReading
+from digits.reading import ImageReading, percent
 
 SURE = (22, 140, 60)
 UNSURE = (214, 110, 0)
@@ -37,7 +37,7 @@ def explanation(reading: ImageReading, title: str):
         x, y, w, h = (v / found.scale for v in digit.box)
         color = UNSURE if digit.uncertain else SURE
         draw.rectangle([x - line, y - line, x + w + line, y + h + line], outline=color, width=line)
-        label = f"{digit.digit}{'?' if digit.uncertain else ''} {int(digit.probability * 100)}%"
+        label = f"{digit.digit}{'?' if digit.uncertain else ''} {percent(digit.probability)}"
         top = y - line - _size(label_font) - 6
         below = min(photo.height - _size(label_font) - 4, y + h + line + 2)
         tx = max(0, min(photo.width - draw.textlength(label, font=label_font) - 4, x - line))
@@ -73,7 +73,7 @@ def explanation(reading: ImageReading, title: str):
         sheet.paste(Image.fromarray(pixels).resize((tile, tile), Image.NEAREST).convert("RGB"), (x, y))
         canvas.rectangle([x - 1, y - 1, x + tile, y + tile],
                          outline=UNSURE if digit.uncertain else SURE, width=2)
-        canvas.text((x, y + tile + 4), f"{digit.digit}  {int(digit.probability * 100)}%"
+        canvas.text((x, y + tile + 4), f"{digit.digit}  {percent(digit.probability)}"
                     f"{'  unsure' if digit.uncertain else ''}", fill=(20, 20, 20), font=caption_font)
     return sheet
 

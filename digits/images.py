@@ -403,7 +403,7 @@ def _candidate_components(labels: np.ndarray, count: int, shape: tuple[int, int]
     areas = np.bincount(labels.ravel(), minlength=count + 1)
     slices = ndimage.find_objects(labels)
     h, w = shape
-    largest = areas[1:].max() if count else 0
+    largest = areas[1:].max()
     kept = []
     for index, sl in enumerate(slices, start=1):
         if sl is None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -259,19 +258,3 @@ def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
 
     bunch = load_digits()
     return bunch.images, bunch.target
-
-
-def write_set(directory: str | Path, kind: str, count: int, x: np.ndarray, y: np.ndarray,
-              seed: int = 0) -> list[dict]:
-    """Write `count` images of `kind` and `labels.json` ([{"file", "text", "kind", "boxes"}])."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    digits8 = sklearn_digits() if kind == "scan" else None
-    rows = []
-    for i in range(count):
-        sample = make_sample(kind, x, y, seed=seed * 1_000_003 + i, digits8=digits8)
-        path = sample.save(directory / f"{kind}-{i:04d}")
-        rows.append({"file": path.name, "text": sample.text, "kind": kind,
-                     "boxes": [list(b) for b in sample.boxes]})
-    (directory / "labels.json").write_text(json.dumps(rows, indent=1))
-    return rows

@@ -82,8 +82,8 @@ class ImageReading:
         """The reading in one line: `2026  (98%, 99%, 97%, 99%)`; an uncertain digit is a `?`
         in the reading and named with its probability, e.g. `20?6  (98%, 99%, 41% for 7, 99%)`."""
         text = "".join("?" if d.uncertain else str(d.digit) for d in self.digits)
-        shares = [f"{_percent(d.probability)} for {d.digit}" if d.uncertain
-                  else _percent(d.probability) for d in self.digits]
+        shares = [f"{percent(d.probability)} for {d.digit}" if d.uncertain
+                  else percent(d.probability) for d in self.digits]
         return f"{text}  ({', '.join(shares)})"
 
 
@@ -117,8 +117,8 @@ def read_digits(found: Sequence[FoundDigits], classify: Classifier,
     return readings
 
 
-def _percent(probability: float) -> str:
-    # Rounded down: a digit read at 99.7% is not "100%" sure.
+def percent(probability: float) -> str:
+    """`0.997` -> `"99%"`: rounded down, since a digit read at 99.7% is not "100%" sure."""
     return f"{int(probability * 100)}%"
 
 

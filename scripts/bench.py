@@ -1262,13 +1262,12 @@ def section_predict(bench: Bench) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     command = [sys.executable, "-m", "digits.predict", "--model", str(model_path), "--json"]
     start = time.perf_counter()
-    one = subprocess.run([*command, paths[0]], capture_output=True, env=env, cwd=ROOT, check=True)
+    subprocess.run([*command, paths[0]], capture_output=True, env=env, cwd=ROOT, check=True)
     one_seconds = time.perf_counter() - start
     start = time.perf_counter()
     many = subprocess.run([*command, *paths], capture_output=True, env=env, cwd=ROOT, check=True)
     many_seconds = time.perf_counter() - start
     read = len(json.loads(many.stdout))
-    del one
     megapixels = [w * h / 1e6 for _, _, (w, h) in files]
     return {
         "distinct_images": len(files), "command_images": len(paths), "read": read,
