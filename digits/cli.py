@@ -65,6 +65,7 @@ seed_int = _number_type(int, 0, 2**31 - 1, label="a seed from 0 to 2147483647")
 batch_int = _number_type(int, 1, 65536, label="a batch size from 1 to 65536")
 fraction = _number_type(float, 0.0, 0.9, lo_open=True, label="a fraction in (0, 0.9]")
 learning_rate = _number_type(float, 0.0, 10.0, lo_open=True, label="a learning rate in (0, 10]")
+port_number = _number_type(int, 0, 65535, label="a port from 0 to 65535")
 
 
 def steps_per_execution(text: str):

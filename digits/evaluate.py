@@ -15,9 +15,11 @@ def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(
         prog="digits-evaluate",
         description="Report accuracy, the confusion matrix and the classification report of a "
-                    "saved .keras model on a dataset's test split (Keras safe mode on).",
+                    "saved model on a dataset's test split: a .keras file (Keras safe mode on) "
+                    "or its export by digits.export (SavedModel directory, .onnx, .tflite).",
     )
-    parser.add_argument("--model", required=True, metavar="PATH", help="a .keras model file")
+    parser.add_argument("--model", required=True, metavar="PATH",
+                        help="a .keras model file, a SavedModel directory, an .onnx or .tflite file")
     parser.add_argument("--dataset", default="auto", metavar="SPEC",
                         help="dataset whose test split to use: mnist-5k (its held-out part), "
                              "mnist, fashion-mnist, a directory of IDX files, an .npz "
@@ -37,22 +39,30 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from digits.data import load_dataset
-    from digits.models import load_model
-    from digits.trainer import Trainer
+    from digits.runtimes import KerasRuntime, load_runtime
 
-    model = load_model(args.model)
+    runtime = load_runtime(args.model)
     data = load_dataset(args.dataset, seed=args.seed, announce=False)
     if data.test is None:
         from digits.errors import DatasetError
 
         raise DatasetError(f"dataset {args.dataset!r} has no test split")
     data.announce()
-    trainer = Trainer(callbacks=[], batch_size=args.batch_size, enable_checkpointing=False,
-                      verbose=False)
-    result = trainer.test(model, data)
+    if isinstance(runtime, KerasRuntime):
+        from digits.trainer import Trainer
+
+        trainer = Trainer(callbacks=[], batch_size=args.batch_size, enable_checkpointing=False,
+                          verbose=False)
+        result = trainer.test(runtime.model, data)
+    else:
+        from digits.results import TestResult
+
+        runtime.batch_size = args.batch_size
+        result = TestResult.from_probabilities(data.test.y, runtime.predict(data.test.x),
+                                               data.class_names)
     if args.json:
-        print(json.dumps({"model": args.model, "dataset": data.summary(), **result.to_dict()},
-                         indent=2))
+        print(json.dumps({"model": args.model, "format": runtime.format,
+                          "dataset": data.summary(), **result.to_dict()}, indent=2))
     else:
         from callbacks.rich_report import print_report
 

@@ -94,24 +94,31 @@ class FoundDigits:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | Path, max_side: int = WORK_SIDE) -> tuple[np.ndarray, tuple[int, int]]:
+def read_image(path: str | Path, max_side: int = WORK_SIDE,
+               data: bytes | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Read an image file as float32 grey levels in [0, 1], reduced to at most `max_side`.
 
     Returns the array and the original (width, height) after EXIF orientation. Anything that is
-    not a readable raster image within the limits is an `ImageError` naming the file.
+    not a readable raster image within the limits is an `ImageError` naming the file. With
+    `data`, the image is those bytes (an upload) and `path` only names it in messages.
 
     Example:
         >>> gray, (width, height) = read_image("photo.jpg")
     """
+    import io
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
-    try:
-        if not path.is_file():
-            raise ImageError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-        size = path.stat().st_size
-    except OSError as e:
-        raise ImageError(f"{str(path)[:200]}: {e.strerror or e}") from None
+    if data is None:
+        try:
+            if not path.is_file():
+                raise ImageError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+            size = path.stat().st_size
+        except OSError as e:
+            raise ImageError(f"{str(path)[:200]}: {e.strerror or e}") from None
+    else:
+        size = len(data)
     if size == 0:
         raise ImageError(f"{path}: empty file")
     if size > MAX_FILE_BYTES:
@@ -122,7 +129,7 @@ def read_image(path: str | Path, max_side: int = WORK_SIDE) -> tuple[np.ndarray,
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             # Only these decoders may even look at the file: EPS (Ghostscript) and the rest of
             # Pillow's formats are never tried on a file that merely claims to be an image.
-            with Image.open(path, formats=FORMATS) as image:
+            with Image.open(path if data is None else io.BytesIO(data), formats=FORMATS) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise ImageError(f"{path}: {width}x{height} pixels exceeds the limit "
@@ -171,9 +178,10 @@ def _oriented_size(image) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- finding digits
 
 
-def find_digits_in_file(path: str | Path) -> FoundDigits:
-    """Read an image file and find the digits in it (see `find_digits`)."""
-    gray, size = read_image(path)
+def find_digits_in_file(path: str | Path, data: bytes | None = None) -> FoundDigits:
+    """Read an image file (or its bytes, `data`, named `path`) and find the digits in it (see
+    `find_digits`)."""
+    gray, size = read_image(path, data=data)
     return find_digits(gray, str(path), original_size=size)
 
 

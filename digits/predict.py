@@ -33,7 +33,9 @@ def build_parser() -> cli.ArgumentParser:
                "or held no digit (each named on stderr; the others are still read and "
                "printed, and in --json such an image has an \"error\" entry in its place).",
     )
-    parser.add_argument("--model", required=True, metavar="PATH", help="a .keras model file")
+    parser.add_argument("--model", required=True, metavar="PATH",
+                        help="a .keras model file, or its export by digits.export (SavedModel "
+                             "directory, .onnx, .tflite)")
     parser.add_argument("--json", action="store_true",
                         help="print JSON: per image its text, and per digit the digit, "
                              "probability, top 3, box [x, y, width, height] and uncertain")

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 
-CLIS = ["digits.train", "digits.evaluate", "digits.predict", "digits.tune"]
+CLIS = ["digits.train", "digits.evaluate", "digits.predict", "digits.tune", "digits.export",
+        "digits.serve"]
 
 
 @pytest.fixture(scope="module")

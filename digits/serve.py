@@ -1,0 +1,97 @@
+"""`python -m digits.serve`: a page to draw or drop digits on, and the JSON API behind it.
+
+    python -m digits.serve --model logs/cnn/version_0/model.keras      # http://127.0.0.1:8000
+
+The page (`/`) reads what you draw with mouse, pen or finger, or a photo you drop or pick: the
+number, each digit's top three probabilities, and the 28x28 inputs the model saw. The API:
+
+- `POST /api/predict`: an image as the raw request body or as a multipart file field; the answer
+  is exactly the entry `digits.predict --json` prints for that image (the same code reads it:
+  `digits.images` finds the digits, `digits.reading.Reader` reads them), plus each digit's
+  28x28 input as a PNG data URL when asked with `?inputs=1`.
+- `GET /api/health`, `GET /api/model` (the model's path, format, size, test accuracy, classes).
+
+Any model `digits.runtimes` loads is served: a `.keras` file or its SavedModel, ONNX or LiteRT
+export (an int8 `.tflite` is the fast path). Bad requests get a 4xx JSON `{"error": ...}` and
+the server goes on; it binds 127.0.0.1 unless told otherwise and stops cleanly on Ctrl-C or
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from digits import cli
+
+# The largest request body read (a phone photo is 2-8 MB); larger ones get 413 unread.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+def build_parser() -> cli.ArgumentParser:
+    from digits.reading import MIN_PROBABILITY
+
+    parser = cli.ArgumentParser(
+        prog="digits-serve",
+        description="Serve a model: a web page to draw or drop digits on, and a JSON API "
+                    "(POST /api/predict answers what digits.predict --json prints).",
+        epilog="Exit status: 0 after Ctrl-C or SIGTERM; 2 on bad input (a model that does not "
+               "load, an address in use).",
+    )
+    parser.add_argument("--model", required=True, metavar="PATH",
+                        help="a .keras model file, or its export by digits.export (SavedModel "
+                             "directory, .onnx, .tflite)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 "
+                             "serves your network)")
+    parser.add_argument("--port", type=cli.port_number, default=8000,
+                        help="port (default: 8000; 0 picks a free one)")
+    parser.add_argument("--min-probability", type=cli.probability, default=MIN_PROBABILITY,
+                        metavar="P", help="a digit read with less is marked uncertain "
+                                          f"(default: {MIN_PROBABILITY})")
+    parser.add_argument("--max-request-mb", type=cli.positive_int,
+                        default=MAX_REQUEST_BYTES // (1024 * 1024), metavar="MB",
+                        help="largest request body accepted (default: "
+                             f"{MAX_REQUEST_BYTES // (1024 * 1024)})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: exit code 0 after a clean stop, 2 bad input."""
+    return cli.run_main(run, argv)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import socket
+
+    from digits.errors import ConfigError
+
+    # The socket first: a port in use is said at once, before a model is loaded.
+    try:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+    except (OSError, OverflowError) as e:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
+    from digits.reading import Reader
+    from digits.service import create_app
+
+    reader = Reader.load(args.model, min_probability=args.min_probability)
+    app = create_app(reader, max_request_bytes=args.max_request_mb * 1024 * 1024)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {args.model} ({reader.runtime.format}) at http://{shown}:{port}/  "
+          "(Ctrl-C stops)", flush=True)
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    print("stopped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""The web application `digits.serve` runs: the drawing page and the JSON API (FastAPI).
+
+`create_app(reader)` serves any `digits.reading.Reader`. Every answer to `POST /api/predict` is
+`ImageReading.to_dict`, the entry `digits.predict --json` prints: one source of truth for
+reading an image, whether it comes from a file or a request.
+
+Example:
+    >>> from fastapi.testclient import TestClient
+    >>> app = create_app(Reader.load("model.keras"))
+    >>> TestClient(app).post("/api/predict", content=open("2026.png", "rb").read()).json()["text"]
+    '2026'
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time.
+
+import asyncio
+import base64
+import io
+import json
+import threading
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException
+
+PAGE = "serve_page.html"
+# Requests read at once: each holds a working image of at most 512x512 floats (1 MB) and the
+# request's bytes; more wait in line instead of piling up memory.
+MAX_CONCURRENT = 8
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request body above `max_bytes` is answered 413 without being read
+    further (by its Content-Length when it states one, else as it streams in)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.max_bytes
+            except ValueError:
+                return await _send_json(send, 400, {"error": "bad Content-Length header"})
+            if too_large:
+                return await _send_json(send, 413, self._message())
+        seen, started = 0, False
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_json(send, 413, self._message())
+
+    def _message(self) -> dict:
+        return {"error": f"request body larger than {self.max_bytes // (1024 * 1024)} MB"}
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024):
+    """The FastAPI application serving `reader` (a `digits.reading.Reader`)."""
+    from digits.errors import ImageError
+
+    app = FastAPI(title="digits", docs_url=None, redoc_url=None, openapi_url=None)
+    model_info = describe_model(reader.runtime)
+    page = resources.files("digits").joinpath(PAGE).read_text(encoding="utf-8")
+    # LiteRT's interpreter and Keras' predict_on_batch are not made for concurrent calls:
+    # requests are found in parallel, classified one at a time (0.2-2 ms each).
+    classify_lock = threading.Lock()
+    slots = asyncio.Semaphore(MAX_CONCURRENT)
+
+    def read(data: bytes, name: str, with_inputs: bool) -> dict:
+        from digits.images import find_digits_in_file
+        from digits.reading import read_digits
+
+        found = find_digits_in_file(name, data=data)
+
+        def classify(inputs):
+            with classify_lock:
+                return reader.classify(inputs)
+
+        reading = read_digits([found], classify, reader.min_probability)[0]
+        entry = reading.to_dict(name)
+        if with_inputs:
+            for digit, as_dict in zip(reading.digits, entry["digits"], strict=True):
+                as_dict["input"] = png_data_url(digit.input)
+        return entry
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, error):
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, error):
+        return JSONResponse({"error": "bad request"}, status_code=422)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index():
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/api/model")
+    async def model():
+        return model_info
+
+    @app.post("/api/predict")
+    async def predict(request: Request):
+        data, name = await _image_from(request)
+        if not data:
+            return JSONResponse({"error": "no image in the request: send it as the body or as "
+                                          "a multipart file"}, status_code=400)
+        with_inputs = request.query_params.get("inputs", "") in ("1", "true", "yes")
+        async with slots:
+            try:
+                entry = await asyncio.to_thread(read, data, name, with_inputs)
+            except ImageError as e:
+                return JSONResponse({"image": name, "error": str(e)}, status_code=_status(e))
+        return entry
+
+    wrapped = BodyLimit(app, max_request_bytes)
+    wrapped.fastapi = app  # for tests that want the FastAPI object itself
+    return wrapped
+
+
+async def _image_from(request) -> tuple[bytes, str]:
+    """The uploaded image's bytes and a name for it: a multipart form's first file (or a field
+    named `image`), else the raw body."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        from starlette.datastructures import UploadFile
+
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except Exception as e:  # noqa: BLE001 - a malformed multipart body is the client's
+            raise HTTPException(400, f"malformed multipart body: {e}") from None
+        for value in form.values():
+            if isinstance(value, UploadFile):
+                return await value.read(), _safe_name(value.filename or "upload")
+        text = form.get("image")
+        return (text.encode() if isinstance(text, str) else b""), "upload"
+    return await request.body(), _safe_name(request.query_params.get("name", "upload"))
+
+
+def _safe_name(name: str) -> str:
+    """A client's file name, only ever echoed back: its last part, printable, short."""
+    name = Path(name.replace("\\", "/")).name
+    name = "".join(c for c in name if c.isprintable())[:100]
+    return name or "upload"
+
+
+def _status(error) -> int:
+    text = str(error)
+    if "too large" in text or "exceeds the limit" in text or "refused" in text:
+        return 413
+    if "not a readable image" in text:
+        return 415
+    return 422  # decoded, but nothing readable as a digit (blank, noise, truncated)
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """A 28x28 input in [0, 1] as a `data:image/png;base64,...` URL (white ink on black)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.asarray(image) * 255, 0, 255).astype(np.uint8)).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def describe_model(runtime) -> dict:
+    """What `GET /api/model` answers: the runtime's description, the test accuracy the model was
+    measured at (by `digits.export`'s check, or the run's metrics.json beside a .keras file),
+    and the class names."""
+    info = runtime.describe()
+    export = info.pop("export", None) or {}
+    accuracy, classes, measured_on = export.get("test_accuracy"), export.get("class_names"), \
+        export.get("dataset")
+    if runtime.format == "keras":
+        metrics = Path(runtime.path).with_name("metrics.json")
+        config = Path(runtime.path).with_name("config.json")
+        try:
+            test = json.loads(metrics.read_text()).get("test") or {}
+            accuracy = test.get("accuracy", accuracy)
+            data = json.loads(config.read_text()).get("data", {})
+            measured_on = f"{data['test']} test images ({data['description']})" \
+                if test and "test" in data else measured_on
+        except (OSError, ValueError, AttributeError):
+            pass
+    if export:
+        measured_on = f"{export.get('examples')} test images of {measured_on}"
+    info.update(test_accuracy=accuracy, tested_on=measured_on,
+                classes=classes or [str(k) for k in range(10)],
+                quantize=export.get("quantize"), source=export.get("source"))
+    return info
