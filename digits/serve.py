@@ -72,6 +72,7 @@ def run(argv: list[str] | None = None) -> int:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        sock.listen(2048)  # from here on connections wait in line until the app is up
     except (OSError, OverflowError) as e:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: "
                           f"{getattr(e, 'strerror', None) or e}") from None
@@ -88,6 +89,14 @@ def run(argv: list[str] | None = None) -> int:
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    # uvicorn handles Ctrl-C and SIGTERM while it runs (finishing the requests in hand), then
+    # raises the signal again for the handlers it found: these note it, so the command ends
+    # with its own status 0 instead of dying of the signal after a clean stop.
+    import signal
+
+    stops = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, frame: stops.append(number))
     server.run(sockets=[sock])
     print("stopped", file=sys.stderr)
     return 0

@@ -33,13 +33,13 @@ PAGE = "serve_page.html"
 MAX_CONCURRENT = 8
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """ASGI middleware: a request body above `max_bytes` is answered 413 without being read
-    further (by its Content-Length when it states one, else as it streams in)."""
+    further (at once by its Content-Length when it states one, else as it streams in).
+
+    The body is read here, up to the limit, and handed on whole: the application never sees
+    a request it could not afford to read.
+    """
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -55,28 +55,28 @@ class BodyLimit:
                 return await _send_json(send, 400, {"error": "bad Content-Length header"})
             if too_large:
                 return await _send_json(send, 413, self._message())
-        seen, started = 0, False
-
-        async def limited_receive():
-            nonlocal seen
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return  # the client left: nobody to answer
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                return await _send_json(send, 413, self._message())
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, delivered = b"".join(chunks), False
 
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as servers do
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _send_json(send, 413, self._message())
+        await self.app(scope, replay, send)
 
     def _message(self) -> dict:
         return {"error": f"request body larger than {self.max_bytes // (1024 * 1024)} MB"}

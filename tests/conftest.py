@@ -33,6 +33,23 @@ def small_data(mnist5k):
 
 
 @pytest.fixture(scope="session")
+def reader_model(tmp_path_factory, mnist5k):
+    """A small CNN trained for four epochs on the embedded digits (their test part held out):
+    the model that predict, export and serve are tested with. Returns its .keras path."""
+    import digits
+
+    directory = tmp_path_factory.mktemp("reader")
+    trainer = digits.Trainer(max_epochs=4, log_dir=directory, callbacks=[],
+                             enable_checkpointing=False, verbose=False, seed=0)
+    # A plain small CNN of four epochs (InkVariation off: it converges later than four epochs)
+    model = trainer.build_model("cnn", filters=16, ink_augment=0.0)
+    trainer.fit(model, mnist5k)
+    path = directory / "reader.keras"
+    model.save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def official_test_dir():
     if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
         pytest.fail(f"the official MNIST test set is missing at {SHARED_MNIST}")

@@ -16,18 +16,8 @@ from tests.test_images import iou
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory, mnist5k):
-    import digits
-
-    directory = tmp_path_factory.mktemp("reader")
-    trainer = digits.Trainer(max_epochs=4, log_dir=directory, callbacks=[],
-                             enable_checkpointing=False, verbose=False, seed=0)
-    # A plain small CNN of four epochs (InkVariation off: it converges later than four epochs)
-    model = trainer.build_model("cnn", filters=16, ink_augment=0.0)
-    trainer.fit(model, mnist5k)
-    path = directory / "reader.keras"
-    model.save(path)
-    return str(path)
+def model_path(reader_model):
+    return reader_model
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,220 @@
+"""`digits.serve` as a user meets it: a real server over real HTTP, and its page in Chromium.
+
+One server (the small CNN every reading test uses) answers the API tests, hostile bodies
+included, and the browser test, which draws real test digits on the page's canvas with pointer
+events and reads the page's answer. SIGTERM stops it last.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import socket
+import threading
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, run_cli
+from tests.test_bad_input import png_claiming
+
+SCRIPTS = ROOT / "scripts"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def screenshot_serve():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("screenshot_serve", SCRIPTS / "screenshot_serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def server(reader_model):
+    tool = screenshot_serve()
+    proc, url = tool.start_server(reader_model, "--max-request-mb", "2")
+    yield proc, url
+    tool.stop_server(proc)
+
+
+def request(url: str, method: str, path: str, body: bytes | None = None,
+            headers: dict | None = None, chunks: list[bytes] | None = None):
+    """One HTTP request on a fresh connection: (status, parsed JSON or text)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        if chunks is not None:  # a streamed body of unstated length
+            connection.putrequest(method, path)
+            for key, value in (headers or {}).items():
+                connection.putheader(key, value)
+            connection.putheader("Transfer-Encoding", "chunked")
+            connection.endheaders()
+            for chunk in chunks:
+                connection.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            connection.send(b"0\r\n\r\n")
+        else:
+            connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    kind = response.getheader("content-type", "")
+    return response.status, json.loads(data) if "json" in kind else data.decode(errors="replace")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "digits-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\""
+            f"\r\nContent-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.fixture(scope="module")
+def number_photo(tmp_path_factory, mnist5k):
+    """A photo-like image of a written number, made from held-out digits."""
+    from digits import photos
+
+    sample = photos.make_sample("number", mnist5k.test.x, mnist5k.test.y, seed=101)
+    return Path(sample.save(tmp_path_factory.mktemp("serve") / "number")), sample
+
+
+def test_the_api_answers_what_predict_prints(server, reader_model, number_photo):
+    _, url = server
+    path, sample = number_photo
+    proc = run_cli("digits.predict", "--model", reader_model, "--json", str(path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = json.loads(proc.stdout)[0]
+    expected["image"] = path.name  # the API names an upload by its file name, never a path
+    raw = request(url, "POST", f"/api/predict?name={path.name}", path.read_bytes(),
+                  {"Content-Type": "application/octet-stream"})
+    body, kind = multipart(path.name, path.read_bytes())
+    form = request(url, "POST", "/api/predict", body, {"Content-Type": kind})
+    assert raw == (200, expected) and form == (200, expected)
+    with_inputs = request(url, "POST", "/api/predict?inputs=1", path.read_bytes())[1]
+    assert [d["digit"] for d in with_inputs["digits"]] == [d["digit"] for d in expected["digits"]]
+    for digit in with_inputs["digits"]:
+        assert digit.pop("input").startswith("data:image/png;base64,")
+    assert with_inputs["digits"] == expected["digits"]
+    assert request(url, "GET", "/api/health") == (200, {"status": "ok"})
+    status, model = request(url, "GET", "/api/model")
+    assert status == 200 and model["format"] == "keras" and model["classes"] == list("0123456789")
+    assert model["path"] == reader_model and model["bytes"] == Path(reader_model).stat().st_size
+
+
+def test_hostile_requests_get_4xx_json_and_the_server_goes_on(server, mnist5k):
+    _, url = server
+    digit = png_bytes((255 - mnist5k.test.x[0, ..., 0] * 255).astype(np.uint8))
+    bomb = png_claiming(100_000, 100_000)  # a valid header claiming 10 gigapixels
+    body, kind = multipart("x.png", digit)
+    cases = {
+        "oversized, stated": (413, dict(body=b"\0" * (3 * 1024 * 1024))),
+        "oversized, streamed": (413, dict(chunks=[b"\0" * (256 * 1024)] * 12)),
+        "not an image": (415, dict(body=b"just some text, no picture " * 10)),
+        "decompression bomb": (413, dict(body=bomb)),
+        "truncated upload": (422, dict(body=digit[: len(digit) // 2])),
+        "blank page": (422, dict(body=png_bytes(np.full((64, 64), 255, np.uint8)))),
+        "empty body": (400, dict(body=b"")),
+        "malformed multipart": (400, dict(body=body[:40],
+                                          headers={"Content-Type": kind})),
+        "multipart without a file": (400, dict(body=b"--b\r\nContent-Disposition: form-data; "
+                                               b"name=\"x\"\r\n\r\n1\r\n--b--\r\n",
+                                               headers={"Content-Type": "multipart/form-data; boundary=b"})),
+    }
+    for label, (status, kwargs) in cases.items():
+        got, answer = request(url, "POST", "/api/predict", **kwargs)
+        assert got == status, (label, got, answer)
+        assert isinstance(answer, dict) and answer["error"] and "Traceback" not in answer["error"], label
+    assert request(url, "GET", "/api/nothing")[0] == 404
+    assert request(url, "GET", "/api/predict")[0] == 405
+    # Still serving, and still right.
+    assert request(url, "POST", "/api/predict", digit)[1]["text"] == str(mnist5k.test.y[0])
+
+
+def test_concurrent_requests_are_all_answered_alike(server, mnist5k):
+    _, url = server
+    images = [png_bytes((255 - mnist5k.test.x[k, ..., 0] * 255).astype(np.uint8)) for k in range(4)]
+    alone = [request(url, "POST", "/api/predict", image)[1] for image in images]
+    answers, errors = [[] for _ in range(12)], []
+
+    def client(k):
+        try:
+            for n in range(4):
+                answers[k].append((n, request(url, "POST", "/api/predict", images[n])))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    for replies in answers:
+        assert [(n, status) for n, (status, _) in replies] == [(n, 200) for n in range(4)]
+        assert [body["text"] for _, (_, body) in replies] == [a["text"] for a in alone]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_page_reads_digits_drawn_with_a_pointer(server, mnist5k, number_photo):
+    _, url = server
+    tool = screenshot_serve()
+    driver = tool.browser()
+    try:
+        driver.get(url + "/")
+        from selenium.webdriver.common.by import By
+
+        tool.draw_number(driver, "2026")
+        answer = tool.read_page(driver)
+        assert len(answer["reading"]) == 4 and answer["digits"] == 4, answer
+        # A four-epoch model (the default reads all four; README): three of four at least.
+        assert sum(a == b for a, b in zip(answer["reading"], "2026", strict=True)) >= 3, answer
+        assert answer["inputs"] == 4 and answer["bars"] == 12
+        strokes_of_six = len(tool.digit_strokes(tool.examples("2026")[3]))
+        for _ in range(strokes_of_six):
+            driver.find_element(By.ID, "undo").click()
+        assert tool.read_page(driver)["reading"] == answer["reading"][:3]
+        driver.find_element(By.ID, "clear").click()
+        cleared = tool.read_page(driver)
+        assert cleared["reading"] == "" and cleared["digits"] == 0
+        # A photo picked with the file input is read as the API reads it.
+        path, _ = number_photo
+        driver.find_element(By.ID, "file").send_keys(str(path))
+        picked = tool.read_page(driver)
+        expected = request(url, "POST", "/api/predict", path.read_bytes())[1]
+        assert picked["reading"] == "".join("?" if d["uncertain"] else str(d["digit"])
+                                            for d in expected["digits"])
+        assert driver.find_element(By.ID, "photo").is_displayed()
+        # Narrow as a phone: the drawing area still fits the screen.
+        driver.set_window_size(390, 844)
+        width = driver.execute_script("return document.getElementById('canvas')"
+                                      ".getBoundingClientRect().width")
+        assert 300 <= width <= 390
+    finally:
+        driver.quit()
+
+
+def test_a_port_in_use_is_refused(reader_model):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli("digits.serve", "--model", reader_model, "--port", str(port), timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot listen on"), proc.stderr
+
+
+def test_sigterm_stops_the_server_cleanly(server):
+    proc, url = server
+    assert request(url, "GET", "/api/health")[0] == 200
+    assert screenshot_serve().stop_server(proc) == 0
