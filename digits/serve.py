@@ -69,7 +69,9 @@ def run(argv: list[str] | None = None) -> int:
     # The socket first: a port in use is said at once, before a model is loaded.
     try:
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say TCP, and
+        # without it every keep-alive answer waited 40 ms for a delayed ACK (Nagle).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
         sock.listen(2048)  # from here on connections wait in line until the app is up

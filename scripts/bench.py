@@ -79,8 +79,8 @@ import digits  # noqa: E402 - before TensorFlow: digits' start-up defaults then 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 SECTIONS = ("overhead", "callbacks", "throughput", "startup", "scale", "accuracy", "predict",
-            "fashion")
-DEFAULT_SECTIONS = SECTIONS[:-1]
+            "fashion", "deploy")
+DEFAULT_SECTIONS = SECTIONS[:-2]  # fashion and deploy run when named
 RESULT_MARK = "BENCH-RESULT "
 SIZE_OPTIONS = ("epochs", "repeats", "overhead_repeats", "c_repeats", "accuracy_epochs",
                 "fashion_epochs")  # command-line options that override a `Sizes` field
@@ -126,6 +126,12 @@ class Sizes:
     # 200 distinct photo-like images, each named 5 times: 1,000 images for the command.
     predict_images: int = 200
     predict_repeats: int = 5
+    # deploy: the model exported (trained for this many epochs unless --deploy-model names
+    # one), the formats exported (None: all), and how long each server is loaded
+    deploy_epochs: int = 4
+    deploy_exports: tuple | None = None
+    deploy_seconds: float = 10.0
+    deploy_test: int | None = None
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -135,7 +141,8 @@ class Sizes:
                    thread_images=128, xla_images=128, thread_configs=False, xla_model="mlp",
                    startup_repeats=1, scale_sizes=(1_000,), accuracy_epochs=1,
                    accuracy_train=128, accuracy_test=500, fashion_epochs=1, fashion_train=1_000,
-                   predict_images=20, predict_repeats=2)
+                   predict_images=20, predict_repeats=2, deploy_epochs=1,
+                   deploy_exports=(("litert", "int8"),), deploy_seconds=1.0, deploy_test=500)
 
 
 @dataclasses.dataclass
@@ -1304,6 +1311,44 @@ def predict_tables(result: dict) -> list[Table]:
                    "BENCHMARKS.md's \"Your own digits\"."])]
 
 
+def script_module(name: str):
+    """A module of this directory (which is kept off sys.path, see the top of this file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"digits_bench_{name}",
+                                                  Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def section_deploy(bench: Bench) -> dict:
+    bench_deploy = script_module("bench_deploy")
+    sizes = bench.sizes
+    data = subset(bench.data.mnist5k_official(bench.args.mnist_test), test=sizes.deploy_test)
+    model = bench.args.deploy_model
+    trained = None
+    if model is None:
+        progress(f"deploy: training the default cnn for {sizes.deploy_epochs} epochs")
+        trainer = digits.Trainer(max_epochs=sizes.deploy_epochs, log_dir=bench.tmp / "deploy",
+                                 callbacks=[], enable_checkpointing=False, verbose=False, seed=0)
+        keras_model = trainer.build_model("cnn")
+        with quiet_stdout():
+            trainer.fit(keras_model, subset(data, train=sizes.accuracy_train))
+        model = bench.tmp / "deploy" / "model.keras"
+        keras_model.save(model)
+        trained = sizes.deploy_epochs
+    result = bench_deploy.measure(Path(model), data, bench.tmp / "exports",
+                                  exports=sizes.deploy_exports, serve_seconds=sizes.deploy_seconds,
+                                  progress=progress)
+    return {**result, "model": str(bench.args.deploy_model or "the default cnn"),
+            "trained_epochs": trained}
+
+
+def deploy_tables(result: dict) -> list[Table]:
+    return script_module("bench_deploy").tables(result, Table)
+
+
 def section_fashion(bench: Bench) -> dict:
     from digits.data import load_dataset
 
@@ -1440,6 +1485,7 @@ SECTION_FUNCTIONS = {
     "accuracy": (section_accuracy, accuracy_tables),
     "predict": (section_predict, predict_tables),
     "fashion": (section_fashion, fashion_tables),
+    "deploy": (section_deploy, deploy_tables),
 }
 
 
@@ -1477,6 +1523,13 @@ def goals(sections: dict) -> list[dict]:
     if "predict" in sections:
         ms = sections["predict"]["find_ms"]
         add("finding the digits in a photo (<= 1 megapixel), median ms", ms, "<= 5 ms", ms <= 5)
+    if "deploy" in sections:
+        d = sections["deploy"]
+        fast = d["served"][d["fast_path"]]
+        add("serving a drawn digit, fast path, one client, p99 ms", fast["alone"]["p99_ms"],
+            "< 20 ms", fast["alone"]["p99_ms"] < 20)
+        add("serving a drawn digit, fast path, 8 clients, requests/s",
+            fast["requests_per_second"], "> 200", fast["requests_per_second"] > 200)
     return found
 
 
@@ -1492,6 +1545,10 @@ def goal_table(found: list[dict]) -> Table:
             text = gigabytes(value)
         elif "seconds" in g["goal"]:
             text = seconds(value)
+        elif g["goal"].endswith(" ms"):
+            text = f"{value:.1f} ms"
+        elif "requests/s" in g["goal"]:
+            text = f"{value:.0f}"
         else:
             text = times(value)
         rows.append((g["goal"], text, g["limit"], "met" if g["met"] else "NOT MET"))
@@ -1572,7 +1629,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Sections: " + ", ".join(SECTIONS) + " (fashion only when named).")
+        epilog="Sections: " + ", ".join(SECTIONS) + " (fashion and deploy only when named).")
     parser.add_argument("--only", default=None, metavar="SECTIONS",
                         help="comma-separated sections to run (default: all but fashion)")
     parser.add_argument("--epochs", type=int, default=None,
@@ -1595,6 +1652,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write the tables, machine and command (e.g. BENCHMARKS.md)")
     parser.add_argument("--tune-metrics", default=None, metavar="PATH",
                         help="metrics.json of a tuning run's best model (<project>/best/version_N)")
+    parser.add_argument("--deploy-model", type=Path, default=None, metavar="MODEL.keras",
+                        help="the model the deploy section exports and serves (default: the "
+                             "default cnn, trained for a few epochs)")
     parser.add_argument("--mnist-test", type=Path, default=OFFICIAL_MNIST, metavar="DIR",
                         help=f"the official MNIST test set (default {OFFICIAL_MNIST})")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "JSON"), help=argparse.SUPPRESS)

@@ -123,3 +123,18 @@ def test_an_unknown_section_is_refused_before_anything_runs():
     proc = run_bench("--only", "overhead,speed")
     assert proc.returncode == 2
     assert "unknown section(s) speed" in proc.stderr
+
+
+def test_quick_deploy_section_exports_serves_and_judges_its_goals(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "deploy", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    deploy = json.loads(out.read_text())["sections"]["deploy"]
+    export = deploy["exports"]["litert int8"]
+    assert export["examples"] == 500 and export["exported"]["bytes"] < deploy["source_bytes"]
+    assert deploy["fast_path"] == "litert int8" and set(deploy["served"]) == {"keras", "litert int8"}
+    for served in deploy["served"].values():
+        assert served["requests"] > 0 and served["failures"] == 0
+        assert 0 < served["p50_ms"] <= served["p99_ms"] and served["alone"]["p99_ms"] > 0
+    goals = {g["goal"] for g in json.loads(out.read_text())["goals"]}
+    assert any("requests/s" in g for g in goals) and any("p99" in g for g in goals)
