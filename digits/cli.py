@@ -66,6 +66,7 @@ batch_int = _number_type(int, 1, 65536, label="a batch size from 1 to 65536")
 fraction = _number_type(float, 0.0, 0.9, lo_open=True, label="a fraction in (0, 0.9]")
 learning_rate = _number_type(float, 0.0, 10.0, lo_open=True, label="a learning rate in (0, 10]")
 port_number = _number_type(int, 0, 65535, label="a port from 0 to 65535")
+worker_count = _number_type(int, 1, 64, label="a number of workers from 1 to 64")
 
 
 def steps_per_execution(text: str):

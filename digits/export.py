@@ -142,7 +142,8 @@ def export(source, fmt: str, output: Path, quantize: str | None, data) -> dict:
         report.update(output=str(output), export_seconds=round(seconds, 2))
         exported.path = str(output)
         description = {key: report[key] for key in
-                       ("source", "format", "quantize", "dataset", "examples", "class_names")}
+                       ("source", "format", "quantize", "dataset", "dataset_description",
+                        "examples", "class_names")}
         description["test_accuracy"] = report["exported"]["accuracy"]
         description["source_test_accuracy"] = report["source_model"]["accuracy"]
         description["max_abs_difference"] = report["max_abs_difference"]
@@ -172,6 +173,7 @@ def parity(source, exported, data, fmt: str, quantize: str | None) -> dict:
         "format": fmt,
         "quantize": quantize,
         "dataset": data.name,
+        "dataset_description": data.description,
         "examples": int(len(y)),
         "class_names": list(data.class_names),
         "max_abs_difference": float(np.abs(p_source - p_exported).max()),
@@ -201,7 +203,7 @@ def print_report(report: dict) -> None:
     kind = report["format"] + (f" ({report['quantize']})" if report["quantize"] else "")
     print(f"exported {report['source']} -> {report['output']}: {kind}, "
           f"{report['export_seconds']:.1f} s")
-    print(f"checked on {report['examples']} test images of {report['dataset']}:")
+    print(f"checked on {report['examples']:,} test images ({report['dataset_description']}):")
     print(f"  {'':10} {'accuracy':>9} {'size':>10} {'1 image':>9}")
     for name, row in (("keras", ours), (report["format"], theirs)):
         print(f"  {name:10} {row['accuracy']:>9.2%} {_human(row['bytes']):>10} "

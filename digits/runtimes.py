@@ -240,6 +240,14 @@ def load_runtime(path: str | os.PathLike, threads: int | None = None) -> Runtime
     """Load a model of any format digits writes (see `FORMATS`); ModelError if it is none."""
     path = str(path)
     fmt = detect_format(path)
+    if threads and fmt in ("keras", "saved_model"):
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass  # TensorFlow already ran in this process: it keeps its threads
     if fmt == "keras":
         return KerasRuntime(path)
     if fmt == "saved_model":

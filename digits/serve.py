@@ -48,6 +48,9 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--min-probability", type=cli.probability, default=MIN_PROBABILITY,
                         metavar="P", help="a digit read with less is marked uncertain "
                                           f"(default: {MIN_PROBABILITY})")
+    parser.add_argument("--workers", type=cli.worker_count, default=1, metavar="N",
+                        help="processes answering requests, each with its own copy of the "
+                             "model (default: 1; one per core serves the most requests)")
     parser.add_argument("--max-request-mb", type=cli.positive_int,
                         default=MAX_REQUEST_BYTES // (1024 * 1024), metavar="MB",
                         help="largest request body accepted (default: "
@@ -79,17 +82,41 @@ def run(argv: list[str] | None = None) -> int:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: "
                           f"{getattr(e, 'strerror', None) or e}") from None
     from digits.reading import Reader
-    from digits.service import create_app
+    from digits.service import ENVIRONMENT, create_app
 
+    # Loaded here even with workers: a model that does not load is one error line, at once.
     reader = Reader.load(args.model, min_probability=args.min_probability)
-    app = create_app(reader, max_request_bytes=args.max_request_mb * 1024 * 1024)
+    settings = {"model": args.model, "min_probability": args.min_probability,
+                "max_request_bytes": args.max_request_mb * 1024 * 1024}
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"serving {args.model} ({reader.runtime.format}) at http://{shown}:{port}/  "
+    workers = f", {args.workers} workers" if args.workers > 1 else ""
+    print(f"serving {args.model} ({reader.runtime.format}{workers}) at http://{shown}:{port}/  "
           "(Ctrl-C stops)", flush=True)
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    options = dict(log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    if args.workers > 1:
+        # Each worker process builds its app from these settings (uvicorn spawns them).
+        import json
+        import os
+
+        from uvicorn.supervisors import Multiprocess
+
+        del reader
+        os.environ[ENVIRONMENT] = json.dumps(settings)
+        config = uvicorn.Config("digits.service:app_from_environment", factory=True,
+                                workers=args.workers, **options)
+        import inspect
+
+        # uvicorn's supervisor: older releases take the worker's target, newer make it.
+        extra = {"target": uvicorn.Server(config).run} \
+            if "target" in inspect.signature(Multiprocess).parameters else {}
+        Multiprocess(config, sockets=[sock], **extra).run()
+        print("stopped", file=sys.stderr)
+        return 0
+    app = create_app(reader, max_request_bytes=settings["max_request_bytes"])
+    config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     # uvicorn handles Ctrl-C and SIGTERM while it runs (finishing the requests in hand), then
     # raises the signal again for the handlers it found: these note it, so the command ends

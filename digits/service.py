@@ -28,6 +28,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 PAGE = "serve_page.html"
+# `digits.serve --workers N` hands each worker process its settings in this variable (JSON).
+ENVIRONMENT = "DIGITS_SERVE_SETTINGS"
 # Requests read at once: each holds a working image of at most 512x512 floats (1 MB) and the
 # request's bytes; more wait in line instead of piling up memory.
 MAX_CONCURRENT = 8
@@ -158,6 +160,23 @@ def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024):
     return wrapped
 
 
+def app_from_environment():
+    """The app of one `digits.serve --workers N` process, built from `ENVIRONMENT`'s settings.
+
+    Each worker runs its inference on one thread: N workers share the machine's cores.
+    """
+    import os
+
+    from digits.cli import quiet_tensorflow
+    from digits.reading import Reader
+
+    quiet_tensorflow()
+    settings = json.loads(os.environ[ENVIRONMENT])
+    reader = Reader.load(settings["model"], threads=1,
+                         min_probability=settings["min_probability"])
+    return create_app(reader, max_request_bytes=settings["max_request_bytes"])
+
+
 async def _image_from(request) -> tuple[bytes, str]:
     """The uploaded image's bytes and a name for it: a multipart form's first file (or a field
     named `image`), else the raw body."""
@@ -222,7 +241,8 @@ def describe_model(runtime) -> dict:
         except (OSError, ValueError, AttributeError):
             pass
     if export:
-        measured_on = f"{export.get('examples')} test images of {measured_on}"
+        measured_on = f"{export.get('examples')} test images " \
+                      f"({export.get('dataset_description') or measured_on})"
     info.update(test_accuracy=accuracy, tested_on=measured_on,
                 classes=classes or [str(k) for k in range(10)],
                 quantize=export.get("quantize"), source=export.get("source"))

@@ -106,7 +106,6 @@ def single(url: str, body: bytes, requests: int = 200) -> dict:
     """One client, one request at a time: the latency of a drawn digit with no queue."""
     import http.client
 
-    load(url, body, clients=1, seconds=0.5)  # warm the server's first calls
     latencies = []
     host, port = re.match(r"http://([^:/]+):(\d+)", url).groups()
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -142,13 +141,16 @@ def measure(model: Path, data, tmp: Path, exports=None, serve_seconds: float = S
     tool = _screenshot_serve()
     body = drawn_digit_png(data.test.x[int(np.flatnonzero(data.test.y == 7)[0])][..., 0])
     served = {}
-    for label, path in (("keras", str(model)), (fast, exports[fast]["path"])):
+    for label, path, workers in (("keras", str(model), 1), (fast, exports[fast]["path"], 1),
+                                 (f"{fast}, 2 workers", exports[fast]["path"], 2)):
         progress(f"deploy: serving {label} under {CLIENTS} clients for {serve_seconds:.0f} s")
-        proc, url = tool.start_server(path)
+        proc, url = tool.start_server(path, "--workers", str(workers))
         try:
+            # Every worker up and warm: each loads the model on its own after the start.
+            load(url, body, clients=CLIENTS, seconds=max(1.0, serve_seconds / 3))
             alone = single(url, body)
             served[label] = {**load(url, body, seconds=serve_seconds), "alone": alone,
-                             "path": path}
+                             "path": path, "workers": workers}
         finally:
             tool.stop_server(proc)
     return {"source_bytes": source.describe()["bytes"], "examples": int(len(data.test)),
@@ -183,6 +185,7 @@ def tables(result: dict, Table) -> list:
               [f"`python -m digits.serve`, {CLIENTS} keep-alive clients on 127.0.0.1 posting a "
                f"{result['request_bytes'] / 1024:.1f} KB PNG of one digit drawn on the page's "
                "560x280 canvas, back to back; the clients run on the same 2 cores. 'one client': "
-               "200 requests one at a time. The fast path is the export with the lowest "
+               "200 requests one at a time. 2 workers: `--workers 2`, a process per core. "
+               "The fast path is the export with the lowest "
                f"single-image latency: {result['fast_path']}."]),
     ]

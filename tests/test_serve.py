@@ -205,6 +205,32 @@ def test_the_page_reads_digits_drawn_with_a_pointer(server, mnist5k, number_phot
         driver.quit()
 
 
+def test_workers_serve_an_export_and_stop_on_sigterm(source_export, mnist5k):
+    """`--workers 2` (a process per core: the fast path) serving an int8 LiteRT export."""
+    tool = screenshot_serve()
+    proc, url = tool.start_server(str(source_export), "--workers", "2")
+    try:
+        digit = png_bytes((255 - mnist5k.test.x[1, ..., 0] * 255).astype(np.uint8))
+        answers = [request(url, "POST", "/api/predict", digit) for _ in range(6)]
+        assert {status for status, _ in answers} == {200}
+        assert {body["text"] for _, body in answers} == {str(mnist5k.test.y[1])}
+        model = request(url, "GET", "/api/model")[1]
+        assert model["format"] == "litert" and model["quantize"] == "int8"
+        assert 0.9 < model["test_accuracy"] <= 1 and "500 test images" in model["tested_on"]
+    finally:
+        assert tool.stop_server(proc) == 0
+
+
+@pytest.fixture(scope="module")
+def source_export(reader_model, tmp_path_factory):
+    from digits import export
+
+    output = tmp_path_factory.mktemp("served") / "model.int8.tflite"
+    assert export.main(["--model", reader_model, "--format", "litert", "--quantize", "int8",
+                        "--dataset", "mnist-5k", "--output", str(output)]) == 0
+    return output
+
+
 def test_a_port_in_use_is_refused(reader_model):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
