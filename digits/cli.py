@@ -129,6 +129,23 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "
                        help="seed of the data split, data order and weights (default: 0)")
 
 
+def add_saved_model_argument(parser: argparse.ArgumentParser) -> None:
+    """`--model PATH`: a trained model in any format `digits.runtimes` reads."""
+    parser.add_argument("--model", required=True, metavar="PATH",
+                        help="a .keras model file, or its export by digits.export (SavedModel "
+                             "directory, .onnx, .tflite)")
+
+
+def add_min_probability_argument(parser: argparse.ArgumentParser) -> None:
+    """`--min-probability P`: below it a digit is read as uncertain (`?`)."""
+    from digits.reading import MIN_PROBABILITY
+
+    parser.add_argument("--min-probability", type=probability, default=MIN_PROBABILITY,
+                        metavar="P",
+                        help="a digit read with less probability is marked uncertain ('?' in "
+                             f"the text, \"uncertain\": true in JSON) (default: {MIN_PROBABILITY})")
+
+
 def add_callback_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("callbacks")
     group.add_argument("--callbacks", type=csv_list, action="extend", default=[], metavar="A,B",

@@ -18,8 +18,7 @@ def build_parser() -> cli.ArgumentParser:
                     "saved model on a dataset's test split: a .keras file (Keras safe mode on) "
                     "or its export by digits.export (SavedModel directory, .onnx, .tflite).",
     )
-    parser.add_argument("--model", required=True, metavar="PATH",
-                        help="a .keras model file, a SavedModel directory, an .onnx or .tflite file")
+    cli.add_saved_model_argument(parser)
     parser.add_argument("--dataset", default="auto", metavar="SPEC",
                         help="dataset whose test split to use: mnist-5k (its held-out part), "
                              "mnist, fashion-mnist, a directory of IDX files, an .npz "

@@ -22,8 +22,6 @@ CHUNK = 128
 
 
 def build_parser() -> cli.ArgumentParser:
-    from digits.reading import MIN_PROBABILITY
-
     parser = cli.ArgumentParser(
         prog="digits-predict",
         description="Read the digits in each image (PNG, JPEG, BMP, GIF, TIFF, WEBP; any size): "
@@ -33,16 +31,11 @@ def build_parser() -> cli.ArgumentParser:
                "or held no digit (each named on stderr; the others are still read and "
                "printed, and in --json such an image has an \"error\" entry in its place).",
     )
-    parser.add_argument("--model", required=True, metavar="PATH",
-                        help="a .keras model file, or its export by digits.export (SavedModel "
-                             "directory, .onnx, .tflite)")
+    cli.add_saved_model_argument(parser)
     parser.add_argument("--json", action="store_true",
                         help="print JSON: per image its text, and per digit the digit, "
                              "probability, top 3, box [x, y, width, height] and uncertain")
-    parser.add_argument("--min-probability", type=cli.probability, default=MIN_PROBABILITY,
-                        metavar="P",
-                        help="a digit read with less probability is marked uncertain ('?' in "
-                             f"the text, \"uncertain\": true in JSON) (default: {MIN_PROBABILITY})")
+    cli.add_min_probability_argument(parser)
     parser.add_argument("--explain", type=cli.non_empty, default=None, metavar="DIR",
                         help="write DIR/<image>.explain.png per image: the boxes and readings "
                              "on the image, beside the 28x28 inputs the model saw")

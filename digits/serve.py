@@ -28,8 +28,6 @@ MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 def build_parser() -> cli.ArgumentParser:
-    from digits.reading import MIN_PROBABILITY
-
     parser = cli.ArgumentParser(
         prog="digits-serve",
         description="Serve a model: a web page to draw or drop digits on, and a JSON API "
@@ -37,17 +35,13 @@ def build_parser() -> cli.ArgumentParser:
         epilog="Exit status: 0 after Ctrl-C or SIGTERM; 2 on bad input (a model that does not "
                "load, an address in use).",
     )
-    parser.add_argument("--model", required=True, metavar="PATH",
-                        help="a .keras model file, or its export by digits.export (SavedModel "
-                             "directory, .onnx, .tflite)")
+    cli.add_saved_model_argument(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 "
                              "serves your network)")
     parser.add_argument("--port", type=cli.port_number, default=8000,
                         help="port (default: 8000; 0 picks a free one)")
-    parser.add_argument("--min-probability", type=cli.probability, default=MIN_PROBABILITY,
-                        metavar="P", help="a digit read with less is marked uncertain "
-                                          f"(default: {MIN_PROBABILITY})")
+    cli.add_min_probability_argument(parser)
     parser.add_argument("--workers", type=cli.worker_count, default=1, metavar="N",
                         help="processes answering requests, each with its own copy of the "
                              "model (default: 1; one per core serves the most requests)")
