@@ -37,8 +37,8 @@ def build_parser() -> cli.ArgumentParser:
     )
     cli.add_saved_model_argument(parser)
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 "
-                             "serves your network)")
+                        help="address to bind (default: 127.0.0.1, this machine only; "
+                             "--host 0.0.0.0 serves your network)")
     parser.add_argument("--port", type=cli.port_number, default=8000,
                         help="port (default: 8000; 0 picks a free one)")
     cli.add_min_probability_argument(parser)

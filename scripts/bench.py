@@ -132,6 +132,7 @@ class Sizes:
     deploy_exports: tuple | None = None
     deploy_seconds: float = 10.0
     deploy_test: int | None = None
+    deploy_serve_all: bool = True  # False: serve only the fast path, with one worker
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -142,7 +143,8 @@ class Sizes:
                    startup_repeats=1, scale_sizes=(1_000,), accuracy_epochs=1,
                    accuracy_train=128, accuracy_test=500, fashion_epochs=1, fashion_train=1_000,
                    predict_images=20, predict_repeats=2, deploy_epochs=1,
-                   deploy_exports=(("litert", "int8"),), deploy_seconds=1.0, deploy_test=500)
+                   deploy_exports=(("litert", "int8"),), deploy_seconds=1.0, deploy_test=500,
+                   deploy_serve_all=False)
 
 
 @dataclasses.dataclass
@@ -1340,7 +1342,7 @@ def section_deploy(bench: Bench) -> dict:
         trained = sizes.deploy_epochs
     result = bench_deploy.measure(Path(model), data, bench.tmp / "exports",
                                   exports=sizes.deploy_exports, serve_seconds=sizes.deploy_seconds,
-                                  progress=progress)
+                                  serve_all=sizes.deploy_serve_all, progress=progress)
     return {**result, "model": str(bench.args.deploy_model or "the default cnn"),
             "trained_epochs": trained}
 

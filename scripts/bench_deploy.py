@@ -121,7 +121,7 @@ def single(url: str, body: bytes, requests: int = 200) -> dict:
 
 
 def measure(model: Path, data, tmp: Path, exports=None, serve_seconds: float = SECONDS,
-            progress=print) -> dict:
+            serve_all: bool = True, progress=print) -> dict:
     """Every export of `model` (or those named in `exports`) checked on `data.test`, then the
     server under load, for the `.keras` model and the fastest export."""
     from digits.export import export
@@ -141,8 +141,9 @@ def measure(model: Path, data, tmp: Path, exports=None, serve_seconds: float = S
     tool = _screenshot_serve()
     body = drawn_digit_png(data.test.x[int(np.flatnonzero(data.test.y == 7)[0])][..., 0])
     served = {}
-    for label, path, workers in (("keras", str(model), 1), (fast, exports[fast]["path"], 1),
-                                 (f"{fast}, 2 workers", exports[fast]["path"], 2)):
+    servers = [("keras", str(model), 1), (fast, exports[fast]["path"], 1),
+               (f"{fast}, 2 workers", exports[fast]["path"], 2)]
+    for label, path, workers in servers if serve_all else servers[1:2]:
         progress(f"deploy: serving {label} under {CLIENTS} clients for {serve_seconds:.0f} s")
         proc, url = tool.start_server(path, "--workers", str(workers))
         try:

@@ -132,8 +132,7 @@ def test_quick_deploy_section_exports_serves_and_judges_its_goals(tmp_path):
     deploy = json.loads(out.read_text())["sections"]["deploy"]
     export = deploy["exports"]["litert int8"]
     assert export["examples"] == 500 and export["exported"]["bytes"] < deploy["source_bytes"]
-    assert deploy["fast_path"] == "litert int8"
-    assert set(deploy["served"]) == {"keras", "litert int8", "litert int8, 2 workers"}
+    assert deploy["fast_path"] == "litert int8" and set(deploy["served"]) == {"litert int8"}
     for served in deploy["served"].values():
         assert served["requests"] > 0 and served["failures"] == 0
         assert 0 < served["p50_ms"] <= served["p99_ms"] and served["alone"]["p99_ms"] > 0
