@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from callbacks.base import Callback
+from callbacks.monitor import MonitorCallback
 from digits.atomic import atomic_path
 
 
-class Checkpoint(Callback):
+class Checkpoint(MonitorCallback):
     """Save the best model by a monitored metric to `<run>/model.keras`, atomically.
 
     Runs last among the callbacks (the Trainer puts it there), so every other callback has
@@ -20,6 +20,7 @@ class Checkpoint(Callback):
             accuracy moves in steps of 0.2% and often crowns an early, half-trained epoch; the
             loss is the finer signal). With "val_accuracy", ties go to the lower `val_loss`.
         mode: "max" or "min"; "auto" picks "min" for losses, else "max" (default "auto").
+            A monitor missing from the first epoch's metrics is an error that lists them.
         filename: file name inside the run directory (default "model.keras").
 
     Example:
@@ -30,16 +31,11 @@ class Checkpoint(Callback):
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto",
                  filename: str = "model.keras") -> None:
-        super().__init__()
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        super().__init__(monitor, mode)
         if not filename.endswith(".keras") or "/" in filename:
             raise ValueError(f"filename must be a plain name ending in .keras, got {filename!r}")
-        self.monitor = monitor
-        self.mode = ("min" if "loss" in monitor else "max") if mode == "auto" else mode
         self.filename = filename
         self.tie_breaker = "val_loss"
-        self.best: float | None = None
         self.best_loss: float | None = None
         self.best_epoch: int | None = None
 
@@ -50,11 +46,11 @@ class Checkpoint(Callback):
             # Accuracy on a few hundred validation images ties often; the later, better
             # converged model wins a tie when its validation loss is lower.
             return loss is not None and (self.best_loss is None or loss < self.best_loss)
-        return value < self.best if self.mode == "min" else value > self.best
+        return self.is_better(value, self.best)
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(float(value)) or self.trainer is None:
+        value = self.monitored(logs)
+        if not math.isfinite(value) or self.trainer is None:
             return
         if self.trainer.run is None or self.trainer.fast_dev_run:
             return

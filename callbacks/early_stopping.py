@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import sys
 
-from callbacks.base import Callback
+from callbacks.monitor import MonitorCallback
 
 BEST_WEIGHTS_FILE = "early_stopping.best.weights.h5"
 
 
-class EarlyStopping(Callback):
+class EarlyStopping(MonitorCallback):
     """Stop training when `monitor` has not improved for `patience` epochs.
 
     Like Keras' `EarlyStopping`, its state lives in a few fields: `wait` (epochs since the last
@@ -40,21 +39,12 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0,
                  mode: str = "auto", restore_best_weights: bool = False) -> None:
-        super().__init__()
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        super().__init__(monitor, mode, min_delta)
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a whole number >= 0, got {patience!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) \
-                or not math.isfinite(min_delta):
-            raise ValueError(f"min_delta must be a number, got {min_delta!r}")
-        self.monitor = monitor
         self.patience = patience
-        self.min_delta = abs(float(min_delta))
-        self.mode = ("min" if "loss" in monitor else "max") if mode == "auto" else mode
         self.restore_best_weights = bool(restore_best_weights)
         self.wait = 0
-        self.best: float | None = None
         self.best_epoch = 0
         self.stopped_epoch = 0
         self.best_weights = None
@@ -90,21 +80,10 @@ class EarlyStopping(Callback):
         self.wait, self.best, self.best_epoch, self.stopped_epoch = 0, None, 0, 0
         self.best_weights = None
 
-    def _improved(self, value: float) -> bool:
-        if self.best is None:
-            return math.isfinite(value)
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
-
     def on_epoch_end(self, epoch, logs=None) -> None:
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which is not in the epoch "
-                             f"logs (they have: {', '.join(sorted(logs)) or 'nothing'})")
-        value = float(logs[self.monitor])
+        value = self.monitored(logs)
         self.wait += 1
-        if self._improved(value):
+        if self.is_better(value, self.best):
             self.best, self.best_epoch, self.wait = value, epoch + 1, 0
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()

@@ -51,6 +51,17 @@ def save_variables(model, path: str | os.PathLike) -> None:
     write_variables(snapshot_variables(model), path)
 
 
+def check_variables(path: str | os.PathLike, count: int) -> None:
+    """Read back an archive just written: ValueError unless it holds `names` and `count`
+    variables whole (a short write or a disk error shows here, before it is committed)."""
+    with np.load(path, allow_pickle=False) as archive:
+        names = archive["names"]
+        if len(names) != count:
+            raise ValueError(f"{path}: {len(names)} variables written, {count} expected")
+        for i in range(count):
+            archive[f"v{i}"]  # decompresses nothing (np.savez stores), but reads each member
+
+
 def load_variables(model, path: str | os.PathLike) -> None:
     """Assign the variables in `path` to the model and its (built) optimizer.
 

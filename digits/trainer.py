@@ -25,12 +25,14 @@ from digits.data import Dataset, Split, make_pipeline
 from digits.errors import ConfigError, DigitsError, RunDirectoryError
 from digits.results import TestResult
 from digits.state import SUFFIX as VARIABLES_SUFFIX
-from digits.state import load_variables, snapshot_variables, write_variables
+from digits.state import check_variables, load_variables, snapshot_variables, write_variables
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = (None, "mirrored")
 STAGES = ("fit", "validate", "test", "predict")
 STATE_DIR = "state"
+STATE_FILE = "trainer.json"  # the latest committed epoch
+PREVIOUS_STATE_FILE = "trainer.previous.json"  # the one before, until the next is committed
 
 
 class CallbackFailure(DigitsError):
@@ -277,7 +279,9 @@ class _Dispatcher:
         for callback, hook in pairs:
             try:
                 getattr(callback, hook)(*args, **kwargs)
-            except (KeyboardInterrupt, CallbackFailure, TrainingStopped):
+            except (KeyboardInterrupt, CallbackFailure, TrainingStopped, ConfigError):
+                # A ConfigError (e.g. a monitored metric that does not exist) is the spec's
+                # fault, not the callback's: it leaves as an input error, exit 2.
                 raise
             except (Exception, SystemExit) as e:  # noqa: BLE001 - attributed and re-raised
                 # SystemExit too: a plugin calling sys.exit() must not end the run silently.
@@ -642,14 +646,23 @@ class Trainer:
                 state_dir.mkdir(exist_ok=True)
                 with atomic_path(state_dir / weights_name) as tmp:
                     write_variables(variables, tmp)
-                atomic_write_json(state_dir / "trainer.json", commit)
+                    check_variables(tmp, len(variables) - 1)  # all but `names`, whole, or it raises
+                # The epoch before stays until this one is committed: a damaged latest state
+                # (a disk error) then resumes from it instead of not at all.
+                kept = {weights_name}
+                if (state_dir / STATE_FILE).is_file():
+                    previous = self.run.read_json(f"{STATE_DIR}/{STATE_FILE}") or {}
+                    os.replace(state_dir / STATE_FILE, state_dir / PREVIOUS_STATE_FILE)
+                    kept.add(str(previous.get("weights")))
+                atomic_write_json(state_dir / STATE_FILE, commit)
                 for pattern in (f"epoch_*{VARIABLES_SUFFIX}", "epoch_*.weights.h5"):
                     for old in state_dir.glob(pattern):
-                        if old.name != weights_name:
+                        if old.name not in kept:
                             old.unlink(missing_ok=True)
-            except OSError as e:
+            except (OSError, ValueError) as e:
                 raise TrainingStopped(
-                    f"cannot save the run's state in {state_dir}: {e.strerror or e}") from e
+                    f"cannot save the run's state in {state_dir}: "
+                    f"{getattr(e, 'strerror', None) or e}") from e
 
         self._in_background(write)
 
@@ -674,24 +687,29 @@ class Trainer:
             return self._background.settle()
 
     def _load_state(self, model) -> dict | None:
-        state = self.run.read_json(f"{STATE_DIR}/trainer.json") if self.run else None
-        if not state or not state.get("epoch"):
+        """Restore the latest committed epoch; if its files are damaged, the epoch before
+        (with a notice), which the state keeps until the next epoch is committed."""
+        if self.run is None:
             return None
-        weights = self.run.file(STATE_DIR) / state["weights"]
-        try:
-            self._build_optimizer(model)  # built in _compile already; loading needs it
-            if weights.name.endswith(VARIABLES_SUFFIX):
-                load_variables(model, weights)
-            else:  # a run saved by digits 0.1's first releases: Keras weights, seeds in JSON
-                model.load_weights(weights)
-                seeds = state.get("seed_generators") or []
-                variables = _seed_states(model)
-                if len(seeds) == len(variables):
-                    for variable, value in zip(variables, seeds, strict=True):
-                        variable.assign(np.asarray(value, dtype=variable.dtype))
-        except Exception as e:  # noqa: BLE001 - a damaged state file is reported, not raised
+        latest = self.run.read_json(f"{STATE_DIR}/{STATE_FILE}")
+        previous = self.run.read_json(f"{STATE_DIR}/{PREVIOUS_STATE_FILE}")
+        candidates = [s for s in (latest, previous) if s and s.get("epoch")]
+        if not candidates:
+            return None
+        problems = []
+        for state in candidates:
+            try:
+                self._restore_variables(model, state)
+            except Exception as e:  # noqa: BLE001 - a damaged state file is reported, not raised
+                problems.append(f"epoch {state['epoch']}: {e}")
+                continue
+            if problems:
+                print(f"notice: the saved state of {problems[0]}; resuming from epoch "
+                      f"{state['epoch']}, the one saved before it", file=sys.stderr, flush=True)
+            break
+        else:
             raise RunDirectoryError(
-                f"cannot resume {self.run.path} from epoch {state['epoch']}: {e}; "
+                f"cannot resume {self.run.path} from {'; nor from '.join(problems)}; "
                 "start afresh with --no-resume") from None
         for c in self.callbacks:
             if hasattr(c, "load_state_dict") and c.state_key in state.get("callbacks", {}):
@@ -702,6 +720,19 @@ class Trainer:
         self.history = {k: list(v) for k, v in state.get("history", {}).items()}
         self.stop_reason = state.get("stop_reason")
         return state
+
+    def _restore_variables(self, model, state: dict) -> None:
+        weights = self.run.file(STATE_DIR) / str(state.get("weights"))
+        self._build_optimizer(model)  # built in _compile already; loading needs it
+        if weights.name.endswith(VARIABLES_SUFFIX):
+            load_variables(model, weights)
+        else:  # a run saved by digits 0.1's first releases: Keras weights, seeds in JSON
+            model.load_weights(weights)
+            seeds = state.get("seed_generators") or []
+            variables = _seed_states(model)
+            if len(seeds) == len(variables):
+                for variable, value in zip(variables, seeds, strict=True):
+                    variable.assign(np.asarray(value, dtype=variable.dtype))
 
     def _write_metrics(self, status: str, background: bool = False) -> None:
         """metrics.json, now or (`background`) after the writes queued before it."""
@@ -1002,11 +1033,12 @@ def _resumable(run: RunDirectory, config: dict) -> bool:
     ignore = {"callbacks"}
     same = {k: v for k, v in previous.items() if k not in ignore} == json.loads(
         json.dumps({k: v for k, v in config.items() if k not in ignore}, default=str))
-    state = run.read_json(f"{STATE_DIR}/trainer.json")
-    if state is None:
+    states = [run.read_json(f"{STATE_DIR}/{name}") for name in (STATE_FILE, PREVIOUS_STATE_FILE)]
+    if states == [None, None]:
         return same
-    weights = state.get("weights")
-    return same and isinstance(weights, str) and run.file(STATE_DIR).joinpath(weights).is_file()
+    return same and any(isinstance(state, dict) and isinstance(state.get("weights"), str)
+                        and run.file(STATE_DIR).joinpath(state["weights"]).is_file()
+                        for state in states)
 
 
 def _seed_states(model) -> list:

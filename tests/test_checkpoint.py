@@ -52,3 +52,33 @@ def test_by_default_the_lowest_validation_loss_wins(tmp_path):
     for epoch, (acc, loss) in enumerate([(0.99, 0.05), (0.992, 0.06), (0.988, 0.03)]):
         checkpoint.on_epoch_end(epoch, {"val_accuracy": acc, "val_loss": loss})
     assert saved == [0, 2] and checkpoint.best_epoch == 3
+
+
+def test_a_monitor_missing_from_the_epoch_is_an_input_error_that_lists_the_metrics(
+        tmp_path, capsys):
+    """`checkpoint(monitor='val_acc')` used to train to the end, say nothing, save no model."""
+    from digits import train
+
+    code = train.main(["--dataset", "mnist-5k", "--model", "mlp", "--epochs", "2",
+                       "--limit-train-batches", "1", "--limit-val-batches", "1",
+                       "--no-default-callbacks", "--callback", "checkpoint(monitor='val_acc')",
+                       "--log-dir", str(tmp_path)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, lines
+    assert lines[-1].startswith("error: callback 'checkpoint' monitors 'val_acc', which is not "
+                                "among the epoch's metrics:"), lines
+    assert "val_accuracy" in lines[-1] and "val_loss" in lines[-1]
+
+
+def test_monitors_share_one_rule_for_better():
+    from callbacks.early_stopping import EarlyStopping
+    from callbacks.monitor import MonitorCallback, monitor_mode
+    from tuner.search import objective_direction
+
+    assert [monitor_mode(m) for m in ("val_loss", "loss", "val_accuracy")] == ["min", "min", "max"]
+    assert objective_direction("val_loss") == "min" and objective_direction("val_accuracy") == "max"
+    stop = EarlyStopping(monitor="val_accuracy", min_delta=0.01)
+    assert isinstance(stop, MonitorCallback) and isinstance(Checkpoint(), MonitorCallback)
+    assert stop.is_better(0.5, None) and not stop.is_better(float("nan"), None)
+    assert stop.is_better(0.92, 0.9) and not stop.is_better(0.905, 0.9)
+    assert Checkpoint(mode="max", monitor="val_loss").is_better(0.2, 0.1)

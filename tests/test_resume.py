@@ -154,7 +154,9 @@ def test_sigkill_after_the_third_epoch_then_the_same_command_finishes_the_run(tm
     assert all(len(values) == 8 for values in metrics["history"].values())
     # Every callback's state came back: the counter saw all 8 epochs across the two processes.
     assert json.loads((run / "epoch_counter.json").read_text()) == {"seen": 8}
-    assert sorted(p.name for p in (run / "state").iterdir()) == ["epoch_8.state.npz", "trainer.json"]
+    # The latest epoch and the one before it (kept in case the latest is damaged), no more.
+    assert sorted(p.name for p in (run / "state").iterdir()) == [
+        "epoch_7.state.npz", "epoch_8.state.npz", "trainer.json", "trainer.previous.json"]
 
     # The same command run straight through ends with the same weights, to the bit.
     straight = subprocess.run(train_command(straight_logs), cwd=ROOT, capture_output=True,
@@ -304,6 +306,43 @@ def test_a_deterministic_resumed_run_ends_with_the_same_weights_as_a_straight_on
         np.testing.assert_array_equal(a, b)
     assert [v.numpy().tolist() for v in straight.variables if v.name == "seed_generator_state"] == \
         [v.numpy().tolist() for v in resumed.variables if v.name == "seed_generator_state"]
+
+
+def test_a_damaged_latest_state_resumes_from_the_epoch_before_with_a_notice(
+        tmp_path, small_data, capsys):
+    """A disk error in the last epoch's archive costs that epoch, not the run."""
+    hps = {"filters": 4, "dense_units": 32}
+    straight = fit(make_trainer(tmp_path, "straight"), small_data, **hps)
+    from digits.trainer import CallbackFailure
+
+    with pytest.raises(CallbackFailure):
+        fit(make_trainer(tmp_path, "resumed", [CrashAt(3)]), small_data, **hps)
+    state_dir = tmp_path / "resumed" / "version_0" / "state"
+    assert sorted(p.name for p in state_dir.iterdir()) == [
+        "epoch_2.state.npz", "epoch_3.state.npz", "trainer.json", "trainer.previous.json"]
+    latest = state_dir / "epoch_3.state.npz"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # a torn write
+    capsys.readouterr()
+    trainer = make_trainer(tmp_path, "resumed")
+    resumed = fit(trainer, small_data, **hps)
+    err = capsys.readouterr().err
+    assert "notice: the saved state of epoch 3:" in err and "resuming from epoch 2" in err, err
+    assert trainer.resumed_from_epoch == 2 and trainer.run.version == 0
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_state_with_both_epochs_damaged_is_refused(tmp_path, small_data):
+    from digits.errors import RunDirectoryError
+    from digits.trainer import CallbackFailure
+
+    with pytest.raises(CallbackFailure):
+        fit(make_trainer(tmp_path, "both", [CrashAt(3)]), small_data, "mlp")
+    state_dir = tmp_path / "both" / "version_0" / "state"
+    for archive in state_dir.glob("epoch_*.state.npz"):
+        archive.write_bytes(b"not an archive")
+    with pytest.raises(RunDirectoryError, match="from epoch 3: .*; nor from epoch 2: "):
+        fit(make_trainer(tmp_path, "both"), small_data, "mlp")
 
 
 def test_early_stopping_and_checkpoint_state_come_back(tmp_path, small_data):
@@ -456,4 +495,5 @@ def test_a_run_saved_in_the_earlier_keras_weights_format_still_resumes_to_the_sa
     assert trainer.resumed_from_epoch == 2
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert sorted(p.name for p in state_dir.iterdir()) == ["epoch_4.state.npz", "trainer.json"]
+    assert sorted(p.name for p in state_dir.iterdir()) == [
+        "epoch_3.state.npz", "epoch_4.state.npz", "trainer.json", "trainer.previous.json"]

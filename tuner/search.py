@@ -38,7 +38,10 @@ FAILURE_LIMIT = "consecutive failures"
 
 
 def objective_direction(name: str) -> str:
-    return "min" if "loss" in name else "max"
+    """The objective's direction, by the callbacks' own rule (`callbacks.monitor`)."""
+    from callbacks.monitor import monitor_mode
+
+    return monitor_mode(name)
 
 
 class _TrialsThroughDigits:
