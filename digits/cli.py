@@ -33,7 +33,7 @@ MAX_CONFIG_BYTES = 1024 * 1024
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one `error:` line (no usage dump) and exit 2."""
 
-    def error(self, message: str):  # noqa: D401 - argparse's signature
+    def error(self, message: str):
         print(f"error: {message} (see --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 

@@ -22,7 +22,6 @@ import numpy as np
 from digits.errors import DatasetError
 
 NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28, 1)
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 NAMED_SPECS = ("auto", "mnist", "mnist-5k", "fashion-mnist")
 FASHION_CLASSES = (
@@ -340,12 +339,6 @@ def _keras_load(module: str) -> tuple[Split, Split]:
     finally:
         socket.setdefaulttimeout(previous)
     return _pair(x_train, y_train, module + " train"), _pair(x_test, y_test, module + " test")
-
-
-def keras_cache_has_mnist() -> bool:
-    """Whether `keras.datasets.mnist.load_data()` would be served from the local cache."""
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    return (home / "datasets" / "mnist.npz").is_file()
 
 
 def _read_spec(spec: str) -> tuple[Split | None, Split | None, str, str]:

@@ -29,7 +29,6 @@ from digits.state import check_variables, load_variables, snapshot_variables, wr
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = (None, "mirrored")
-STAGES = ("fit", "validate", "test", "predict")
 STATE_DIR = "state"
 STATE_FILE = "trainer.json"  # the latest committed epoch
 PREVIOUS_STATE_FILE = "trainer.previous.json"  # the one before, until the next is committed
@@ -205,6 +204,23 @@ def _digits_base():
     return Callback
 
 
+def _check_state_keys(callbacks: list) -> None:
+    """Two callbacks that keep state must not save it under one key: the second would
+    silently overwrite the first's in the run's state (and both would resume from it)."""
+    base = _digits_base()
+    owners: dict[str, object] = {}
+    for c in callbacks:
+        if not isinstance(c, base) or type(c).state_dict is base.state_dict:
+            continue  # keeps nothing
+        key = c.state_key
+        if key in owners:
+            name = getattr(c, "name", "") or type(c).__name__
+            raise ConfigError(
+                f"two callbacks keep their state under the key {key!r} ({name} twice?): give "
+                "one of them its own `state_key` (a property of the callback class)")
+        owners[key] = c
+
+
 class _Dispatcher:
     """Runs each hook on every callback in order, naming the callback when one raises.
 
@@ -216,6 +232,7 @@ class _Dispatcher:
     def __init__(self, callbacks: list) -> None:
         import keras
 
+        _check_state_keys(callbacks)
         self.callbacks = callbacks
         self.epoch_variable = None
         self.background = None  # during a fit: held through each epoch's end

@@ -62,3 +62,18 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout, input=input)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the versions the suite ran with (CI's log then says what passed)."""
+    from importlib import metadata
+
+    names = ("tensorflow", "keras", "keras-tuner", "numpy", "scikit-learn", "scikit-image",
+             "onnxruntime", "ai-edge-litert", "fastapi", "uvicorn", "selenium")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} missing")
+    terminalreporter.write_line(f"ran with Python {sys.version.split()[0]}: " + ", ".join(found))

@@ -82,3 +82,26 @@ def test_monitors_share_one_rule_for_better():
     assert stop.is_better(0.5, None) and not stop.is_better(float("nan"), None)
     assert stop.is_better(0.92, 0.9) and not stop.is_better(0.905, 0.9)
     assert Checkpoint(mode="max", monitor="val_loss").is_better(0.2, 0.1)
+
+
+def test_two_stateful_callbacks_may_not_share_a_state_key(tmp_path, small_data):
+    """The second's state used to overwrite the first's in the run's state, silently."""
+    import pytest
+
+    from callbacks.early_stopping import EarlyStopping
+    from digits.errors import ConfigError
+    from digits.trainer import Trainer
+
+    trainer = Trainer(max_epochs=1, log_dir=tmp_path, verbose=False, limit_train_batches=1,
+                      callbacks=[EarlyStopping(patience=3), EarlyStopping(monitor="val_accuracy")])
+    with pytest.raises(ConfigError, match="under the key 'EarlyStopping'"):
+        trainer.fit(trainer.build_model("mlp", hidden_units=8), small_data)
+
+    class Distinct(EarlyStopping):
+        @property
+        def state_key(self):
+            return "EarlyStopping.accuracy"
+
+    trainer = Trainer(max_epochs=1, log_dir=tmp_path, verbose=False, limit_train_batches=1,
+                      callbacks=[EarlyStopping(patience=3), Distinct(monitor="val_accuracy")])
+    trainer.fit(trainer.build_model("mlp", hidden_units=8), small_data)

@@ -117,7 +117,7 @@ def serve(tuner, display, address: str, poll_seconds: float = 0.5) -> None:
             super().__init__(oracle)
             self.failure: str | None = None
 
-        def CreateTrial(self, request, context):  # noqa: N802 - gRPC's method name
+        def CreateTrial(self, request, context):  # gRPC's method name
             if self.failure is not None:
                 oracle.tuner_ids.discard(request.tuner_id)
                 self.stop_triggered = True
@@ -130,7 +130,7 @@ def serve(tuner, display, address: str, poll_seconds: float = 0.5) -> None:
                             request.tuner_id))
             return response
 
-        def EndTrial(self, request, context):  # noqa: N802 - gRPC's method name
+        def EndTrial(self, request, context):  # gRPC's method name
             trial = trial_module.Trial.from_proto(request.trial)
             owner = next((t for t, running in oracle.ongoing_trials.items()
                           if running.trial_id == trial.trial_id), None)
