@@ -1,5 +1,10 @@
 """`python -m digits.callbacks`: list every registered callback, where it comes from, what it does.
 
+`python -m digits.callbacks --hooks [--callbacks ...] [--callback SPEC] [--no-default-callbacks]`
+shows instead, for the callbacks such a `digits.train` run would use, every hook of a run in the
+order it happens and which callbacks act in it, in their order (fastai's `show_training_loop`):
+a plugin author's first question.
+
 `digits-train --list-callbacks` prints the same list. Descriptions are read from the source
 when possible, so listing does not import TensorFlow; a callback whose source cannot be read is
 imported to get its docstring, and one that fails to import is listed with the error.
@@ -74,16 +79,95 @@ def print_callbacks(console=None) -> None:
     console.print(table)
 
 
+# A run's hooks in the order they happen: (moment, [hooks]). Keras' end of an evaluation pass
+# is `on_test_end` to Keras; digits callbacks take it as `on_evaluate_end`.
+RUN_HOOKS = (
+    ("fit starts", ("setup", "on_fit_start", "on_train_begin")),
+    ("each epoch starts", ("on_epoch_begin",)),
+    ("each training batch", ("on_train_batch_begin", "on_train_batch_end")),
+    ("each validation pass", ("on_test_begin", "on_test_batch_begin", "on_test_batch_end",
+                              "on_test_end")),
+    ("each epoch ends (then the run's state is saved)", ("on_epoch_end", "state_dict")),
+    ("fit ends", ("on_train_end", "on_fit_end", "teardown")),
+    ("test", ("setup", "on_test_end", "teardown")),
+    ("a resumed run, before fit starts", ("load_state_dict",)),
+    ("anything raised", ("on_exception",)),
+)
+
+
+def hook_rows(callbacks: list) -> list[tuple[str, str, list[str]]]:
+    """(moment, hook as the callbacks name it, names of the callbacks acting in it, in order)."""
+    rows = []
+    for moment, hooks in RUN_HOOKS:
+        for hook in hooks:
+            if hook in ("state_dict", "load_state_dict"):
+                from callbacks.base import Callback
+
+                acting = [c for c in callbacks if getattr(type(c), hook, None) not in
+                          (None, getattr(Callback, hook))]
+                shown = hook
+            else:
+                trainer_level = moment == "test" or hook in ("setup", "on_fit_start",
+                                                             "on_fit_end", "teardown",
+                                                             "on_exception")
+                acting = [c for c in callbacks if _acts(c, hook, trainer_level)]
+                shown = "on_evaluate_" + hook[len("on_test_"):] \
+                    if moment == "each validation pass" and hook in ("on_test_begin", "on_test_end") \
+                    else hook
+            rows.append((moment, shown, [_label(c) for c in acting]))
+    return rows
+
+
+def _acts(callback, hook: str, trainer_level: bool) -> bool:
+    from callbacks.base import Callback
+    from digits.trainer import hook_method
+
+    if trainer_level:  # the Trainer's own hooks reach digits callbacks only
+        return isinstance(callback, Callback) and \
+            getattr(type(callback), hook, None) is not getattr(Callback, hook)
+    return hook_method(callback, hook) is not None
+
+
+def _label(callback) -> str:
+    return getattr(callback, "name", "") or type(callback).__name__
+
+
+def print_hooks(callbacks: list) -> None:
+    """The run's hooks, moment by moment, with the callbacks that act in each."""
+    print("callbacks, in the order they run: " + ", ".join(_label(c) for c in callbacks))
+    moment = None
+    width = max(len(shown) for _, shown, _ in hook_rows(callbacks))
+    for when, shown, acting in hook_rows(callbacks):
+        if when != moment:
+            print(f"\n{when}")
+            moment = when
+        print(f"  {shown:<{width}}  {', '.join(acting) if acting else '-'}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """List the registered callbacks; exit 2 with one line on error."""
+    """List the registered callbacks (or a run's hooks); exit 2 with one line on error."""
+    from digits import cli
+
     parser = argparse.ArgumentParser(
         prog="python -m digits.callbacks",
         description="List every callback registered under the digits.callbacks entry-point "
-                    "group: built-in and installed plugins, usable by name with --callbacks.",
+                    "group: built-in and installed plugins, usable by name with --callbacks. "
+                    "With --hooks: which callbacks act in each hook of a run, in order.",
     )
-    parser.parse_args(argv)
+    parser.add_argument("--hooks", action="store_true",
+                        help="show every hook of a digits.train run with the callbacks "
+                             "(chosen as digits.train chooses them) that act in it")
+    cli.add_callback_arguments(parser)
+    args = parser.parse_args(argv)
     try:
-        print_callbacks()
+        if args.hooks:
+            from callbacks.registry import resolve
+            from digits.trainer import Trainer
+
+            chosen = resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
+            print_hooks(Trainer(callbacks=chosen, verbose=False).callbacks)
+        else:
+            print_callbacks()
     except DigitsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

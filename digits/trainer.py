@@ -204,6 +204,28 @@ def _digits_base():
     return Callback
 
 
+def hook_method(callback, hook: str) -> str | None:
+    """The name of `callback`'s method that acts in `hook`, or None when it leaves the hook
+    to its base class (a no-op). `hook` is a Keras hook ("on_epoch_end", "on_test_end" for the
+    end of an evaluation pass, ...) or one of the Trainer's ("setup", "on_fit_start", ...).
+    What `python -m digits.callbacks --hooks` shows and what the dispatcher calls."""
+    import keras
+
+    digits_callback = isinstance(callback, _digits_base())
+    keras_base = keras.callbacks.Callback
+    if hasattr(keras_base, hook):
+        # On digits callbacks `on_test_end` is the Trainer-level hook, so Keras' end of an
+        # evaluation pass reaches them as `on_evaluate_begin/_end(logs)` instead.
+        name = _KERAS_RENAMES.get(hook, hook) if digits_callback else hook
+        base = getattr(_digits_base(), name, None) if name != hook else getattr(keras_base, hook)
+    elif digits_callback:
+        name, base = hook, getattr(_digits_base(), hook, None)
+    else:
+        return None
+    method = getattr(type(callback), name, None)
+    return name if method is not None and method is not base else None
+
+
 def _check_state_keys(callbacks: list) -> None:
     """Two callbacks that keep state must not save it under one key: the second would
     silently overwrite the first's in the run's state (and both would resume from it)."""
@@ -248,13 +270,8 @@ class _Dispatcher:
             "on_train_batch_begin", "on_train_batch_end", "on_test_batch_begin",
             "on_test_batch_end", "on_predict_batch_begin", "on_predict_batch_end",
         ):
-            takers = []
-            for c in callbacks:
-                # On digits callbacks `on_test_end` is the Trainer-level hook, so Keras' end of
-                # an evaluation pass reaches them as `on_evaluate_begin/_end(logs)` instead.
-                name = _KERAS_RENAMES.get(hook, hook) if isinstance(c, _digits_base()) else hook
-                if getattr(type(c), name, None) not in (None, getattr(base, hook, None)):
-                    takers.append((c, name))
+            takers = [(c, name) for c in callbacks
+                      if (name := hook_method(c, hook)) is not None]
             if not takers:
                 continue
 

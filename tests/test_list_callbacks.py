@@ -51,3 +51,35 @@ def test_a_terminal_gets_a_table(monkeypatch):
     assert "\x1b[" in out and "╭" in out
     for row in registered_callbacks():
         assert row.name in out and row.target in out
+
+
+COUNTER = "tests.test_resume:EpochCounter"  # a plugin is named by its spec
+
+
+def test_hooks_show_every_moment_of_a_run_and_who_acts_in_it(capsys):
+    """`python -m digits.callbacks --hooks`: a plugin author's first question, answered."""
+    from digits import callbacks as listing
+
+    assert listing.main(["--hooks", "--callback", "tests.test_resume:EpochCounter",
+                         "--callbacks", "early_stopping"]) == 0
+    out = capsys.readouterr().out
+    order = out.splitlines()[0]
+    assert order.startswith("callbacks, in the order they run: ") and order.endswith("checkpoint")
+    rows = {}
+    moment = None
+    for line in out.splitlines()[1:]:
+        if line and not line.startswith("  "):
+            moment = line
+        elif line.strip():
+            hook, _, acting = line.strip().partition("  ")
+            rows[(moment, hook)] = [a.strip() for a in acting.strip().split(",")]
+    epoch_end = rows[("each epoch ends (then the run's state is saved)", "on_epoch_end")]
+    assert COUNTER in epoch_end and epoch_end[-1] == "checkpoint"
+    assert epoch_end.index("early_stopping") < epoch_end.index("checkpoint")
+    assert rows[("each epoch ends (then the run's state is saved)", "state_dict")] == [
+        COUNTER, "early_stopping", "checkpoint"]
+    assert COUNTER in rows[("fit ends", "on_fit_end")]
+    assert rows[("a resumed run, before fit starts", "load_state_dict")] == [
+        COUNTER, "early_stopping", "checkpoint"]
+    assert "rich_report" in rows[("test", "on_test_end")]
+    assert ("each validation pass", "on_evaluate_end") in rows
