@@ -35,12 +35,13 @@ def load_bench_module():
 
 def test_quick_run_writes_every_measured_section_and_goal_as_json(tmp_path):
     out, markdown = tmp_path / "bench.json", tmp_path / "BENCHMARKS.md"
-    proc = run_bench("--quick", "--only", "overhead,callbacks,startup,accuracy,predict",
+    proc = run_bench("--quick", "--only", "overhead,callbacks,startup,accuracy,predict,deploy",
                      "--out", str(out), "--markdown", str(markdown))
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     report = json.loads(out.read_text())
-    assert report["sections_run"] == ["overhead", "callbacks", "startup", "accuracy", "predict"]
+    assert report["sections_run"] == ["overhead", "callbacks", "startup", "accuracy", "predict",
+                                      "deploy"]
     assert report["machine"]["cores"] >= 1 and report["machine"]["tensorflow"]
     assert report["command"].startswith("python scripts/bench.py --quick")
     assert len(report["load"]["start"]) == 3
@@ -76,6 +77,17 @@ def test_quick_run_writes_every_measured_section_and_goal_as_json(tmp_path):
 
     text = markdown.read_text()
     assert "# Benchmarks" in text and report["command"] in text and "### Overhead ratios" in text
+
+    # deploy: the fast path exported, checked and served under load; its goals judged
+    deploy = report["sections"]["deploy"]
+    export = deploy["exports"]["litert int8"]
+    assert export["examples"] == 500 and export["exported"]["bytes"] < deploy["source_bytes"]
+    assert deploy["fast_path"] == "litert int8" and set(deploy["served"]) == {"litert int8"}
+    for served in deploy["served"].values():
+        assert served["requests"] > 0 and served["failures"] == 0
+        assert 0 < served["p50_ms"] <= served["p99_ms"] and served["alone"]["p99_ms"] > 0
+    judged = {g["goal"] for g in report["goals"]}
+    assert any("requests/s" in g for g in judged) and any("p99" in g for g in judged)
 
 
 @pytest.mark.slow
@@ -124,17 +136,3 @@ def test_an_unknown_section_is_refused_before_anything_runs():
     assert proc.returncode == 2
     assert "unknown section(s) speed" in proc.stderr
 
-
-def test_quick_deploy_section_exports_serves_and_judges_its_goals(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = run_bench("--quick", "--only", "deploy", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    deploy = json.loads(out.read_text())["sections"]["deploy"]
-    export = deploy["exports"]["litert int8"]
-    assert export["examples"] == 500 and export["exported"]["bytes"] < deploy["source_bytes"]
-    assert deploy["fast_path"] == "litert int8" and set(deploy["served"]) == {"litert int8"}
-    for served in deploy["served"].values():
-        assert served["requests"] > 0 and served["failures"] == 0
-        assert 0 < served["p50_ms"] <= served["p99_ms"] and served["alone"]["p99_ms"] > 0
-    goals = {g["goal"] for g in json.loads(out.read_text())["goals"]}
-    assert any("requests/s" in g for g in goals) and any("p99" in g for g in goals)
