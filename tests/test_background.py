@@ -119,7 +119,10 @@ def test_the_state_of_an_epoch_is_written_while_the_next_trains_and_whole_at_the
     run = trainer.run.path  # ... and fit returned only once everything was
     state = json.loads((run / "state" / "trainer.json").read_text())
     assert state["epoch"] == 3 and (run / "state" / state["weights"]).is_file()
-    assert [p.name for p in (run / "state").glob("epoch_*")] == [state["weights"]]
+    previous = json.loads((run / "state" / "trainer.previous.json").read_text())
+    assert previous["epoch"] == 2  # kept until the next epoch is committed, then dropped
+    assert sorted(p.name for p in (run / "state").glob("epoch_*")) == sorted(
+        [previous["weights"], state["weights"]])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "fitted" and metrics["epochs_completed"] == 3
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
