@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import os
@@ -58,7 +59,7 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return path / SAVED_MODEL_SIDECAR if path.is_dir() else path.with_name(path.name + SIDECAR)
 
 
-class Runtime:
+class Runtime(abc.ABC):
     """A loaded classifier: `predict` images -> probabilities, whatever the format."""
 
     format = "keras"
@@ -78,8 +79,10 @@ class Runtime:
                                           dtype=np.float32)
                                for k in range(0, len(x), self.batch_size)])
 
+    @abc.abstractmethod
     def _predict_batch(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """One batch of at most `batch_size` images -> their probabilities, in the format's
+        own runtime."""
 
     def describe(self) -> dict:
         """What `GET /api/model` and the reports say about it: path, format, size, and the
