@@ -155,7 +155,8 @@ def run(argv: list[str] | None = None) -> int:
     from digits.errors import DatasetError
     from tuner.display import SearchDisplay
     from tuner.hypermodel import DigitsHyperModel
-    from tuner.search import planned_trials, quiet_trial_tracebacks
+    from tuner.keras_tuner_internals import quiet_trial_tracebacks
+    from tuner.search import planned_trials
 
     def trial_callbacks() -> list:
         return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)

@@ -19,11 +19,11 @@ import dataclasses
 import ipaddress
 import os
 import queue
-import threading
 import time
 from concurrent import futures
 
 from digits.errors import ConfigError, DigitsError
+from tuner.records import failure_limit_message
 
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
@@ -105,14 +105,15 @@ def serve(tuner, display, address: str, poll_seconds: float = 0.5) -> None:
     trials in a row (the workers are told to stop first).
     """
     import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
-    from keras_tuner.src.engine import trial as trial_module
 
+    from tuner import keras_tuner_internals as internals
+
+    service, service_grpc = internals.grpc_service()
+    trial_module = internals.trial_module()
     oracle = tuner.oracle
     events: queue.Queue = queue.Queue()
 
-    class Servicer(oracle_chief.OracleServicer):
+    class Servicer(internals.oracle_servicer()):
         def __init__(self):
             super().__init__(oracle)
             self.failure: str | None = None
@@ -122,7 +123,7 @@ def serve(tuner, display, address: str, poll_seconds: float = 0.5) -> None:
                 oracle.tuner_ids.discard(request.tuner_id)
                 self.stop_triggered = True
                 stopped = trial_module.Trial(oracle.get_space(), status="STOPPED")
-                return protos.get_service().CreateTrialResponse(trial=stopped.to_proto())
+                return service.CreateTrialResponse(trial=stopped.to_proto())
             response = super().CreateTrial(request, context)
             if response.trial.status == trial_module.TrialStatus.to_proto("RUNNING"):
                 trial = oracle.get_trial(response.trial.trial_id)
@@ -139,17 +140,15 @@ def serve(tuner, display, address: str, poll_seconds: float = 0.5) -> None:
             except RuntimeError as e:
                 if "consecutive failures" not in str(e):
                     raise
-                from tuner.search import failure_limit_message
-
                 settle_after_failure_limit(oracle, trial.trial_id)
                 self.failure = failure_limit_message(oracle, tuner.project_dir, trial.trial_id)
             events.put(("ended", trial.trial_id, None, owner))
-            return protos.get_service().EndTrialResponse()
+            return service.EndTrialResponse()
 
     # One thread, as in keras-tuner: the oracle's calls run one at a time.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     servicer = Servicer()
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    service_grpc.add_OracleServicer_to_server(servicer, server)
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError as e:
@@ -172,9 +171,9 @@ def serve(tuner, display, address: str, poll_seconds: float = 0.5) -> None:
 
 
 def _all_done(oracle) -> bool:
-    from keras_tuner.src.engine.oracle import synchronized
+    from tuner.keras_tuner_internals import oracle_synchronized
 
-    @synchronized
+    @oracle_synchronized
     def done(oracle):
         return not oracle.ongoing_trials and not oracle.tuner_ids
 
@@ -201,14 +200,12 @@ def settle_after_failure_limit(oracle, trial_id: str) -> None:
     `@synchronized` keeps the oracle's lock when the call raises (so any other thread would
     wait for it forever). Call this from the thread that called `end_trial`.
     """
-    from keras_tuner.src.engine import oracle as oracle_module
+    from tuner.keras_tuner_internals import release_lock_kept_after_raise, save_trial
 
-    if oracle_module.THREADS[oracle] == threading.current_thread().name:
-        oracle_module.THREADS[oracle] = None
-        oracle_module.LOCKS[oracle].release()
+    release_lock_kept_after_raise(oracle)
     trial = oracle.trials[trial_id]
     for tuner_id, running in list(oracle.ongoing_trials.items()):
         if running.trial_id == trial_id:
             oracle.ongoing_trials.pop(tuner_id)
-    oracle._save_trial(trial)
+    save_trial(oracle, trial)
     oracle.save()

@@ -30,8 +30,9 @@ from digits.atomic import atomic_write_json
 from digits.errors import ConfigError
 from tuner import space
 from tuner.distributed import Role, SearchStopped, settle_after_failure_limit
+from tuner.keras_tuner_internals import run_and_update_trial
+from tuner.records import RECORD, failure_limit_message, read_record, short_reason
 
-RECORD = "digits_trial.json"
 SETTINGS = "search.json"
 BEST = "best_hyperparameters.json"
 FAILURE_LIMIT = "consecutive failures"
@@ -82,7 +83,7 @@ class _TrialsThroughDigits:
                 time.sleep(self.idle_seconds)
                 continue
             self.on_trial_begin(trial)
-            self._try_run_and_update_trial(trial, data, epochs=epochs)
+            run_and_update_trial(self, trial, data, epochs=epochs)
             self.on_trial_end(trial)
         self.on_search_end()
 
@@ -251,43 +252,6 @@ def planned_trials(kind: str, max_trials: int | None, max_epochs: int, factor: i
     total = sum(math.ceil(last_round_size / (b + 1) * factor ** (b - r))
                 for b in range(brackets) for r in range(b + 1)) * hyperband_iterations
     return min(total, max_trials) if max_trials else total
-
-
-def short_reason(message: str | None) -> str | None:
-    """The last line of a trial's traceback, without module paths: 'FailedTrialError: ...'."""
-    if not message:
-        return None
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    last = lines[-1] if lines else ""
-    head, sep, tail = last.partition(": ")
-    if sep and "." in head and " " not in head:
-        last = f"{head.rsplit('.', 1)[-1]}: {tail}"
-    return last[:500]
-
-
-def failure_limit_message(oracle, project_dir: Path, trial_id: str) -> str:
-    """Why keras-tuner stopped the search: the limit, and the reason of the last failure."""
-    record = read_record(project_dir, trial_id) or {}
-    last = record.get("reason") or short_reason(getattr(oracle.trials.get(trial_id), "message",
-                                                        None))
-    return (f"{oracle.max_consecutive_failed_trials} trials failed in a row; the last one, "
-            f"trial {trial_id}: {last or 'no reason recorded'}")
-
-
-def quiet_trial_tracebacks() -> None:
-    """Keep keras-tuner from printing the traceback of every failed trial (it prints them
-    while its DEBUG flag is on, the default): the search prints each trial's reason in one
-    line, and `trial_<id>/digits_trial.json` keeps the whole traceback."""
-    from keras_tuner.src import config as keras_tuner_config
-
-    keras_tuner_config.DEBUG = False
-
-
-def read_record(project_dir: Path, trial_id: str) -> dict | None:
-    try:
-        return json.loads((Path(project_dir) / f"trial_{trial_id}" / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 # ----------------------------------------------------------------------------- settings

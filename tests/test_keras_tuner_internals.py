@@ -1,0 +1,82 @@
+"""Each assumption `tuner/keras_tuner_internals.py` makes about keras-tuner's private parts.
+
+A keras-tuner release that moves one of them fails exactly one of these, naming it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+
+import keras_tuner
+import pytest
+
+from tuner import keras_tuner_internals as internals
+
+
+@pytest.fixture
+def oracle(tmp_path):
+    hp = keras_tuner.HyperParameters()
+    hp.Int("units", 1, 4)
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective("val_loss", "min"), max_trials=2, hyperparameters=hp)
+    oracle._set_project_dir(str(tmp_path), "project")
+    return oracle
+
+
+def test_the_debug_flag_is_what_quiets_tracebacks():
+    from keras_tuner.src import config
+
+    internals.quiet_trial_tracebacks()
+    assert config.DEBUG is False
+
+
+def test_the_tuner_runs_a_trial_through_try_run_and_update_trial():
+    method = getattr(keras_tuner.engine.base_tuner.BaseTuner, "_try_run_and_update_trial")
+    parameters = list(inspect.signature(method).parameters)
+    assert parameters[:2] == ["self", "trial"] and "fit_args" in parameters
+
+
+def test_the_oracle_servicer_and_its_messages():
+    servicer = internals.oracle_servicer()
+    assert callable(servicer.CreateTrial) and callable(servicer.EndTrial)
+    service, service_grpc = internals.grpc_service()
+    assert service.CreateTrialResponse and service.EndTrialResponse
+    assert callable(service_grpc.add_OracleServicer_to_server)
+
+
+def test_trials_go_to_protos_and_back(oracle):
+    module = internals.trial_module()
+    trial = module.Trial(oracle.get_space(), trial_id="7", status="STOPPED")
+    again = module.Trial.from_proto(trial.to_proto())
+    assert again.trial_id == "7" and again.status == "STOPPED"
+    assert module.TrialStatus.to_proto("RUNNING") is not None
+
+
+def test_synchronized_runs_under_the_oracles_lock_and_a_kept_lock_is_released(oracle):
+    from keras_tuner.src.engine import oracle as oracle_module
+
+    seen = []
+
+    @internals.oracle_synchronized
+    def look(o):
+        seen.append(oracle_module.THREADS[o])
+        return "ran"
+
+    assert look(oracle) == "ran" and seen == [threading.current_thread().name]
+
+    @internals.oracle_synchronized
+    def fails(o):
+        raise RuntimeError("too many consecutive failures")
+
+    with pytest.raises(RuntimeError):
+        fails(oracle)
+    internals.release_lock_kept_after_raise(oracle)  # whatever keras-tuner did with the lock
+    assert oracle_module.THREADS[oracle] is None
+    assert look(oracle) == "ran"  # not deadlocked
+
+
+def test_save_trial_writes_the_trials_json(oracle, tmp_path):
+    trial = oracle.create_trial("tuner0")
+    internals.save_trial(oracle, trial)
+    assert (tmp_path / "project" / f"trial_{trial.trial_id}" / "trial.json").is_file()

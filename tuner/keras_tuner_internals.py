@@ -1,0 +1,97 @@
+"""The one place digits reaches into keras-tuner's private parts.
+
+keras-tuner's public API has no way to serve an oracle while watching its trials, to end a
+search cleanly after too many failures, to run a trial through the tuner's own bookkeeping
+from a loop of our own, or to silence its tracebacks. Each of those leans on a private name,
+and each is here, with the assumption it makes written down and checked by a test of its own
+(`tests/test_keras_tuner_internals.py`), so that a keras-tuner release that moves one breaks
+one test with a clear message, not a search.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+def quiet_trial_tracebacks() -> None:
+    """Keep keras-tuner from printing every failed trial's traceback.
+
+    Assumes: `keras_tuner.src.config.DEBUG` is the flag its tuners read before printing one.
+    """
+    from keras_tuner.src import config
+
+    config.DEBUG = False
+
+
+def run_and_update_trial(tuner, trial, *fit_args, **fit_kwargs) -> None:
+    """Run `trial` as keras-tuner's `search` does: build, fit, report to the oracle, record a
+    failure as the trial's (`BaseTuner._try_run_and_update_trial`).
+
+    Assumes: the method exists with that name and takes (trial, *fit_args, **fit_kwargs).
+    """
+    tuner._try_run_and_update_trial(trial, *fit_args, **fit_kwargs)
+
+
+def oracle_servicer():
+    """keras-tuner's gRPC servicer of an oracle (the chief's side of a distributed search).
+
+    Assumes: `keras_tuner.src.distribute.oracle_chief.OracleServicer(oracle)` with the methods
+    `CreateTrial` and `EndTrial`.
+    """
+    from keras_tuner.src.distribute import oracle_chief
+
+    return oracle_chief.OracleServicer
+
+
+def grpc_service():
+    """(messages module, gRPC module) of keras-tuner's oracle service.
+
+    Assumes: `keras_tuner.src.protos.get_service()` has `CreateTrialResponse` and
+    `EndTrialResponse`, and `get_service_grpc()` has `add_OracleServicer_to_server`.
+    """
+    from keras_tuner.src import protos
+
+    return protos.get_service(), protos.get_service_grpc()
+
+
+def trial_module():
+    """keras-tuner's `Trial` and `TrialStatus` (with `Trial.to_proto`/`from_proto`).
+
+    Assumes: `keras_tuner.src.engine.trial` holds both.
+    """
+    from keras_tuner.src.engine import trial
+
+    return trial
+
+
+def oracle_synchronized(function):
+    """`function(oracle)` run under the oracle's own lock, as its public methods run.
+
+    Assumes: `keras_tuner.src.engine.oracle.synchronized` decorates functions whose first
+    argument is the oracle.
+    """
+    from keras_tuner.src.engine.oracle import synchronized
+
+    return synchronized(function)
+
+
+def release_lock_kept_after_raise(oracle) -> None:
+    """Release the oracle's lock if this thread still holds it because a `@synchronized`
+    method raised (keras-tuner keeps it then, and every other thread would wait forever).
+
+    Assumes: `keras_tuner.src.engine.oracle.THREADS[oracle]` names the thread holding
+    `LOCKS[oracle]`, or is None.
+    """
+    from keras_tuner.src.engine import oracle as oracle_module
+
+    if oracle_module.THREADS[oracle] == threading.current_thread().name:
+        oracle_module.THREADS[oracle] = None
+        oracle_module.LOCKS[oracle].release()
+
+
+def save_trial(oracle, trial) -> None:
+    """Write `trial` to its `trial.json` (what `end_trial` does before it can raise).
+
+    Assumes: `Oracle._save_trial(trial)`.
+    """
+    oracle._save_trial(trial)
