@@ -41,7 +41,7 @@ class ArgumentParser(argparse.ArgumentParser):
 # ----------------------------------------------------------------------------- value types
 
 
-def _number_type(kind: type, lo=None, hi=None, lo_open: bool = False, label: str = "a number"):
+def number_type(kind: type, lo=None, hi=None, lo_open: bool = False, label: str = "a number"):
     def parse(text: str):
         try:
             value = kind(text)
@@ -59,20 +59,20 @@ def _number_type(kind: type, lo=None, hi=None, lo_open: bool = False, label: str
     return parse
 
 
-positive_int = _number_type(int, 1, 1_000_000, label="a whole number >= 1")
-non_negative_int = _number_type(int, 0, 1_000_000, label="a whole number >= 0")
-seed_int = _number_type(int, 0, 2**31 - 1, label="a seed from 0 to 2147483647")
-batch_int = _number_type(int, 1, 65536, label="a batch size from 1 to 65536")
-fraction = _number_type(float, 0.0, 0.9, lo_open=True, label="a fraction in (0, 0.9]")
-learning_rate = _number_type(float, 0.0, 10.0, lo_open=True, label="a learning rate in (0, 10]")
-port_number = _number_type(int, 0, 65535, label="a port from 0 to 65535")
-worker_count = _number_type(int, 1, 64, label="a number of workers from 1 to 64")
+positive_int = number_type(int, 1, 1_000_000, label="a whole number >= 1")
+non_negative_int = number_type(int, 0, 1_000_000, label="a whole number >= 0")
+seed_int = number_type(int, 0, 2**31 - 1, label="a seed from 0 to 2147483647")
+batch_int = number_type(int, 1, 65536, label="a batch size from 1 to 65536")
+fraction = number_type(float, 0.0, 0.9, lo_open=True, label="a fraction in (0, 0.9]")
+learning_rate = number_type(float, 0.0, 10.0, lo_open=True, label="a learning rate in (0, 10]")
+port_number = number_type(int, 0, 65535, label="a port from 0 to 65535")
+worker_count = number_type(int, 1, 64, label="a number of workers from 1 to 64")
 
 
 def steps_per_execution(text: str):
     if text == "auto":
         return "auto"
-    return _number_type(int, 1, 100_000, label="'auto' or a whole number >= 1")(text)
+    return number_type(int, 1, 100_000, label="'auto' or a whole number >= 1")(text)
 
 
 def name_type(text: str) -> str:
@@ -160,8 +160,8 @@ def add_callback_arguments(parser: argparse.ArgumentParser) -> None:
                        help="list every registered callback and exit")
 
 
-label_smoothing = _number_type(float, 0.0, 0.5, label="a label smoothing in [0, 0.5]")
-probability = _number_type(float, 0.0, 1.0, label="a probability in [0, 1]")
+label_smoothing = number_type(float, 0.0, 0.5, label="a label smoothing in [0, 0.5]")
+probability = number_type(float, 0.0, 1.0, label="a probability in [0, 1]")
 
 
 def add_label_smoothing_argument(group) -> None:

@@ -93,12 +93,12 @@ def run(argv: list[str] | None = None) -> int:
     config = {"command": "train", "dataset": args.dataset, "test_dataset": args.test_dataset,
               "validation_split": args.validation_split}
     trainer.fit(model, data, config=config)
-    result = trainer.test(_best_model(trainer, model), data)
+    result = trainer.test(best_model(trainer, model), data)
     report(trainer, result)
     return 0
 
 
-def _best_model(trainer, model):
+def best_model(trainer, model):
     """The checkpointed best-by-validation model when there is one, else the final weights."""
     from callbacks.checkpoint import Checkpoint
 

@@ -57,7 +57,7 @@ def build_parser() -> cli.ArgumentParser:
     search.add_argument("--max-epochs", type=cli.positive_int, default=DEFAULT_MAX_EPOCHS,
                         metavar="N", help="epochs per trial; hyperband's most epochs for one model "
                                           f"(default: {DEFAULT_MAX_EPOCHS})")
-    search.add_argument("--factor", type=cli._number_type(int, 2, 100, label="a whole number >= 2"),
+    search.add_argument("--factor", type=cli.number_type(int, 2, 100, label="a whole number >= 2"),
                         default=3, metavar="N",
                         help="hyperband: keep 1/N of the models in each round (default: 3)")
     search.add_argument("--hyperband-iterations", type=cli.positive_int, default=1, metavar="N",
@@ -378,7 +378,7 @@ def retrain_best(args, data, record: dict, project_dir: Path, trial_callbacks) -
     config = {"command": "tune", "dataset": args.dataset, "test_dataset": args.test_dataset,
               "validation_split": args.validation_split, "tune_final": final}
     trainer.fit(model, data, config=config)
-    result = trainer.test(train._best_model(trainer, model), data)
+    result = trainer.test(train.best_model(trainer, model), data)
     train.report(trainer, result)
 
 

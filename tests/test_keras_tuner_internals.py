@@ -32,7 +32,7 @@ def test_the_debug_flag_is_what_quiets_tracebacks():
 
 
 def test_the_tuner_runs_a_trial_through_try_run_and_update_trial():
-    method = getattr(keras_tuner.engine.base_tuner.BaseTuner, "_try_run_and_update_trial")
+    method = keras_tuner.engine.base_tuner.BaseTuner._try_run_and_update_trial
     parameters = list(inspect.signature(method).parameters)
     assert parameters[:2] == ["self", "trial"] and "fit_args" in parameters
 
