@@ -175,31 +175,36 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int) 
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=positive_int, default=epochs_default, metavar="N",
                        help=f"epochs to train (default: {epochs_default})")
-    group.add_argument("--batch-size", type=batch_int, default=128, metavar="N",
-                       help="batch size (default: 128)")
     group.add_argument("--learning-rate", type=learning_rate, default=2e-3, metavar="LR",
                        help="initial learning rate, decayed by a cosine schedule (default: 0.002)")
     group.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"), default="adam",
                        help="optimizer (default: adam)")
-    add_label_smoothing_argument(group)
-    group.add_argument("--deterministic", action="store_true",
-                       help="deterministic TensorFlow ops (reproducible, slower)")
-    group.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
-                       default="float32", help="Keras dtype policy (default: float32)")
+    add_shared_training_arguments(group)
     group.add_argument("--strategy", choices=("none", "mirrored"), default="none",
                        help="mirrored: tf.distribute.MirroredStrategy over this host's GPUs")
-    group.add_argument("--steps-per-execution", type=steps_per_execution, default="auto",
-                       metavar="N", help="batches per compiled call (default: auto = 32)")
-    group.add_argument("--limit-train-batches", type=positive_int, default=None, metavar="N",
-                       help="train on at most N batches per epoch")
-    group.add_argument("--limit-val-batches", type=positive_int, default=None, metavar="N",
-                       help="validate on at most N batches")
     group.add_argument("--fast-dev-run", action="store_true",
                        help="a couple of batches of each stage, one epoch, nothing heavy written")
     group.add_argument("--log-dir", type=non_empty, default="logs", metavar="DIR",
                        help="root of all runs (default: logs)")
     group.add_argument("--no-resume", action="store_true",
                        help="always start a fresh run, even if the last identical one was cut off")
+
+
+def add_shared_training_arguments(group) -> None:
+    """The training options `digits.train` and `digits.tune` share, declared once."""
+    group.add_argument("--batch-size", type=batch_int, default=128, metavar="N",
+                       help="batch size (default: 128)")
+    add_label_smoothing_argument(group)
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic TensorFlow ops (reproducible, slower)")
+    group.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                       default="float32", help="Keras dtype policy (default: float32)")
+    group.add_argument("--steps-per-execution", type=steps_per_execution, default="auto",
+                       metavar="N", help="batches per compiled call (default: auto = 32)")
+    group.add_argument("--limit-train-batches", type=positive_int, default=None, metavar="N",
+                       help="train on at most N batches per epoch (quick runs, tests)")
+    group.add_argument("--limit-val-batches", type=positive_int, default=None, metavar="N",
+                       help="validate on at most N batches")
 
 
 # ----------------------------------------------------------------------------- TOML config

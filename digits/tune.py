@@ -95,19 +95,7 @@ def build_parser() -> cli.ArgumentParser:
     # the full 60,000 where it can, which makes a default search about 13 times longer.
     cli.add_data_arguments(parser, default_dataset="mnist-5k")
     training = parser.add_argument_group("training (every trial and the final retraining)")
-    training.add_argument("--batch-size", type=cli.batch_int, default=128, metavar="N",
-                          help="batch size (default: 128)")
-    training.add_argument("--limit-train-batches", type=cli.positive_int, default=None, metavar="N",
-                          help="train on at most N batches per epoch (quick searches, tests)")
-    training.add_argument("--limit-val-batches", type=cli.positive_int, default=None, metavar="N",
-                          help="validate on at most N batches")
-    training.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
-                          default="float32", help="Keras dtype policy (default: float32)")
-    cli.add_label_smoothing_argument(training)
-    training.add_argument("--deterministic", action="store_true",
-                          help="deterministic TensorFlow ops (reproducible, slower)")
-    training.add_argument("--steps-per-execution", type=cli.steps_per_execution, default="auto",
-                          metavar="N", help="batches per compiled call (default: auto = 32)")
+    cli.add_shared_training_arguments(training)
     cli.add_callback_arguments(parser)
     return parser
 
