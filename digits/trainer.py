@@ -405,9 +405,10 @@ class Trainer:
         verbose: print notices (resume, run directory) to stderr.
 
     Example:
+        >>> data = load_dataset("mnist-5k")          # from digits.data
         >>> trainer = Trainer(max_epochs=5, log_dir="logs")
         >>> model = trainer.build_model("cnn")
-        >>> trainer.fit(model, load_dataset("mnist-5k"))
+        >>> trainer.fit(model, data)
         >>> trainer.test(model, data).accuracy
     """
 
