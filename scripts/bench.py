@@ -143,7 +143,7 @@ class Sizes:
                    startup_repeats=1, scale_sizes=(1_000,), accuracy_epochs=1,
                    accuracy_train=128, accuracy_test=500, fashion_epochs=1, fashion_train=1_000,
                    predict_images=20, predict_repeats=2, deploy_epochs=1,
-                   deploy_exports=(("litert", "int8"),), deploy_seconds=1.0, deploy_test=500,
+                   deploy_exports=(("litert", "int8"),), deploy_seconds=0.5, deploy_test=500,
                    deploy_serve_all=False)
 
 

@@ -148,8 +148,8 @@ def measure(model: Path, data, tmp: Path, exports=None, serve_seconds: float = S
         proc, url = tool.start_server(path, "--workers", str(workers))
         try:
             # Every worker up and warm: each loads the model on its own after the start.
-            load(url, body, clients=CLIENTS, seconds=max(1.0, serve_seconds / 3))
-            alone = single(url, body)
+            load(url, body, clients=CLIENTS, seconds=max(0.5, serve_seconds / 3))
+            alone = single(url, body, requests=200 if serve_all else 20)
             served[label] = {**load(url, body, seconds=serve_seconds), "alone": alone,
                              "path": path, "workers": workers}
         finally:

@@ -12,8 +12,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "bench.py"
@@ -35,13 +33,14 @@ def load_bench_module():
 
 def test_quick_run_writes_every_measured_section_and_goal_as_json(tmp_path):
     out, markdown = tmp_path / "bench.json", tmp_path / "BENCHMARKS.md"
-    proc = run_bench("--quick", "--only", "overhead,callbacks,startup,accuracy,predict,deploy",
-                     "--out", str(out), "--markdown", str(markdown))
+    # Every section in one run: one start-up and one load of each dataset for all of them.
+    proc = run_bench("--quick", "--only", "overhead,callbacks,throughput,startup,scale,accuracy,"
+                     "predict,deploy", "--out", str(out), "--markdown", str(markdown))
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     report = json.loads(out.read_text())
-    assert report["sections_run"] == ["overhead", "callbacks", "startup", "accuracy", "predict",
-                                      "deploy"]
+    assert report["sections_run"] == ["overhead", "callbacks", "throughput", "startup", "scale",
+                                      "accuracy", "predict", "deploy"]
     assert report["machine"]["cores"] >= 1 and report["machine"]["tensorflow"]
     assert report["command"].startswith("python scripts/bench.py --quick")
     assert len(report["load"]["start"]) == 3
@@ -78,24 +77,7 @@ def test_quick_run_writes_every_measured_section_and_goal_as_json(tmp_path):
     text = markdown.read_text()
     assert "# Benchmarks" in text and report["command"] in text and "### Overhead ratios" in text
 
-    # deploy: the fast path exported, checked and served under load; its goals judged
-    deploy = report["sections"]["deploy"]
-    export = deploy["exports"]["litert int8"]
-    assert export["examples"] == 500 and export["exported"]["bytes"] < deploy["source_bytes"]
-    assert deploy["fast_path"] == "litert int8" and set(deploy["served"]) == {"litert int8"}
-    for served in deploy["served"].values():
-        assert served["requests"] > 0 and served["failures"] == 0
-        assert 0 < served["p50_ms"] <= served["p99_ms"] and served["alone"]["p99_ms"] > 0
-    judged = {g["goal"] for g in report["goals"]}
-    assert any("requests/s" in g for g in judged) and any("p99" in g for g in judged)
-
-
-@pytest.mark.slow
-def test_quick_run_of_throughput_and_scale(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = run_bench("--quick", "--only", "throughput,scale", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads(out.read_text())
+    # throughput and scale
     models = report["sections"]["throughput"]["models"]
     assert set(models) == {"seed-cnn", "cnn", "mlp"}
     for model in models.values():
@@ -109,6 +91,17 @@ def test_quick_run_of_throughput_and_scale(tmp_path):
     scale = report["sections"]["scale"]
     assert scale["runs"][0]["train_images"] + scale["runs"][0]["val_images"] == 1_000
     assert scale["peak_rss_bytes"] > 0
+
+    # deploy: the fast path exported, checked and served under load; its goals judged
+    deploy = report["sections"]["deploy"]
+    export = deploy["exports"]["litert int8"]
+    assert export["examples"] == 500 and export["exported"]["bytes"] < deploy["source_bytes"]
+    assert deploy["fast_path"] == "litert int8" and set(deploy["served"]) == {"litert int8"}
+    for served in deploy["served"].values():
+        assert served["requests"] > 0 and served["failures"] == 0
+        assert 0 < served["p50_ms"] <= served["p99_ms"] and served["alone"]["p99_ms"] > 0
+    judged = {g["goal"] for g in report["goals"]}
+    assert any("requests/s" in g for g in judged) and any("p99" in g for g in judged)
 
 
 def test_markdown_keeps_the_hand_written_notes_below_the_marker(tmp_path):

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Plain ONNX and LiteRT are each the first step of their quantized exports, checked here.
-EXPORTS = [("saved_model", None), ("onnx", "int8"), ("onnx", "float16"), ("litert", "int8"),
-           ("litert", "float16")]
+# Plain ONNX and LiteRT are each the first step of their quantized exports, checked here;
+# float16 is the same path with other converter options (the bench exports all seven).
+EXPORTS = [("saved_model", None), ("onnx", "int8"), ("litert", "int8")]
 
 
 def export(capsys, *argv: str) -> dict:
@@ -79,9 +79,8 @@ def test_each_export_matches_its_source_and_is_read_like_it(fmt, quantize, sourc
 def test_an_export_is_not_clobbered_and_a_failed_one_leaves_the_old(source, capsys, monkeypatch):
     from digits import export as export_cli
 
-    first = export(capsys, "--model", str(source), "--format", "litert", "--output",
-                   str(source.parent / "kept.tflite"))
-    kept = Path(first["output"])
+    kept = source.parent / "kept.tflite"
+    kept.write_bytes(b"an export the user keeps")
     before = kept.read_bytes()
     code = export_cli.main(["--model", str(source), "--format", "litert", "--output", str(kept),
                             "--dataset", "mnist-5k"])

@@ -36,9 +36,20 @@ def screenshot_serve():
 
 
 @pytest.fixture(scope="module")
-def server(reader_model):
+def served_model(reader_model, tmp_path_factory):
+    """The small CNN's int8 LiteRT export: the fast path, and a server without TensorFlow."""
+    from digits import export
+
+    output = tmp_path_factory.mktemp("served") / "model.int8.tflite"
+    assert export.main(["--model", reader_model, "--format", "litert", "--quantize", "int8",
+                        "--dataset", "mnist-5k", "--output", str(output)]) == 0
+    return str(output)
+
+
+@pytest.fixture(scope="module")
+def server(served_model):
     tool = screenshot_serve()
-    proc, url = tool.start_server(reader_model, "--max-request-mb", "2")
+    proc, url = tool.start_server(served_model, "--max-request-mb", "2")
     yield proc, url
     tool.stop_server(proc)
 
@@ -90,12 +101,11 @@ def number_photo(tmp_path_factory, mnist5k):
     return Path(sample.save(tmp_path_factory.mktemp("serve") / "number")), sample
 
 
-def test_the_api_answers_what_predict_prints(server, reader_model, number_photo):
+def test_the_api_answers_what_predict_prints(server, served_model, number_photo):
     _, url = server
     path, sample = number_photo
-    # The command in a process of its own, as the server is: the test process's TensorFlow has
-    # seen other tests' settings, and its last digits of a probability may differ.
-    proc = run_cli("digits.predict", "--model", reader_model, "--json", str(path))
+    # The command in a process of its own, as the server is.
+    proc = run_cli("digits.predict", "--model", served_model, "--json", str(path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     expected = json.loads(proc.stdout)[0]
     expected["image"] = path.name  # the API names an upload by its file name, never a path
@@ -111,8 +121,10 @@ def test_the_api_answers_what_predict_prints(server, reader_model, number_photo)
     assert with_inputs["digits"] == expected["digits"]
     assert request(url, "GET", "/api/health") == (200, {"status": "ok"})
     status, model = request(url, "GET", "/api/model")
-    assert status == 200 and model["format"] == "keras" and model["classes"] == list("0123456789")
-    assert model["path"] == reader_model and model["bytes"] == Path(reader_model).stat().st_size
+    assert status == 200 and model["format"] == "litert" and model["quantize"] == "int8"
+    assert model["classes"] == list("0123456789") and model["path"] == served_model
+    assert model["bytes"] == Path(served_model).stat().st_size
+    assert 0.9 < model["test_accuracy"] <= 1 and "500 test images" in model["tested_on"]
 
 
 def test_hostile_requests_get_4xx_json_and_the_server_goes_on(server, mnist5k):
@@ -209,30 +221,18 @@ def test_the_page_reads_digits_drawn_with_a_pointer(server, mnist5k, number_phot
         driver.quit()
 
 
-def test_workers_serve_an_export_and_stop_on_sigterm(source_export, mnist5k):
-    """`--workers 2` (a process per core: the fast path) serving an int8 LiteRT export."""
+def test_workers_serve_and_stop_on_sigterm(served_model, mnist5k):
+    """`--workers 2` (a process per core: the fast path's throughput), each with its model."""
     tool = screenshot_serve()
-    proc, url = tool.start_server(str(source_export), "--workers", "2")
+    proc, url = tool.start_server(served_model, "--workers", "2")
     try:
         digit = png_bytes((255 - mnist5k.test.x[1, ..., 0] * 255).astype(np.uint8))
         answers = [request(url, "POST", "/api/predict", digit) for _ in range(6)]
         assert {status for status, _ in answers} == {200}
         assert {body["text"] for _, body in answers} == {str(mnist5k.test.y[1])}
-        model = request(url, "GET", "/api/model")[1]
-        assert model["format"] == "litert" and model["quantize"] == "int8"
-        assert 0.9 < model["test_accuracy"] <= 1 and "500 test images" in model["tested_on"]
+        assert request(url, "GET", "/api/model")[1]["path"] == served_model
     finally:
         assert tool.stop_server(proc) == 0
-
-
-@pytest.fixture(scope="module")
-def source_export(reader_model, tmp_path_factory):
-    from digits import export
-
-    output = tmp_path_factory.mktemp("served") / "model.int8.tflite"
-    assert export.main(["--model", reader_model, "--format", "litert", "--quantize", "int8",
-                        "--dataset", "mnist-5k", "--output", str(output)]) == 0
-    return output
 
 
 def test_a_port_in_use_is_refused(reader_model):
