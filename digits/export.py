@@ -180,7 +180,7 @@ def parity(source, exported, data, fmt: str, quantize: str | None) -> dict:
         "agreement": float((p_source.argmax(1) == p_exported.argmax(1)).mean()),
         "source_model": {"accuracy": ours.accuracy, "bytes": source.describe()["bytes"],
                          "latency_ms": latency_ms(source, x[:1])},
-        "exported": {"accuracy": theirs.accuracy, "bytes": _size(exported.path),
+        "exported": {"accuracy": theirs.accuracy, "bytes": exported.describe()["bytes"],
                      "latency_ms": latency_ms(exported, x[:1])},
     }
 
@@ -320,12 +320,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists():
         path.unlink()
-
-
-def _size(path: str) -> int:
-    p = Path(path)
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() \
-        else p.stat().st_size
 
 
 def _suffix(fmt: str) -> str:
