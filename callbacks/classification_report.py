@@ -5,55 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from callbacks.base import EveryNEpochs
-from callbacks.confusion_matrix import validation_confusion_matrix
 from callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
 from digits.atomic import atomic_write_text
-
-
-def report_from_confusion_matrix(matrix, class_names=None) -> dict:
-    """Per-class precision, recall, f1-score and support from a confusion matrix.
-
-    Laid out as scikit-learn's `classification_report(output_dict=True)` without the
-    "accuracy" entry (as in `TestResult.report`), computed with NumPy from the counts alone.
-
-    Example:
-        >>> report_from_confusion_matrix([[5, 1], [0, 7]], ["cat", "dog"])["cat"]["recall"]
-        0.8333333333333334
-    """
-    counts = np.asarray(matrix, dtype=np.float64)
-    n = counts.shape[0]
-    names = [str(c) for c in (class_names if class_names is not None else range(n))]
-    true_positives = np.diag(counts)
-    support = counts.sum(axis=1)
-    predicted = counts.sum(axis=0)
-    precision = np.divide(true_positives, predicted, out=np.zeros(n), where=predicted > 0)
-    recall = np.divide(true_positives, support, out=np.zeros(n), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros(n), where=both > 0)
-    report = {
-        name: {"precision": float(p), "recall": float(r), "f1-score": float(f),
-               "support": float(s)}
-        for name, p, r, f, s in zip(names, precision, recall, f1, support, strict=True)
-    }
-    total = support.sum()
-    weights = support / total if total else np.zeros(n)
-    report["macro avg"] = {"precision": float(precision.mean()), "recall": float(recall.mean()),
-                           "f1-score": float(f1.mean()), "support": float(total)}
-    report["weighted avg"] = {"precision": float(precision @ weights),
-                              "recall": float(recall @ weights),
-                              "f1-score": float(f1 @ weights), "support": float(total)}
-    return report
-
-
-def report_markdown(report: dict, footer: str = "") -> str:
-    """A report dict as the markdown table `TestResult.report_markdown` writes."""
-    lines = ["| class | precision | recall | f1-score | support |", "|---|---|---|---|---|"]
-    for name, row in report.items():
-        lines.append(f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | "
-                     f"{row['f1-score']:.4f} | {int(row['support'])} |")
-    if footer:
-        lines.append(f"\n{footer}")
-    return "\n".join(lines)
+from digits.results import (  # noqa: F401 - public here since digits 0.1
+    report_from_confusion_matrix,
+    report_markdown,
+)
 
 
 def _write_text(writer, tag: str, text: str, step: int) -> None:
@@ -91,7 +48,7 @@ class ClassificationReport(EveryNEpochs):
         trainer = self.trainer
         if trainer is None or trainer.run is None:
             return
-        matrix = validation_confusion_matrix(trainer, self.model)
+        matrix = trainer.validation_confusion_matrix()
         if matrix is None:
             return
         total = int(matrix.sum())

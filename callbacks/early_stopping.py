@@ -117,7 +117,7 @@ class EarlyStopping(MonitorCallback):
         trainer = self.trainer
         if trainer is None or trainer.run is None or trainer.fast_dev_run:
             return None
-        from digits.trainer import STATE_DIR
+        from digits.run_state import STATE_DIR
 
         return trainer.run.file(STATE_DIR) / BEST_WEIGHTS_FILE
 

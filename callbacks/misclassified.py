@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from callbacks.base import Callback
-from callbacks.confusion_matrix import default_font, png_bytes, write_image
+from callbacks.drawing import default_font, png_bytes, write_image
 from callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
 from digits.atomic import atomic_write_bytes
 

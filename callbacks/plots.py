@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from callbacks.base import Callback
-from callbacks.confusion_matrix import render_confusion_matrix
+from callbacks.drawing import render_confusion_matrix
 from digits.atomic import atomic_write_bytes
 
 _CURVES = (("loss.png", "loss", "loss"), ("accuracy.png", "accuracy", "accuracy"))

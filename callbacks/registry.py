@@ -20,7 +20,7 @@ import re
 import sys
 from importlib import metadata
 
-from digits.errors import CallbackError
+from digits.errors import CallbackSpecError
 
 GROUP = "digits.callbacks"
 
@@ -56,7 +56,7 @@ class Registered:
         try:
             return self.entry_point.load()
         except Exception as e:  # noqa: BLE001 - a broken plugin is reported, not raised through
-            raise CallbackError(
+            raise CallbackSpecError(
                 f"callback {self.name!r} ({self.value}) failed to import: {type(e).__name__}: {e}"
             ) from None
 
@@ -68,7 +68,7 @@ def registered() -> dict[str, Registered]:
         dist = getattr(ep, "dist", None)
         found.setdefault(ep.name, Registered(ep.name, ep.value, dist.name if dist else "?", ep))
     if not found:
-        raise CallbackError(
+        raise CallbackSpecError(
             "no callbacks are registered: install digits itself (pip install -e .) so that its "
             "entry points exist"
         )
@@ -84,10 +84,10 @@ def describe(target) -> str:
 def parse_spec(spec: str) -> tuple[str, dict]:
     """`'name(a=1, b="x")'` -> `('name', {'a': 1, 'b': 'x'})`, with literals only."""
     if not isinstance(spec, str) or not spec.strip():
-        raise CallbackError("empty callback spec")
+        raise CallbackSpecError("empty callback spec")
     match = _SPEC.match(spec)
     if not match:
-        raise CallbackError(
+        raise CallbackSpecError(
             f"bad callback spec {spec!r}: expected NAME, module:Class, or either with "
             "(key=value, ...) arguments"
         )
@@ -97,16 +97,16 @@ def parse_spec(spec: str) -> tuple[str, dict]:
         try:
             call = ast.parse(f"f({args})", mode="eval").body
         except (SyntaxError, ValueError, MemoryError, RecursionError):
-            raise CallbackError(f"bad arguments in callback spec {spec!r}") from None
+            raise CallbackSpecError(f"bad arguments in callback spec {spec!r}") from None
         if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
-            raise CallbackError(
+            raise CallbackSpecError(
                 f"bad arguments in callback spec {spec!r}: only key=value arguments are allowed"
             )
         for keyword in call.keywords:
             try:
                 kwargs[keyword.arg] = ast.literal_eval(keyword.value)
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                raise CallbackError(
+                raise CallbackSpecError(
                     f"bad value for {keyword.arg!r} in callback spec {spec!r}: "
                     "values must be Python literals (numbers, strings, lists, ...)"
                 ) from None
@@ -118,16 +118,16 @@ def _import_target(target: str):
     # No standard-library module holds a callback, and importing some of them does things
     # (`antigravity` opens a browser); `os:system` and friends are refused before any import.
     if module_name.partition(".")[0] in sys.stdlib_module_names:
-        raise CallbackError(f"{target!r} is not a callback: {module_name!r} is a standard-library "
+        raise CallbackSpecError(f"{target!r} is not a callback: {module_name!r} is a standard-library "
                             "module")
     try:
         obj = importlib.import_module(module_name)
     except Exception as e:  # noqa: BLE001 - any import failure is the user's spec at fault
-        raise CallbackError(f"cannot import {module_name!r} for callback {target!r}: "
+        raise CallbackSpecError(f"cannot import {module_name!r} for callback {target!r}: "
                             f"{type(e).__name__}: {e}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise CallbackError(f"{module_name!r} has no attribute {attr!r}")
+            raise CallbackSpecError(f"{module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
 
@@ -136,25 +136,25 @@ def _instantiate(target, label: str, kwargs: dict):
     # Only a class, or a function that declares itself a callback factory, is ever called:
     # `shutil:rmtree(path=...)` must not run just to find out that it returns no callback.
     if not isinstance(target, type) and not getattr(target, "__digits_callback_factory__", False):
-        raise CallbackError(f"{label} is not a callback class or factory")
+        raise CallbackSpecError(f"{label} is not a callback class or factory")
     import keras
 
     if isinstance(target, type) and not issubclass(target, keras.callbacks.Callback):
-        raise CallbackError(f"{label} is a class but not a callback (keras.callbacks.Callback)")
+        raise CallbackSpecError(f"{label} is a class but not a callback (keras.callbacks.Callback)")
     try:
         inspect.signature(target).bind(**kwargs)
     except TypeError as e:
-        raise CallbackError(f"bad arguments for callback {label}: {e}") from None
+        raise CallbackSpecError(f"bad arguments for callback {label}: {e}") from None
     except ValueError:
         pass
     try:
         instance = target(**kwargs)
-    except CallbackError:
+    except CallbackSpecError:
         raise
     except (TypeError, ValueError) as e:
-        raise CallbackError(f"bad arguments for callback {label}: {e}") from None
+        raise CallbackSpecError(f"bad arguments for callback {label}: {e}") from None
     if not isinstance(instance, keras.callbacks.Callback):
-        raise CallbackError(f"{label} did not produce a callback (got {type(instance).__name__})")
+        raise CallbackSpecError(f"{label} did not produce a callback (got {type(instance).__name__})")
     return instance
 
 
@@ -172,7 +172,7 @@ def create(spec: str):
         return instance
     available = registered()
     if target not in available:
-        raise CallbackError(f"unknown callback {target!r}; available: {', '.join(available)}")
+        raise CallbackSpecError(f"unknown callback {target!r}; available: {', '.join(available)}")
     instance = _instantiate(available[target].load(), target, kwargs)
     try:
         instance.name = target

@@ -112,7 +112,7 @@ def _optimizer(trainer) -> str:
 
     optimizer = getattr(trainer.model, "optimizer", None)
     if optimizer is None:
-        return f"{trainer.optimizer_name}, learning rate {trainer.learning_rate:g}"
+        return f"{trainer.optimizer}, learning rate {trainer.learning_rate:g}"
     name = type(getattr(optimizer, "inner_optimizer", optimizer)).__name__
     rate = current_learning_rate(optimizer)
     return f"{name}, learning rate {rate:g}" if rate is not None else name

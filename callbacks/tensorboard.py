@@ -13,9 +13,15 @@ import time
 import numpy as np
 
 from callbacks.base import Callback
+from callbacks.lr_monitor import current_learning_rate
 
-# (resolved run directory, split) -> tf.summary writer. Shared by every callback of a run.
-_WRITERS: dict[tuple[str, str], object] = {}
+
+def _writers(trainer) -> dict:
+    """The trainer's open writers: (resolved run directory, split) -> tf.summary writer."""
+    writers = getattr(trainer, "summary_writers", None)
+    if writers is None:  # a trainer-like object of a plugin's own
+        writers = trainer.summary_writers = {}
+    return writers
 
 
 def summary_writer(trainer, split: str):
@@ -35,12 +41,12 @@ def summary_writer(trainer, split: str):
         raise ValueError("the trainer has no run directory yet (summaries are written during fit "
                          "or test)")
     key = (str(trainer.run.path.resolve()), split)
-    writer = _WRITERS.get(key)
+    writers = _writers(trainer)
+    writer = writers.get(key)
     if writer is None:
         import tensorflow as tf
 
-        writer = tf.summary.create_file_writer(str(trainer.run.path / split))
-        _WRITERS[key] = writer
+        writer = writers[key] = tf.summary.create_file_writer(str(trainer.run.path / split))
     return writer
 
 
@@ -52,25 +58,14 @@ def close_summary_writers(trainer) -> None:
     """
     if trainer is None or trainer.run is None:
         return
-    run = str(trainer.run.path.resolve())
-    for key in [k for k in _WRITERS if k[0] == run]:
-        _WRITERS.pop(key).close()
+    run, writers = str(trainer.run.path.resolve()), _writers(trainer)
+    for key in [k for k in writers if k[0] == run]:
+        writers.pop(key).close()
 
 
 def summary_step(trainer) -> int:
     """The step of a test summary: the index of the last trained epoch, as validation uses."""
     return max(int(getattr(trainer, "current_epoch", 0) or 0) - 1, 0)
-
-
-def _current_learning_rate(model) -> float | None:
-    """The optimizer's learning rate now (a schedule is evaluated at the current step)."""
-    import keras
-
-    optimizer = getattr(model, "optimizer", None)
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
-    if not isinstance(optimizer, keras.optimizers.Optimizer):
-        return None
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 class TensorBoardScalars(Callback):
@@ -110,7 +105,8 @@ class TensorBoardScalars(Callback):
         if self.trainer is None or self.trainer.run is None:
             return {}
         run = str(self.trainer.run.path.resolve())
-        return {split: writer for (path, split), writer in _WRITERS.items() if path == run}
+        return {split: writer for (path, split), writer in _writers(self.trainer).items()
+                if path == run}
 
     def on_fit_start(self, trainer) -> None:
         self.log_dir = str(trainer.run.path)
@@ -140,7 +136,7 @@ class TensorBoardScalars(Callback):
         if "learning_rate" not in train:
             # The logs' value wins when there is one (the lr_monitor callback puts the rate the
             # epoch began with there), so TensorBoard and metrics.json agree.
-            learning_rate = _current_learning_rate(self.model)
+            learning_rate = current_learning_rate(getattr(self.model, "optimizer", None))
             if learning_rate is not None:
                 train["learning_rate"] = learning_rate
         if self._epoch_started is not None:

@@ -34,7 +34,7 @@ _LAZY = {
     "Split": "digits.data",
     "build_model": "digits.models",
     "Trainer": "digits.trainer",
-    "RunDirectory": "digits.trainer",
+    "RunDirectory": "digits.run_directory",
     "TestResult": "digits.results",
     "DigitsError": "digits.errors",
 }

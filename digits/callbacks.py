@@ -120,7 +120,7 @@ def hook_rows(callbacks: list) -> list[tuple[str, str, list[str]]]:
 
 def _acts(callback, hook: str, trainer_level: bool) -> bool:
     from callbacks.base import Callback
-    from digits.trainer import hook_method
+    from digits.dispatch import hook_method
 
     if trainer_level:  # the Trainer's own hooks reach digits callbacks only
         return isinstance(callback, Callback) and \

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import tomllib
 
-from digits.errors import ConfigError, DigitsError
+from digits import config as settings
+from digits.errors import ConfigError, DigitsError, RunFailure
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -59,12 +60,18 @@ def number_type(kind: type, lo=None, hi=None, lo_open: bool = False, label: str 
     return parse
 
 
-positive_int = number_type(int, 1, 1_000_000, label="a whole number >= 1")
+def setting_type(name: str, label: str):
+    """The argument type of a Trainer setting: its range from `digits.config.RANGES`."""
+    r = settings.RANGES[name]
+    return number_type(r.kind, r.lo, r.hi, lo_open=r.lo_open, label=label)
+
+
+positive_int = setting_type("limit_batches", "a whole number >= 1")
 non_negative_int = number_type(int, 0, 1_000_000, label="a whole number >= 0")
-seed_int = number_type(int, 0, 2**31 - 1, label="a seed from 0 to 2147483647")
-batch_int = number_type(int, 1, 65536, label="a batch size from 1 to 65536")
+seed_int = setting_type("seed", "a seed from 0 to 2147483647")
+batch_int = setting_type("batch_size", "a batch size from 1 to 65536")
 fraction = number_type(float, 0.0, 0.9, lo_open=True, label="a fraction in (0, 0.9]")
-learning_rate = number_type(float, 0.0, 10.0, lo_open=True, label="a learning rate in (0, 10]")
+learning_rate = setting_type("learning_rate", "a learning rate in (0, 10]")
 port_number = number_type(int, 0, 65535, label="a port from 0 to 65535")
 worker_count = number_type(int, 1, 64, label="a number of workers from 1 to 64")
 
@@ -72,13 +79,11 @@ worker_count = number_type(int, 1, 64, label="a number of workers from 1 to 64")
 def steps_per_execution(text: str):
     if text == "auto":
         return "auto"
-    return number_type(int, 1, 100_000, label="'auto' or a whole number >= 1")(text)
+    return setting_type("steps_per_execution", "'auto' or a whole number >= 1")(text)
 
 
 def name_type(text: str) -> str:
-    import re
-
-    if not re.fullmatch(r"[\w.-]{1,100}", text) or text in (".", ".."):
+    if not re.fullmatch(settings.NAME_PATTERN, text) or text in (".", ".."):
         raise argparse.ArgumentTypeError(f"must be letters, digits, '.', '_' or '-', got {text!r}")
     return text
 
@@ -160,12 +165,13 @@ def add_callback_arguments(parser: argparse.ArgumentParser) -> None:
                        help="list every registered callback and exit")
 
 
-label_smoothing = number_type(float, 0.0, 0.5, label="a label smoothing in [0, 0.5]")
+label_smoothing = setting_type("label_smoothing", "a label smoothing in [0, 0.5]")
 probability = number_type(float, 0.0, 1.0, label="a probability in [0, 1]")
 
 
 def add_label_smoothing_argument(group) -> None:
-    group.add_argument("--label-smoothing", type=label_smoothing, default=0.1, metavar="S",
+    group.add_argument("--label-smoothing", type=label_smoothing,
+                       default=settings.DEFAULTS.label_smoothing, metavar="S",
                        help="smoothing of the training targets, 0 for plain cross-entropy "
                             "(default: 0.1; it keeps 'best by validation loss' from picking a "
                             "lucky early epoch)")
@@ -175,12 +181,15 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int) 
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=positive_int, default=epochs_default, metavar="N",
                        help=f"epochs to train (default: {epochs_default})")
-    group.add_argument("--learning-rate", type=learning_rate, default=2e-3, metavar="LR",
+    group.add_argument("--learning-rate", type=learning_rate,
+                       default=settings.DEFAULTS.learning_rate, metavar="LR",
                        help="initial learning rate, decayed by a cosine schedule (default: 0.002)")
-    group.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"), default="adam",
+    group.add_argument("--optimizer", choices=settings.OPTIMIZERS,
+                       default=settings.DEFAULTS.optimizer,
                        help="optimizer (default: adam)")
     add_shared_training_arguments(group)
-    group.add_argument("--strategy", choices=("none", "mirrored"), default="none",
+    group.add_argument("--strategy", choices=[str(s).lower() for s in settings.STRATEGIES],
+                       default="none",
                        help="mirrored: tf.distribute.MirroredStrategy over this host's GPUs")
     group.add_argument("--fast-dev-run", action="store_true",
                        help="a couple of batches of each stage, one epoch, nothing heavy written")
@@ -192,12 +201,13 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int) 
 
 def add_shared_training_arguments(group) -> None:
     """The training options `digits.train` and `digits.tune` share, declared once."""
-    group.add_argument("--batch-size", type=batch_int, default=128, metavar="N",
+    group.add_argument("--batch-size", type=batch_int, default=settings.DEFAULTS.batch_size,
+                       metavar="N",
                        help="batch size (default: 128)")
     add_label_smoothing_argument(group)
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic TensorFlow ops (reproducible, slower)")
-    group.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
+    group.add_argument("--precision", choices=settings.PRECISIONS,
                        default="float32", help="Keras dtype policy (default: float32)")
     group.add_argument("--steps-per-execution", type=steps_per_execution, default="auto",
                        metavar="N", help="batches per compiled call (default: auto = 32)")
@@ -393,10 +403,8 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
               "command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except DigitsError as e:
-        from digits.trainer import CallbackFailure, TrainingStopped
-
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILURE if isinstance(e, (CallbackFailure, TrainingStopped)) else EXIT_USAGE
+        return EXIT_FAILURE if isinstance(e, RunFailure) else EXIT_USAGE
     except BrokenPipeError:
         return EXIT_FAILURE
     except OSError as e:

@@ -98,3 +98,14 @@ def compiled_metrics(num_classes: int, confusion_matrix: bool = True) -> list:
     if confusion_matrix:
         metrics.append(StreamingConfusionMatrix(num_classes))
     return metrics
+
+
+def flat_metrics(model):
+    """Every metric of a compiled model, nested ones (Keras' compile-metrics wrapper) too."""
+    stack = list(getattr(model, "metrics", []))
+    while stack:
+        metric = stack.pop()
+        yield metric
+        stack.extend(getattr(metric, "metrics", []) or [])
+        for group in getattr(metric, "_flat_metrics", []) or []:
+            stack.extend(getattr(group, "metrics", []) or [])

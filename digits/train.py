@@ -54,7 +54,8 @@ def run(argv: list[str] | None = None) -> int:
     from digits.data import load_dataset
     from digits.errors import DatasetError, ModelError
     from digits.models import model_hyperparameters
-    from digits.trainer import Trainer, check_writable_dir
+    from digits.run_directory import check_writable_dir
+    from digits.trainer import Trainer
 
     hyperparameters = dict(args.hp)
     accepted = model_hyperparameters(args.model)  # an unknown model fails before loading data

@@ -126,7 +126,7 @@ def run(argv: list[str] | None = None) -> int:
         return list_callbacks([])
 
     # The cheap checks first, before TensorFlow starts.
-    from digits.trainer import check_writable_dir
+    from digits.run_directory import check_writable_dir
     from tuner.distributed import SearchStopped, role_from_environment
 
     role = role_from_environment()
@@ -324,7 +324,8 @@ def retrain_best(args, data, record: dict, project_dir: Path, trial_callbacks) -
     of trained again.
     """
     from digits import train
-    from digits.trainer import RunDirectory, Trainer
+    from digits.run_directory import RunDirectory
+    from digits.trainer import Trainer
     from tuner.display import plural
     from tuner.hparams import HParamsSummary
 

@@ -95,18 +95,18 @@ class EpochStarts(Callback):
 
 def test_the_state_of_an_epoch_is_written_while_the_next_trains_and_whole_at_the_end(
         tmp_path, small_data, monkeypatch):
-    from digits import trainer as trainer_module
+    from digits import run_state
     from digits.trainer import Trainer
 
     writes = []  # (epoch file, thread, finished at)
-    real_write = trainer_module.write_variables
+    real_write = run_state.write_variables
 
     def slow_write(snapshot, path):
         time.sleep(0.5)  # a slow disk
         real_write(snapshot, path)
         writes.append((path, threading.current_thread(), time.perf_counter()))
 
-    monkeypatch.setattr(trainer_module, "write_variables", slow_write)
+    monkeypatch.setattr(run_state, "write_variables", slow_write)
     starts = EpochStarts()
     trainer = Trainer(max_epochs=3, log_dir=tmp_path, name="bg", batch_size=64,
                       limit_train_batches=2, limit_val_batches=1, callbacks=[starts],
@@ -136,12 +136,13 @@ class FailsInBackground(Callback):
 
 def test_a_callbacks_failing_background_task_stops_the_fit_named_and_keeps_the_last_state(
         tmp_path, small_data):
-    from digits.trainer import CallbackFailure, Trainer
+    from digits.errors import CallbackRaised
+    from digits.trainer import Trainer
 
     trainer = Trainer(max_epochs=4, log_dir=tmp_path, name="bg", batch_size=64,
                       limit_train_batches=2, limit_val_batches=1,
                       callbacks=[FailsInBackground()], verbose=False)
-    with pytest.raises(CallbackFailure,
+    with pytest.raises(CallbackRaised,
                        match="'FailsInBackground' failed in on_epoch_end: ZeroDivisionError"):
         trainer.fit(trainer.build_model("mlp"), small_data)
     run = trainer.run.path

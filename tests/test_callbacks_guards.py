@@ -15,7 +15,8 @@ from callbacks.early_stopping import EarlyStopping
 from callbacks.nan_guard import NanGuard
 from callbacks.rich_progress import RichProgress
 from digits.data import Dataset, Split
-from digits.trainer import Trainer, TrainingStopped
+from digits.errors import TrainingStopped
+from digits.trainer import Trainer
 
 
 class Diverge(keras.callbacks.Callback):

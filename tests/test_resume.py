@@ -238,7 +238,7 @@ def test_a_failing_plugin_is_named_every_on_exception_runs_and_the_run_survives(
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: callback 'tests.test_resume:Explodes' failed in on_epoch_end: ")
     assert ("SystemExit" if exit else "RuntimeError: the plugin broke") in line
-    assert json.loads((run / "witness.json").read_text()) == {"error": "CallbackFailure"}
+    assert json.loads((run / "witness.json").read_text()) == {"error": "CallbackRaised"}
     assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
     state = json.loads((run / "state" / "trainer.json").read_text())
     assert state["epoch"] == 1 and (run / "state" / state["weights"]).is_file()
@@ -297,9 +297,9 @@ def test_a_deterministic_resumed_run_ends_with_the_same_weights_as_a_straight_on
     epoch (the state keeps the one before), not the run, and not a bit of the result."""
     hps = {"filters": 4, "dense_units": 32}  # with dropout and augmentation: random layers
     straight = fit(make_trainer(tmp_path, "straight"), small_data, **hps)
-    from digits.trainer import CallbackFailure
+    from digits.errors import CallbackRaised
 
-    with pytest.raises(CallbackFailure):
+    with pytest.raises(CallbackRaised):
         fit(make_trainer(tmp_path, "resumed", [CrashAt(3)]), small_data, **hps)
     state_dir = tmp_path / "resumed" / "version_0" / "state"
     assert sorted(p.name for p in state_dir.iterdir()) == [
@@ -319,10 +319,9 @@ def test_a_deterministic_resumed_run_ends_with_the_same_weights_as_a_straight_on
 
 
 def test_state_with_both_epochs_damaged_is_refused(tmp_path, small_data):
-    from digits.errors import RunDirectoryError
-    from digits.trainer import CallbackFailure
+    from digits.errors import CallbackRaised, RunDirectoryError
 
-    with pytest.raises(CallbackFailure):
+    with pytest.raises(CallbackRaised):
         fit(make_trainer(tmp_path, "both", [CrashAt(3)]), small_data, "mlp")
     state_dir = tmp_path / "both" / "version_0" / "state"
     for archive in state_dir.glob("epoch_*.state.npz"):
@@ -334,10 +333,10 @@ def test_state_with_both_epochs_damaged_is_refused(tmp_path, small_data):
 def test_early_stopping_and_checkpoint_state_come_back(tmp_path, small_data):
     from callbacks.checkpoint import Checkpoint
     from callbacks.early_stopping import EarlyStopping
-    from digits.trainer import CallbackFailure
+    from digits.errors import CallbackRaised
 
     first_stop, first_best = EarlyStopping(patience=50), Checkpoint()
-    with pytest.raises(CallbackFailure):
+    with pytest.raises(CallbackRaised):
         fit(make_trainer(tmp_path, callbacks=[first_stop, first_best, CrashAt(3)]), small_data, "mlp")
     stop, best = EarlyStopping(patience=50), Checkpoint()
     seen = {}
@@ -368,9 +367,9 @@ def test_a_finished_run_is_never_resumed_and_no_resume_starts_afresh(tmp_path, s
 
 
 def test_a_changed_configuration_starts_a_new_version(tmp_path, small_data):
-    from digits.trainer import CallbackFailure
+    from digits.errors import CallbackRaised
 
-    with pytest.raises(CallbackFailure):
+    with pytest.raises(CallbackRaised):
         fit(make_trainer(tmp_path, callbacks=[CrashAt(1)]), small_data, "mlp")
     other = make_trainer(tmp_path, learning_rate=1e-3)
     fit(other, small_data, "mlp")
@@ -378,9 +377,9 @@ def test_a_changed_configuration_starts_a_new_version(tmp_path, small_data):
 
 
 def test_a_run_cut_off_before_its_first_epoch_is_taken_up_again(tmp_path, small_data):
-    from digits.trainer import CallbackFailure
+    from digits.errors import CallbackRaised
 
-    with pytest.raises(CallbackFailure):
+    with pytest.raises(CallbackRaised):
         fit(make_trainer(tmp_path, callbacks=[CrashAt(0)]), small_data, "mlp")
     run = tmp_path / "run" / "version_0"
     (run / "metrics.json").unlink()  # as if SIGKILL came before anything but config.json
@@ -391,9 +390,10 @@ def test_a_run_cut_off_before_its_first_epoch_is_taken_up_again(tmp_path, small_
 
 
 def test_a_run_still_held_by_a_live_process_is_not_resumed(tmp_path, small_data):
-    from digits.trainer import CallbackFailure, RunDirectory
+    from digits.errors import CallbackRaised
+    from digits.trainer import RunDirectory
 
-    with pytest.raises(CallbackFailure):
+    with pytest.raises(CallbackRaised):
         fit(make_trainer(tmp_path, callbacks=[CrashAt(1)]), small_data, "mlp")
     other_process = RunDirectory(tmp_path / "run" / "version_0")
     assert other_process.try_lock()
@@ -406,9 +406,9 @@ def test_a_run_still_held_by_a_live_process_is_not_resumed(tmp_path, small_data)
 
 
 def test_half_written_files_of_a_crash_are_swept_on_resume(tmp_path, small_data):
-    from digits.trainer import CallbackFailure
+    from digits.errors import CallbackRaised
 
-    with pytest.raises(CallbackFailure):
+    with pytest.raises(CallbackRaised):
         fit(make_trainer(tmp_path, callbacks=[CrashAt(1)]), small_data, "mlp")
     run = tmp_path / "run" / "version_0"
     for stale in (run / ".metrics.json.x1y2.tmp", run / "state" / ".epoch_2.weights.h5.abc.tmp.weights.h5"):
@@ -418,28 +418,28 @@ def test_half_written_files_of_a_crash_are_swept_on_resume(tmp_path, small_data)
 
 
 def test_a_failing_state_dict_is_named(tmp_path, small_data):
-    from digits.trainer import CallbackFailure
+    from digits.errors import CallbackRaised
 
     class Unsaveable(Callback):
         def state_dict(self):
             return {"model": object()}
 
-    with pytest.raises(CallbackFailure, match="'Unsaveable' failed in state_dict"):
+    with pytest.raises(CallbackRaised, match="'Unsaveable' failed in state_dict"):
         fit(make_trainer(tmp_path, callbacks=[Unsaveable()]), small_data, "mlp")
 
 
 def test_a_full_disk_while_saving_state_stops_the_run_cleanly(tmp_path, small_data, monkeypatch):
     import errno
 
-    from digits import trainer as trainer_module
-    from digits.trainer import TrainingStopped
+    from digits import run_state
+    from digits.errors import TrainingStopped
 
     def no_space_for_state(path, obj):
         if Path(path).name == "trainer.json":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         atomic_write_json(path, obj)
 
-    monkeypatch.setattr(trainer_module, "atomic_write_json", no_space_for_state)
+    monkeypatch.setattr(run_state, "atomic_write_json", no_space_for_state)
     with pytest.raises(TrainingStopped, match="cannot save the run's state in .*No space left"):
         fit(make_trainer(tmp_path), small_data, "mlp")
 
@@ -459,13 +459,13 @@ def test_a_run_cut_off_during_its_test_is_tested_without_training_again(tmp_path
 def test_a_run_saved_in_the_earlier_keras_weights_format_still_resumes_to_the_same_weights(
         tmp_path, small_data):
     """Runs saved before digits.state (Keras' .weights.h5, seed states in trainer.json)."""
-    from digits.trainer import CallbackFailure
+    from digits.errors import CallbackRaised
 
     hps = {"filters": 4, "dense_units": 32}
     straight = fit(make_trainer(tmp_path, "straight"), small_data, **hps)
     crashing = make_trainer(tmp_path, "resumed", [CrashAt(2)])
     crashed = crashing.build_model("cnn", **hps)
-    with pytest.raises(CallbackFailure):
+    with pytest.raises(CallbackRaised):
         crashing.fit(crashed, small_data)
     state_dir = crashing.run.file("state")
     state = json.loads((state_dir / "trainer.json").read_text())

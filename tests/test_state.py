@@ -21,8 +21,10 @@ def trained(data, tmp_path, **hyperparameters):
 
 
 def fresh_like(trainer, **hyperparameters):
+    from digits.compiling import compile_model
+
     model = trainer.build_model("cnn", **{**SMALL, **hyperparameters})
-    trainer._compile(model, steps_per_epoch=3)  # compiles and builds the optimizer
+    compile_model(model, trainer.settings, steps_per_epoch=3)  # compiles, builds the optimizer
     return model
 
 

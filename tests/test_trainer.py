@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 
 import keras
 import numpy as np
 import pytest
 
 from callbacks.base import Callback
-from digits.errors import ConfigError
-from digits.trainer import CallbackFailure, RunDirectory, Trainer
+from digits.errors import CallbackRaised, ConfigError
+from digits.trainer import RunDirectory, Trainer
 
 
 class Recorder(Callback):
@@ -123,7 +122,7 @@ def test_a_failing_callback_is_named_with_its_hook(tmp_path, small_data):
 
     trainer = Trainer(max_epochs=2, callbacks=[Broken(), Witness()], log_dir=tmp_path,
                       verbose=False, limit_train_batches=2)
-    with pytest.raises(CallbackFailure, match="'Broken' failed in on_epoch_end: RuntimeError: boom"):
+    with pytest.raises(CallbackRaised, match="'Broken' failed in on_epoch_end: RuntimeError: boom"):
         trainer.fit(trainer.build_model("mlp"), small_data)
     assert len(failed) == 1
     metrics = json.loads((trainer.run.path / "metrics.json").read_text())
@@ -190,78 +189,50 @@ def test_a_file_where_the_log_dir_should_be_is_refused_before_training(tmp_path,
         trainer.fit(trainer.build_model("mlp"), small_data)
 
 
-def test_the_smoothed_loss_is_keras_cross_entropy_of_smoothed_one_hot_targets():
-    from digits.metrics import SmoothedSparseCrossentropy
+class BreaksAtTest(Callback):
+    """Fails in the Trainer's test hook, and again while cleaning up."""
 
-    rng = np.random.default_rng(0)
-    probabilities = rng.dirichlet(np.ones(10), size=64).astype("float32")
-    labels = rng.integers(0, 10, size=64)
-    one_hot = np.eye(10, dtype="float32")[labels]
-    for s in (0.0, 0.1, 0.3):
-        ours = float(SmoothedSparseCrossentropy(s)(labels, probabilities))
-        keras_own = float(keras.losses.CategoricalCrossentropy(label_smoothing=s)(one_hot,
-                                                                                 probabilities))
-        assert ours == pytest.approx(keras_own, rel=1e-5)
-    plain = float(keras.losses.SparseCategoricalCrossentropy()(labels, probabilities))
-    assert float(SmoothedSparseCrossentropy(0.0)(labels, probabilities)) == pytest.approx(plain,
-                                                                                         rel=1e-5)
-    # Smoothing raises the loss of confident, right predictions: the late-training effect.
-    confident = np.eye(10, dtype="float32")[labels] * 0.999 + 0.0001
-    assert float(SmoothedSparseCrossentropy(0.1)(labels, confident)) > \
-        float(SmoothedSparseCrossentropy(0.0)(labels, confident))
-    restored = keras.losses.deserialize(keras.losses.serialize(SmoothedSparseCrossentropy(0.2)))
-    assert restored.label_smoothing == 0.2
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def on_test_end(self, trainer, result):
+        raise ValueError("cannot report")
+
+    def on_exception(self, trainer, error):
+        self.seen.append(("on_exception", type(error).__name__))
+        raise RuntimeError("cannot clean up either")
+
+    def teardown(self, trainer, stage):
+        self.seen.append(("teardown", stage))
 
 
-def test_label_smoothing_zero_compiles_plain_cross_entropy(tmp_path, small_data):
-    trainer = Trainer(max_epochs=1, callbacks=[], log_dir=tmp_path, label_smoothing=0.0,
-                      limit_train_batches=2, verbose=False)
-    model = trainer.build_model("cnn", filters=8)
-    trainer.fit(model, small_data)
-    assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
-    smoothed = Trainer(max_epochs=1, callbacks=[], log_dir=tmp_path, limit_train_batches=2,
-                       verbose=False)
-    other = smoothed.build_model("cnn", filters=8)
-    smoothed.fit(other, small_data)
-    assert model.loss.__class__.__name__ != other.loss.__class__.__name__
-    assert other.loss.label_smoothing == 0.1
+def test_every_stage_goes_through_one_failure_policy(tmp_path, small_data, capsys):
+    """test/validate as fit: on_exception heard, its own failure a warning, teardown always."""
+    seen = []
+    trainer = Trainer(callbacks=[BreaksAtTest(seen)], log_dir=tmp_path, enable_checkpointing=False)
+    model = trainer.build_model("mlp", hidden_units=8)
+    with pytest.raises(CallbackRaised, match="failed in on_test_end: ValueError: cannot report"):
+        trainer.test(model, small_data)
+    assert seen == [("on_exception", "CallbackRaised"), ("teardown", "test")]
+    assert "warning: BreaksAtTest.on_exception failed: cannot clean up either" in \
+        capsys.readouterr().err
 
 
-@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
-@pytest.mark.parametrize("compiled_by", ["trainer", "user"])
-def test_the_training_step_is_traced_once_per_fit(tmp_path, small_data, precision, compiled_by):
-    """The optimizer's variables exist before Keras traces the step (else it traces it twice).
+def test_the_trainers_docstring_example_runs(tmp_path, monkeypatch):
+    import doctest
 
-    A metric given as a string ("accuracy") is built inside the first trace and costs a second
-    one too, so the Trainer compiles metric objects; a user's own compile keeps its choice.
-    """
-    try:
-        trainer = Trainer(max_epochs=2, callbacks=[], log_dir=tmp_path, precision=precision,
-                          batch_size=64, limit_train_batches=3, limit_val_batches=1,
-                          verbose=False)
-        model = trainer.build_model("cnn", filters=4, dense_units=16)
-        if compiled_by == "user":
-            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-        traced = {"train": 0, "test": 0}
-        train_step, test_step = model.train_step, model.test_step
+    monkeypatch.chdir(tmp_path)
+    examples = doctest.DocTestFinder().find(Trainer, "Trainer", globs={})[0]
+    assert examples.examples, "the Trainer's docstring has an example"
+    class PrintsAllowed(doctest.OutputChecker):
+        """The console callbacks print; only an example's stated result is compared."""
 
-        def counted(kind, step):
-            def run(data):
-                traced[kind] += 1  # Python runs only while TensorFlow traces
-                return step(data)
-            return run
+        def check_output(self, want, got, optionflags):
+            return not want or super().check_output(want, got, optionflags)
 
-        model.train_step = counted("train", train_step)
-        model.test_step = counted("test", test_step)
-        trainer.fit(model, small_data)
-        assert traced == {"train": 1, "test": 1}
-        steps = int(model.optimizer.iterations.numpy())
-        if precision == "mixed_float16":
-            # A step whose scaled gradients overflow float16 is skipped and the loss scale
-            # halved from its initial 2**15: dynamic loss scaling at work, not a lost step.
-            steps += round(math.log2(2**15 / float(model.optimizer.dynamic_scale.numpy())))
-        assert model.optimizer.built and steps == 6
-        assert trainer.history["accuracy"] and trainer.history["val_accuracy"]
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
+    runner = doctest.DocTestRunner(checker=PrintsAllowed())
+    report = []
+    runner.run(examples, out=report.append)
+    assert runner.summarize(verbose=False).failed == 0, "".join(report)
+    assert (tmp_path / "logs" / "cnn" / "version_0" / "model.keras").is_file()

@@ -22,7 +22,7 @@ import queue
 import time
 from concurrent import futures
 
-from digits.errors import ConfigError, DigitsError
+from digits.errors import ConfigError, RunFailure
 from tuner.records import failure_limit_message
 
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
@@ -30,7 +30,7 @@ ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
 
 
-class SearchStopped(DigitsError):
+class SearchStopped(RunFailure):
     """The search stopped before its end: too many failed trials in a row."""
 
 

@@ -94,7 +94,7 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         trained before a resume, which keras-tuner reads the objective from.
         """
         from callbacks.registry import default_callbacks
-        from digits.trainer import CallbackFailure, TrainingStopped
+        from digits.errors import CallbackRaised, TrainingStopped
 
         _, optimizer, learning_rate = space.declare(hp)
         fresh = self.callbacks() if self.callbacks is not None else default_callbacks()
@@ -118,7 +118,7 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         self.last_runs, self.last_epochs = [], 0
         try:
             trainer.fit(model, data, config=config, initial_epoch=int(initial_epoch or 0))
-        except (ModelError, ConfigError, TrainingStopped, CallbackFailure) as e:
+        except (ModelError, ConfigError, TrainingStopped, CallbackRaised) as e:
             # Deterministic failures (a NaN loss, a model the data cannot feed, a failing
             # callback) would fail again on a retry: the trial fails with this reason.
             raise keras_tuner.errors.FailedTrialError(f"{type(e).__name__}: {e}") from e

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from digits.config import OPTIMIZERS as TRAINER_OPTIMIZERS
 from digits.errors import ConfigError
 
 MODEL = "cnn"
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+OPTIMIZERS = tuple(sorted(TRAINER_OPTIMIZERS))  # the order of the search's choice
 
 
 @dataclasses.dataclass(frozen=True)

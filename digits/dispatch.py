@@ -1,0 +1,164 @@
+"""The callback dispatcher: runs every hook on the run's callbacks, in their order.
+
+One Keras callback stands for all of them inside `model.fit` (the Keras bridge), so the
+Trainer, not Keras' list, owns the order; batch hooks go only to callbacks that override them;
+a callback that raises is named (`CallbackRaised`); two callbacks may not keep their state
+under one key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from digits.errors import CallbackRaised, ConfigError, RunFailure
+
+_KERAS_RENAMES = {"on_test_begin": "on_evaluate_begin", "on_test_end": "on_evaluate_end"}
+
+
+def _digits_base():
+    from callbacks.base import Callback
+
+    return Callback
+
+
+def hook_method(callback, hook: str) -> str | None:
+    """The name of `callback`'s method that acts in `hook`, or None when it leaves the hook
+    to its base class (a no-op). `hook` is a Keras hook ("on_epoch_end", "on_test_end" for the
+    end of an evaluation pass, ...) or one of the Trainer's ("setup", "on_fit_start", ...).
+    What `python -m digits.callbacks --hooks` shows and what the dispatcher calls."""
+    import keras
+
+    digits_callback = isinstance(callback, _digits_base())
+    keras_base = keras.callbacks.Callback
+    if hasattr(keras_base, hook):
+        # On digits callbacks `on_test_end` is the Trainer-level hook, so Keras' end of an
+        # evaluation pass reaches them as `on_evaluate_begin/_end(logs)` instead.
+        name = _KERAS_RENAMES.get(hook, hook) if digits_callback else hook
+        base = getattr(_digits_base(), name, None) if name != hook else getattr(keras_base, hook)
+    elif digits_callback:
+        name, base = hook, getattr(_digits_base(), hook, None)
+    else:
+        return None
+    method = getattr(type(callback), name, None)
+    return name if method is not None and method is not base else None
+
+
+def check_state_keys(callbacks: list) -> None:
+    """Two callbacks that keep state must not save it under one key: the second would
+    silently overwrite the first's in the run's state (and both would resume from it)."""
+    base = _digits_base()
+    owners: dict[str, object] = {}
+    for c in callbacks:
+        if not isinstance(c, base) or type(c).state_dict is base.state_dict:
+            continue  # keeps nothing
+        key = c.state_key
+        if key in owners:
+            name = getattr(c, "name", "") or type(c).__name__
+            raise ConfigError(
+                f"two callbacks keep their state under the key {key!r} ({name} twice?): give "
+                "one of them its own `state_key` (a property of the callback class)")
+        owners[key] = c
+
+
+class Dispatcher:
+    """Runs each hook on every callback in order, naming the callback when one raises.
+
+    It is handed to `model.fit` as a single Keras callback, so the Trainer, not Keras' list,
+    owns the order; batch hooks go only to callbacks that override them, so an idle hook
+    costs nothing per batch.
+    """
+
+    def __init__(self, callbacks: list, trainer=None) -> None:
+        import keras
+
+        check_state_keys(callbacks)
+        self.callbacks = callbacks
+        for c in callbacks:
+            if hasattr(c, "trainer"):
+                c.trainer = trainer
+        self.epoch_variable = None
+        self.background = None  # during a fit: held through each epoch's end
+        base = keras.callbacks.Callback
+
+        class KerasHooks(base):
+            pass
+
+        dispatcher = self
+        for hook in (
+            "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+            "on_test_begin", "on_test_end", "on_predict_begin", "on_predict_end",
+            "on_train_batch_begin", "on_train_batch_end", "on_test_batch_begin",
+            "on_test_batch_end", "on_predict_batch_begin", "on_predict_batch_end",
+        ):
+            takers = [(c, name) for c in callbacks
+                      if (name := hook_method(c, hook)) is not None]
+            if not takers:
+                continue
+
+            def forward(self, *args, _takers=takers, **kwargs):
+                dispatcher._call_pairs(_takers, *args, **kwargs)
+
+            setattr(KerasHooks, hook, forward)
+
+        class Keras(KerasHooks):
+            def on_epoch_begin(self, epoch, logs=None):
+                # The training pipeline draws this epoch's data order from this variable.
+                if dispatcher.epoch_variable is not None:
+                    dispatcher.epoch_variable.assign(epoch)
+                super().on_epoch_begin(epoch, logs)
+
+            def on_epoch_end(self, epoch, logs=None):
+                # What the callbacks queue here starts when the next epoch trains.
+                held = dispatcher.background.held() if dispatcher.background is not None \
+                    else contextlib.nullcontext()
+                with held:
+                    super().on_epoch_end(epoch, logs)
+
+            def set_model(self, model):
+                super().set_model(model)
+                for c in dispatcher.callbacks:
+                    c.set_model(model)
+
+            def set_params(self, params):
+                super().set_params(params)
+                for c in dispatcher.callbacks:
+                    c.set_params(params)
+
+        self.keras_callback = Keras()
+
+    def _call_pairs(self, pairs, *args, **kwargs) -> None:
+        for callback, hook in pairs:
+            try:
+                getattr(callback, hook)(*args, **kwargs)
+            except (KeyboardInterrupt, RunFailure, ConfigError):
+                # A ConfigError (e.g. a monitored metric that does not exist) is the spec's
+                # fault, not the callback's: it leaves as an input error, exit 2.
+                raise
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - attributed and re-raised
+                # SystemExit too: a plugin calling sys.exit() must not end the run silently.
+                raise CallbackRaised(callback, hook, e) from e
+
+    def trainer_hook(self, hook: str, *args) -> None:
+        """A Trainer-level hook ("setup", "on_fit_start", ...) on every digits callback."""
+        self._call_pairs([(c, hook) for c in self._digits_callbacks()], *args)
+
+    def on_exception(self, trainer, error: BaseException) -> list[str]:
+        """Every callback's `on_exception`; what fails here is returned, never raised."""
+        return self._call_all("on_exception", trainer, error)
+
+    def teardown(self, trainer, stage: str) -> list[str]:
+        """Every callback's `teardown`; what fails here is returned, never raised (it must
+        not hide the error that ended the stage)."""
+        return self._call_all("teardown", trainer, stage)
+
+    def _digits_callbacks(self) -> list:
+        return [c for c in self.callbacks if isinstance(c, _digits_base())]
+
+    def _call_all(self, hook: str, *args) -> list[str]:
+        problems = []
+        for c in self._digits_callbacks():
+            try:
+                getattr(c, hook)(*args)
+            except Exception as e:  # noqa: BLE001 - reported by the caller as a warning
+                problems.append(f"{type(c).__name__}.{hook} failed: {e}")
+        return problems
