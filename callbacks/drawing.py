@@ -142,30 +142,43 @@ def draw_confusion_matrix(matrix, class_names=None, title: str = "confusion matr
                        _INK if counts[i, j] else (175, 175, 175))
                 draw.text((x0 + j * cell + cell / 2, y0 + i * cell + cell / 2), texts[i][j],
                           font=value_font, fill=ink, anchor="mm")
-        for k, name in enumerate(names):
-            centre = k * cell + cell / 2
-            draw.text((x0 - gap, y0 + centre), name, font=tick_font, fill=_INK, anchor="rm")
-            if rotate_ticks:
-                label = _rotated_text(name, tick_font)
-                image.paste(label, (int(x0 + centre - label.width / 2), y0 + grid + gap), label)
-            else:
-                draw.text((x0 + centre, y0 + grid + gap), name, font=tick_font, fill=_INK,
-                          anchor="mt")
+        _class_ticks(image, draw, (x0, y0), names, cell, gap, tick_font, rotate_ticks)
         axis_y = y0 + grid + gap + x_ticks_height + gap
         draw.text((x0 + grid / 2, axis_y), "predicted", font=label_font, fill=_INK, anchor="mt")
         true_label = _rotated_text("true", label_font)
         image.paste(true_label, (index * panel_width + margin,
                                  int(y0 + grid / 2 - true_label.height / 2)), true_label)
 
-        bar_x = x0 + grid + 14
-        ramp = _colours(np.linspace(1.0, 0.0, grid))[:, None, :].repeat(bar_width, axis=1)
-        image.paste(Image.fromarray(np.ascontiguousarray(ramp), "RGB"), (bar_x, y0))
-        draw.rectangle([bar_x - 1, y0 - 1, bar_x + bar_width, y0 + grid], outline=(120, 120, 120))
-        for label, fraction in zip(bar_ticks, (0.0, 0.5, 1.0), strict=True):
-            y = y0 + (grid - 1) * (1 - fraction)
-            draw.line([(bar_x + bar_width, y), (bar_x + bar_width + 3, y)], fill=_INK)
-            draw.text((bar_x + bar_width + 6, y), label, font=tick_font, fill=_INK, anchor="lm")
+        _colour_bar(image, draw, (x0 + grid + 14, y0), grid, bar_width, bar_ticks, tick_font)
     return image
+
+
+def _class_ticks(image, draw, origin, names, cell: int, gap: int, font, rotate: bool) -> None:
+    """The class names along the left (true) and under (predicted) a panel's grid."""
+    x0, y0 = origin
+    grid = len(names) * cell
+    for k, name in enumerate(names):
+        centre = k * cell + cell / 2
+        draw.text((x0 - gap, y0 + centre), name, font=font, fill=_INK, anchor="rm")
+        if rotate:
+            label = _rotated_text(name, font)
+            image.paste(label, (int(x0 + centre - label.width / 2), y0 + grid + gap), label)
+        else:
+            draw.text((x0 + centre, y0 + grid + gap), name, font=font, fill=_INK, anchor="mt")
+
+
+def _colour_bar(image, draw, origin, height: int, width: int, ticks, font) -> None:
+    """The colour scale beside a panel, dark (1) at the top, with its three tick labels."""
+    from PIL import Image
+
+    bar_x, y0 = origin
+    ramp = _colours(np.linspace(1.0, 0.0, height))[:, None, :].repeat(width, axis=1)
+    image.paste(Image.fromarray(np.ascontiguousarray(ramp), "RGB"), (bar_x, y0))
+    draw.rectangle([bar_x - 1, y0 - 1, bar_x + width, y0 + height], outline=(120, 120, 120))
+    for label, fraction in zip(ticks, (0.0, 0.5, 1.0), strict=True):
+        y = y0 + (height - 1) * (1 - fraction)
+        draw.line([(bar_x + width, y), (bar_x + width + 3, y)], fill=_INK)
+        draw.text((bar_x + width + 6, y), label, font=font, fill=_INK, anchor="lm")
 
 
 def _fraction(value: float) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import signal
 import threading
 from collections.abc import Callable, Iterator
 
@@ -107,3 +108,58 @@ class Background:
                     self._pending -= 1
                     if self._pending == 0:
                         self._done.notify_all()
+
+
+class FitWrites:
+    """A fit's background writes: on a `Background` thread while a fit runs (`start` ...
+    `stop`), at once outside one. Ctrl-C waits while a task is queued and while the writes
+    settle, so that no file is cut short."""
+
+    def __init__(self) -> None:
+        self.thread: Background | None = None
+
+    def start(self) -> Background:
+        self.thread = Background()
+        return self.thread
+
+    def submit(self, task: Callable[[], object]) -> None:
+        """Run `task` on the fit's background thread (in order), or now outside a fit."""
+        if self.thread is None:
+            task()
+        else:
+            with interrupts_deferred():  # a Ctrl-C inside would leave its count off
+                self.thread.submit(task)
+
+    def settle(self) -> BaseException | None:
+        """Wait for the writes; return (not raise) the first that failed."""
+        if self.thread is None:
+            return None
+        with interrupts_deferred():  # a Ctrl-C now would cut short the last epoch's files
+            return self.thread.settle()
+
+    def raise_failure(self) -> None:
+        """Wait for the writes; raise the first that failed."""
+        failed = self.settle()
+        if failed is not None:
+            raise failed
+
+    def stop(self) -> None:
+        """After a fit, settled: later writes run at once again."""
+        self.thread = None
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold Ctrl-C until the block is done, so that state being written is written whole."""
+    if threading.current_thread() is not threading.main_thread() \
+            or not callable(signal.getsignal(signal.SIGINT)):
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            previous(signal.SIGINT, caught[0])

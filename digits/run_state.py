@@ -19,18 +19,15 @@ until a write is whole (`interrupts_deferred`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
 import tempfile
-import threading
 
 import numpy as np
 
 from digits.atomic import atomic_path, atomic_write_json, remove_stale_temporaries, to_json
-from digits.background import Background
+from digits.background import FitWrites, interrupts_deferred
 from digits.compiling import build_optimizer
 from digits.errors import CallbackRaised, RunDirectoryError, TrainingStopped
 from digits.run_directory import RunDirectory, safe_name
@@ -51,7 +48,7 @@ class RunState:
 
     def __init__(self, trainer) -> None:
         self.trainer = trainer
-        self.background: Background | None = None  # during a fit: the epoch-end writes
+        self.writes = FitWrites()  # during a fit: the epoch-end writes, off the training thread
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -93,10 +90,10 @@ class RunState:
             model.optimizer.iterations.assign(initial_epoch * train_steps)
         if state is not None:
             initial_epoch = t.current_epoch = t.resumed_from_epoch = int(state["epoch"])
-            t._notice(f"resumed {t.run.path} from epoch {initial_epoch} of {t.max_epochs}")
+            t.notice(f"resumed {t.run.path} from epoch {initial_epoch} of {t.max_epochs}")
         elif t.resume and t.run.read_json("config.json") is not None:
             t.resumed_from_epoch = 0
-            t._notice(f"resumed {t.run.path} from epoch 0 of {t.max_epochs} "
+            t.notice(f"resumed {t.run.path} from epoch 0 of {t.max_epochs} "
                       "(it was cut off before its first epoch ended)")
         if not t.fast_dev_run:
             t.run.write_json("config.json", t.config)
@@ -160,7 +157,7 @@ class RunState:
                     f"cannot save the run's state in {state_dir}: "
                     f"{getattr(e, 'strerror', None) or e}") from e
 
-        self.in_background(write)
+        self.writes.submit(write)
 
     def write_metrics(self, status: str, background: bool = False) -> None:
         """metrics.json, now or (`background`) after the writes queued before it."""
@@ -189,7 +186,7 @@ class RunState:
             except OSError as e:
                 raise TrainingStopped(f"cannot write {target}: {e.strerror or e}") from e
 
-        self.in_background(write)
+        self.writes.submit(write)
 
     def recorder(self) -> Recorder:
         """The internal callback, always last, that records each epoch."""
@@ -246,40 +243,14 @@ class RunState:
                 for variable, value in zip(variables, seeds, strict=True):
                     variable.assign(np.asarray(value, dtype=variable.dtype))
 
-    # -- the background writes -------------------------------------------------------------
-
-    def start_background(self) -> Background:
-        self.background = Background()
-        return self.background
-
-    def in_background(self, task) -> None:
-        """Run `task` on the fit's background thread (in order), or now outside a fit."""
-        if self.background is None:
-            task()
-        else:
-            with interrupts_deferred():  # a Ctrl-C inside would leave its count off
-                self.background.submit(task)
-
-    def raise_background_failure(self) -> None:
-        failed = self.settle()
-        if failed is not None:
-            raise failed
-
-    def settle(self) -> BaseException | None:
-        """Wait for the background writes; return (not raise) the first that failed."""
-        if self.background is None:
-            return None
-        with interrupts_deferred():  # a Ctrl-C now would cut short the last epoch's files
-            return self.background.settle()
-
     # -- the end of a fit ------------------------------------------------------------------
 
     def settle_after(self, error: BaseException) -> None:
         """After a fit failed or was interrupted: the last epoch's files whole (a write
         that failed too is a warning; the error that ended the fit is the one raised)."""
-        failed_write = self.settle()
+        failed_write = self.writes.settle()
         if failed_write is not None and failed_write is not error:
-            self.trainer._notice(f"warning: {failed_write}")
+            self.trainer.notice(f"warning: {failed_write}")
 
     def record_failure(self, error: BaseException) -> None:
         """The status of a failed or interrupted fit in metrics.json, and (Ctrl-C) where
@@ -290,16 +261,16 @@ class RunState:
             with interrupts_deferred():
                 self.write_metrics(status="interrupted" if interrupted else "failed")
         except OSError as e:  # the disk that failed the run may fail this too
-            t._notice(f"warning: cannot record the run's status: {e.strerror or e}")
+            t.notice(f"warning: cannot record the run's status: {e.strerror or e}")
         if interrupted and t.run is not None and not t.fast_dev_run:
             saved = (f"epochs 1-{t.current_epoch} are saved in {t.run.path}"
                      if t.current_epoch else f"no epoch had finished ({t.run.path})")
-            t._notice(f"\ninterrupted during epoch {t.current_epoch + 1}: {saved}")
+            t.notice(f"\ninterrupted during epoch {t.current_epoch + 1}: {saved}")
 
     def close(self) -> None:
         """Nothing outlives the fit: no background thread, no lock (a later identical
         command may resume)."""
-        self.background = None
+        self.writes.stop()
         if self.trainer.run is not None:
             self.trainer.run.unlock()
 
@@ -361,20 +332,3 @@ def seed_states(model) -> list:
     Keras lists them among `model.variables` but leaves them out of `save_weights`.
     """
     return [v for v in model.variables if v.name == "seed_generator_state"]
-
-
-@contextlib.contextmanager
-def interrupts_deferred():
-    """Hold Ctrl-C until the block is done, so that state being written is written whole."""
-    if threading.current_thread() is not threading.main_thread() \
-            or not callable(signal.getsignal(signal.SIGINT)):
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            previous(signal.SIGINT, caught[0])

@@ -202,13 +202,14 @@ class Trainer:
         if self.deterministic:
             tf.config.experimental.enable_op_determinism()
 
-    def _notice(self, message: str) -> None:
+    def notice(self, message: str) -> None:
+        """A line on stderr for the user (resumed from, warnings), unless `verbose=False`."""
         if self.verbose:
             print(message, file=sys.stderr, flush=True)
 
     def _warn(self, problems: list[str]) -> None:
         for problem in problems:
-            self._notice(f"warning: {problem}")
+            self.notice(f"warning: {problem}")
 
     # -- the failure policy ----------------------------------------------------------------
 
@@ -256,7 +257,7 @@ class Trainer:
         compile_model(model, self.settings, train_steps, self.strategy)
         self.state.open(model, self.config)
         dispatcher = Dispatcher([*self.callbacks, self.state.recorder()], trainer=self)
-        dispatcher.background = self.state.start_background()
+        dispatcher.background = self.state.writes.start()
         with self._stage("fit", dispatcher):
             # Callbacks set up after their saved state is back, so setup may read it.
             initial_epoch, stopped = self.state.restore(model, int(initial_epoch), train_steps)
@@ -264,11 +265,11 @@ class Trainer:
             dispatcher.trainer_hook("on_fit_start", self)
             if initial_epoch < self.max_epochs and not stopped:
                 self._fit_epochs(model, data, dispatcher, initial_epoch, train_steps)
-            self.state.raise_background_failure()
+            self.state.writes.raise_failure()
             if self.stop_reason and self.stop_reason.startswith("fault:"):
                 raise TrainingStopped(self.stop_reason.removeprefix("fault: "))
             dispatcher.trainer_hook("on_fit_end", self)
-            self.state.raise_background_failure()  # what on_fit_end queued, too
+            self.state.writes.raise_failure()  # what on_fit_end queued, too
             self.state.write_metrics(status="fitted")
         return getattr(model, "history", None)
 
@@ -389,7 +390,7 @@ class Trainer:
             except (Exception, SystemExit) as e:  # noqa: BLE001 - attributed, raised later
                 raise CallbackRaised(callback if callback is not None else task, hook, e) from e
 
-        self.state.in_background(attributed)
+        self.state.writes.submit(attributed)
 
     def validation_confusion_matrix(self) -> np.ndarray | None:
         """The confusion matrix of the latest validation pass; meaningful in `on_epoch_end`.

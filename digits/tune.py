@@ -127,7 +127,7 @@ def run(argv: list[str] | None = None) -> int:
 
     # The cheap checks first, before TensorFlow starts.
     from digits.run_directory import check_writable_dir
-    from tuner.distributed import SearchStopped, role_from_environment
+    from tuner.distributed import role_from_environment
 
     role = role_from_environment()
     pins = check_pins(dict(args.hp))
@@ -180,6 +180,14 @@ def run(argv: list[str] | None = None) -> int:
         _announce(args, tuner, role, display, project_dir, planned, settings)
     else:
         display.line(f"worker {role.tuner_id}: asking the chief at {role.address} for trials")
+
+    return _search(args, tuner, display, role, project_dir, data, trial_callbacks)
+
+
+def _search(args, tuner, display, role, project_dir: Path, data, trial_callbacks) -> int:
+    """Run this process's part of the search, then (the chief, or a lone search) sum it up
+    and retrain the best; the command's exit code."""
+    from tuner.distributed import SearchStopped
 
     try:
         if role.kind == "chief":

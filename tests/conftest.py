@@ -33,6 +33,24 @@ def small_data(mnist5k):
 
 
 @pytest.fixture(scope="session")
+def centroid_result(mnist5k):
+    """A real test result without training: a nearest-centroid classifier on the 500
+    held-out embedded digits (real images, real imperfect predictions, in milliseconds)."""
+    import numpy as np
+
+    from digits.results import TestResult
+
+    x_train = mnist5k.train.x.reshape(len(mnist5k.train), -1)
+    centroids = np.stack([x_train[mnist5k.train.y == k].mean(axis=0) for k in range(10)])
+    x_test = mnist5k.test.x.reshape(len(mnist5k.test), -1)
+    distances = ((x_test[:, None, :] - centroids[None]) ** 2).sum(axis=-1)
+    logits = -distances / 4.0
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    return TestResult.from_probabilities(mnist5k.test.y, probabilities)
+
+
+@pytest.fixture(scope="session")
 def reader_model(tmp_path_factory, mnist5k):
     """A small CNN trained for four epochs on the embedded digits (their test part held out):
     the model that predict, export and serve are tested with. Returns its .keras path."""

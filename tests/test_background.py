@@ -199,3 +199,18 @@ def test_work_queued_at_an_epochs_end_starts_after_every_callbacks_epoch_end(
     assert len(queues.started) == 2
     for started, ended in zip(queues.started, slow.ended, strict=True):
         assert started > ended
+
+
+def test_ctrl_c_waits_until_the_block_is_done():
+    import os
+    import signal
+
+    from digits.background import interrupts_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the write finished")
+    assert done == ["the write finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -10,7 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 from rich.console import Console
 
@@ -18,7 +17,6 @@ from callbacks.console import is_plain, make_console
 from callbacks.rich_progress import RichProgress
 from callbacks.rich_report import print_report, render_report, report_text
 from callbacks.rich_summary import RichSummary
-from digits.results import TestResult
 from digits.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,18 +43,6 @@ def colour_allowed(monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     monkeypatch.setenv("TERM", "xterm-256color")
-
-
-@pytest.fixture(scope="module")
-def centroid_result(mnist5k):
-    """A real test result without training: nearest class centroid on 500 embedded digits."""
-    x = mnist5k.train.x.reshape(len(mnist5k.train), -1)
-    centroids = np.stack([x[mnist5k.train.y == k].mean(axis=0) for k in range(10)])
-    test = mnist5k.test.take(500)
-    distances = ((test.x.reshape(len(test), -1)[:, None, :] - centroids[None]) ** 2).sum(-1)
-    logits = -(distances - distances.min(axis=1, keepdims=True)) / 10
-    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    return TestResult.from_probabilities(test.y, probabilities)
 
 
 def test_a_ci_log_gets_one_plain_line_per_epoch_a_summary_and_a_report(tmp_path):

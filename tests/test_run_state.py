@@ -1,4 +1,4 @@
-"""digits.run_state: which runs resume, and Ctrl-C held while state is written.
+"""digits.run_state: which runs resume.
 
 The end-to-end stories (kill, resume, damaged files, full disk) are in test_resume.py and
 test_state.py; these are the rules underneath, without training.
@@ -6,13 +6,10 @@ test_state.py; these are the rules underneath, without training.
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 
 from digits.run_directory import RunDirectory
-from digits.run_state import PREVIOUS_STATE_FILE, STATE_DIR, STATE_FILE, interrupts_deferred, resumable
+from digits.run_state import PREVIOUS_STATE_FILE, STATE_DIR, STATE_FILE, resumable
 
 CONFIG = {"model": "cnn", "trainer": {"max_epochs": 3, "seed": 0}, "callbacks": ["a"]}
 
@@ -52,13 +49,3 @@ def test_the_epoch_before_is_enough_to_resume(tmp_path):
     run = a_run(tmp_path, states=(("epoch_3.digits-state", 3), ("epoch_2.digits-state", 2)))
     (run.path / STATE_DIR / "epoch_3.digits-state").unlink()
     assert resumable(run, CONFIG)
-
-
-def test_ctrl_c_waits_until_the_block_is_done():
-    done = []
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            done.append("the write finished")
-    assert done == ["the write finished"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

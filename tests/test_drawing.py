@@ -1,8 +1,5 @@
-"""The pictures and numbers the TensorBoard callbacks draw, checked without training.
-
-Predictions come from a nearest-centroid classifier on the embedded digits: real images,
-real (imperfect) predictions, in milliseconds.
-"""
+"""callbacks.drawing and the pictures the callbacks draw (confusion matrix, misclassified
+grid, curves), and the summary writers, checked without training (`centroid_result`)."""
 
 from __future__ import annotations
 
@@ -15,51 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from callbacks.classification_report import report_from_confusion_matrix, report_markdown
-from callbacks.confusion_matrix import (
-    confusion_matrix_from_predictions,
-    draw_confusion_matrix,
-    render_confusion_matrix,
-)
+from callbacks.drawing import draw_confusion_matrix, render_confusion_matrix
 from callbacks.misclassified import draw_misclassified, worst_errors
 from callbacks.plots import plot_curves
 from callbacks.tensorboard import close_summary_writers, summary_writer
 from digits.data import FASHION_CLASSES
-from digits.results import TestResult
 from digits.trainer import RunDirectory
-
-
-@pytest.fixture(scope="module")
-def centroid_result(mnist5k):
-    """A TestResult of a nearest-centroid classifier on the 500 held-out digits."""
-    x_train = mnist5k.train.x.reshape(len(mnist5k.train), -1)
-    centroids = np.stack([x_train[mnist5k.train.y == k].mean(axis=0) for k in range(10)])
-    x_test = mnist5k.test.x.reshape(len(mnist5k.test), -1)
-    distances = ((x_test[:, None, :] - centroids[None]) ** 2).sum(axis=-1)
-    logits = -distances / 4.0
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    return TestResult.from_probabilities(mnist5k.test.y, probabilities)
-
-
-def test_report_from_the_matrix_matches_scikit_learn(centroid_result):
-    result = centroid_result
-    assert 0.5 < result.accuracy < 1.0  # a real, imperfect classifier
-    matrix = confusion_matrix_from_predictions(result.y_true, result.y_pred, 10)
-    assert np.array_equal(matrix, result.confusion_matrix)
-    derived = report_from_confusion_matrix(matrix, result.class_names)
-    assert set(derived) == set(result.report)
-    for name, row in result.report.items():
-        for key in ("precision", "recall", "f1-score", "support"):
-            assert derived[name][key] == pytest.approx(row[key], abs=1e-12), (name, key)
-    # The same markdown table TestResult writes.
-    assert report_markdown(derived) == result.report_markdown().split("\n\n")[0]
-
-
-def test_report_of_a_class_never_predicted_is_zero_not_nan():
-    report = report_from_confusion_matrix([[3, 0], [2, 0]], ["a", "b"])
-    assert report["b"] == {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 2.0}
-    assert report["weighted avg"]["support"] == 5.0
 
 
 def test_confusion_matrix_image_two_panels_at_least_400_pixels_high(centroid_result):

@@ -7,8 +7,6 @@ official test set, the single-image latency and the export's time (all through
 for the export with the lowest single-image latency (the fast path), each under a bounded local
 load: `CLIENTS` keep-alive clients on 127.0.0.1 posting a drawn digit (a canvas-sized PNG, as
 the page sends) back to back for `SECONDS`; requests per second and latency percentiles.
-
-Kept apart from `scripts/bench.py`, which imports it, so that neither grows past reading.
 """
 
 from __future__ import annotations
@@ -21,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+import digits
+from benchmarks.common import Bench, Table, progress, quiet_stdout, script_module, subset
+
 EXPORTS = (("saved_model", None), ("onnx", None), ("onnx", "int8"), ("onnx", "float16"),
            ("litert", None), ("litert", "int8"), ("litert", "float16"))
 CLIENTS = 8
@@ -29,13 +30,7 @@ SECONDS = 10.0
 
 def _screenshot_serve():
     """scripts/screenshot_serve.py: the server's start and stop, a digit's strokes."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "screenshot_serve", Path(__file__).with_name("screenshot_serve.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return script_module("screenshot_serve")
 
 
 def drawn_digit_png(image: np.ndarray, width: int = 560, height: int = 280) -> bytes:
@@ -159,7 +154,7 @@ def measure(model: Path, data, tmp: Path, exports=None, serve_seconds: float = S
             "request_bytes": len(body)}
 
 
-def tables(result: dict, Table) -> list:
+def tables(result: dict) -> list[Table]:
     rows = []
     for label, r in result["exports"].items():
         ours, theirs = r["source_model"], r["exported"]
@@ -190,3 +185,29 @@ def tables(result: dict, Table) -> list:
                "The fast path is the export with the lowest "
                f"single-image latency: {result['fast_path']}."]),
     ]
+
+
+def section_deploy(bench: Bench) -> dict:
+    sizes = bench.sizes
+    data = subset(bench.data.mnist5k_official(bench.args.mnist_test), test=sizes.deploy_test)
+    model = bench.args.deploy_model
+    trained = None
+    if model is None:
+        progress(f"deploy: training the default cnn for {sizes.deploy_epochs} epochs")
+        trainer = digits.Trainer(max_epochs=sizes.deploy_epochs, log_dir=bench.tmp / "deploy",
+                                 callbacks=[], enable_checkpointing=False, verbose=False, seed=0)
+        keras_model = trainer.build_model("cnn")
+        with quiet_stdout():
+            trainer.fit(keras_model, subset(data, train=sizes.accuracy_train))
+        model = bench.tmp / "deploy" / "model.keras"
+        keras_model.save(model)
+        trained = sizes.deploy_epochs
+    result = measure(Path(model), data, bench.tmp / "exports",
+                     exports=sizes.deploy_exports, serve_seconds=sizes.deploy_seconds,
+                     serve_all=sizes.deploy_serve_all, progress=progress)
+    return {**result, "model": str(bench.args.deploy_model or "the default cnn"),
+            "trained_epochs": trained}
+
+
+def deploy_tables(result: dict) -> list[Table]:
+    return tables(result)
