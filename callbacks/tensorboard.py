@@ -78,12 +78,23 @@ class TensorBoardScalars(Callback):
     optimizer, so schedules show their current value), `epoch_time_seconds` (the whole epoch,
     validation included) and `epoch_images_per_second` (training images over training time).
 
+    After `Trainer.test`, `<run>/test` gets `test/accuracy` and `test/loss` (the HParams table's
+    test columns). When fitting starts, a Custom Scalars layout puts train and validation loss
+    and accuracy, the learning rate and the throughput on one page.
+
     Writers are created once when fitting starts, flushed after every epoch and closed when
-    the stage ends (in `teardown`, after every callback's `on_fit_end` has had its say). Other callbacks find them with `summary_writer(trainer, split)` or
-    `writers`; `log_dir` is the run directory.
+    the stage ends (in `teardown`, after every callback's `on_fit_end` has had its say).
+    Other callbacks find them with `summary_writer(trainer, split)` or `writers`; `log_dir` is
+    the run directory.
 
     Args:
-        (none)
+        update_freq: also write `batch_loss`, `batch_accuracy` (and the other training logs)
+            in `<run>/train` every this many training batches, at step = batches trained so
+            far (default: never). Keras reports batches once per compiled call
+            (`steps_per_execution`, 32 by default), so that is the finest it can be.
+        histogram_freq: every this many epochs, histograms of every trainable weight
+            (`weights/<name>`) and of its gradient on one training batch, in inference mode
+            (`gradients/<name>`), in `<run>/train` (default 0: never).
 
     Example:
         >>> trainer = Trainer(callbacks=[TensorBoardScalars()], max_epochs=5)
@@ -93,11 +104,26 @@ class TensorBoardScalars(Callback):
 
     order = 10
 
-    def __init__(self) -> None:
+    def __new__(cls, update_freq: int | None = None, histogram_freq: int = 0):
+        # Batch hooks only when asked for: the Trainer passes a batch hook only to the
+        # callbacks whose class defines one.
+        if update_freq is not None and cls is TensorBoardScalars:
+            cls = _TensorBoardScalarsWithBatches
+        return super().__new__(cls)
+
+    def __init__(self, update_freq: int | None = None, histogram_freq: int = 0) -> None:
         super().__init__()
+        for label, value, low in (("update_freq", update_freq, 1),
+                                  ("histogram_freq", histogram_freq, 0)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not low <= value <= 1_000_000):
+                raise ValueError(f"{label} must be a whole number >= {low}, got {value!r}")
+        self.update_freq = update_freq
+        self.histogram_freq = histogram_freq
         self.log_dir: str | None = None
         self._epoch_started: float | None = None
         self._training_ended: float | None = None
+        self._batches_written = 0
 
     @property
     def writers(self) -> dict:
@@ -112,6 +138,18 @@ class TensorBoardScalars(Callback):
         self.log_dir = str(trainer.run.path)
         for split in ("train", "validation"):
             summary_writer(trainer, split)
+        write_layout(summary_writer(trainer, "train"))
+
+    def on_test_end(self, trainer, result) -> None:
+        if trainer.run is None:
+            return
+        import tensorflow as tf
+
+        writer = summary_writer(trainer, "test")
+        with writer.as_default():
+            tf.summary.scalar("test/accuracy", result.accuracy, step=summary_step(trainer))
+            tf.summary.scalar("test/loss", result.loss, step=summary_step(trainer))
+        writer.flush()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
@@ -153,6 +191,30 @@ class TensorBoardScalars(Callback):
                 for name, value in scalars.items():
                     tf.summary.scalar(f"epoch_{name}", value, step=epoch)
             writer.flush()
+        if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
+            self._write_histograms(epoch)
+
+    def _write_histograms(self, epoch: int) -> None:
+        """Every trainable weight, and its gradient on the first training batch, as histograms.
+
+        The gradient is taken in inference mode: a training-mode call would draw from the
+        dropout and augmentation generators and move the batch-norm statistics, and so change
+        the run it observes."""
+        import tensorflow as tf
+
+        trainer, model = self.trainer, self.model
+        batch = trainer.data.train.take(min(len(trainer.data.train), trainer.batch_size))
+        x, y = tf.constant(batch.x), tf.constant(batch.y)
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=False), training=False)
+        variables = model.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        with summary_writer(trainer, "train").as_default():
+            for variable, gradient in zip(variables, gradients, strict=True):
+                name = variable.path.replace(":", "_")
+                tf.summary.histogram(f"weights/{name}", variable, step=epoch)
+                if gradient is not None:
+                    tf.summary.histogram(f"gradients/{name}", gradient, step=epoch)
 
     def _training_images(self) -> int | None:
         """Images in one training epoch: the training split, cut by `limit_train_batches`."""
@@ -167,3 +229,45 @@ class TensorBoardScalars(Callback):
 
     def teardown(self, trainer, stage: str) -> None:
         close_summary_writers(trainer)
+
+
+class _TensorBoardScalarsWithBatches(TensorBoardScalars):
+    """`TensorBoardScalars(update_freq=N)`: the training logs every N batches too."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        import tensorflow as tf
+
+        trainer = self.trainer
+        steps = (self.params or {}).get("steps") or 0
+        done = trainer.current_epoch * steps + batch + 1
+        if trainer.run is None or done - self._batches_written < self.update_freq:
+            return
+        self._batches_written = done
+        writer = summary_writer(trainer, "train")
+        with writer.as_default():
+            for key, value in (logs or {}).items():
+                if np.ndim(value) == 0:
+                    tf.summary.scalar(f"batch_{key}", float(value), step=done)
+
+
+def write_layout(writer) -> None:
+    """The Custom Scalars page: train and validation loss and accuracy, learning rate and
+    throughput, each chart over every run that has the tag (TensorBoard merges the layouts
+    of all runs, dropping repeats)."""
+    import tensorflow as tf
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.custom_scalar import summary as custom_scalar
+
+    charts = [("loss: train and validation", r"^epoch_loss$"),
+              ("accuracy: train and validation", r"^epoch_accuracy$"),
+              ("learning rate", r"^epoch_learning_rate$"),
+              ("images per second (training)", r"^epoch_images_per_second$")]
+    layout = layout_pb2.Layout(category=[layout_pb2.Category(
+        title="digits: a run at a glance",
+        chart=[layout_pb2.Chart(title=title,
+                                multiline=layout_pb2.MultilineChartContent(tag=[regex]))
+               for title, regex in charts])])
+    with writer.as_default():
+        tf.summary.experimental.write_raw_pb(custom_scalar.pb(layout).SerializeToString(),
+                                             step=0)
+    writer.flush()

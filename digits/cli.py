@@ -82,6 +82,21 @@ def steps_per_execution(text: str):
     return setting_type("steps_per_execution", "'auto' or a whole number >= 1")(text)
 
 
+def batch_range(text: str) -> tuple[int, int]:
+    """`START,STOP`: training batches counted from 1 over the run (`--profile-batch`)."""
+    start, sep, stop = text.partition(",")
+    try:
+        value = (int(start), int(stop)) if sep else None
+    except ValueError:
+        value = None
+    try:
+        settings.check_profile_batch(value)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(
+            f"expected START,STOP with 1 <= START <= STOP, got {text!r}") from None
+    return value
+
+
 def name_type(text: str) -> str:
     if not re.fullmatch(settings.NAME_PATTERN, text) or text in (".", ".."):
         raise argparse.ArgumentTypeError(f"must be letters, digits, '.', '_' or '-', got {text!r}")
@@ -215,6 +230,9 @@ def add_shared_training_arguments(group) -> None:
                        help="train on at most N batches per epoch (quick runs, tests)")
     group.add_argument("--limit-val-batches", type=positive_int, default=None, metavar="N",
                        help="validate on at most N batches")
+    group.add_argument("--profile-batch", type=batch_range, default=None, metavar="START,STOP",
+                       help="a TensorFlow profiler trace of these training batches (counted "
+                            "from 1) for TensorBoard's Profile tab (pip install -e '.[profile]')")
 
 
 # ----------------------------------------------------------------------------- TOML config

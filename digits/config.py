@@ -68,6 +68,14 @@ def check_choice(label: str, value, choices) -> None:
         raise ConfigError(f"{label} must be one of {shown}, got {value!r}")
 
 
+def check_profile_batch(value) -> None:
+    """Two whole numbers, START <= STOP, counting training batches from 1 over the run."""
+    if not (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(COUNT.contains(b) for b in value) and value[0] <= value[1]):
+        raise ConfigError(f"profile_batch must be two whole numbers 1 <= START <= STOP, got "
+                          f"{value!r}")
+
+
 def check_name(value) -> None:
     if not isinstance(value, str) or not re.fullmatch(NAME_PATTERN, value) or value in (".", ".."):
         raise ConfigError(f"name must be 1-100 letters, digits, '.', '_' or '-', got {value!r}")
@@ -96,6 +104,7 @@ class TrainerConfig:
     limit_test_batches: int | None = None
     steps_per_execution: int | str = "auto"
     fused_batch_norm: bool = True
+    profile_batch: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "seed", "learning_rate", "label_smoothing"):
@@ -109,6 +118,9 @@ class TrainerConfig:
         check_choice("strategy", self.strategy, STRATEGIES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.profile_batch is not None:
+            check_profile_batch(self.profile_batch)
+            object.__setattr__(self, "profile_batch", tuple(int(b) for b in self.profile_batch))
         set_ = object.__setattr__  # frozen: resolve the numbers once, here
         for name in ("max_epochs", "batch_size", "seed"):
             set_(self, name, int(getattr(self, name)))
@@ -122,7 +134,8 @@ class TrainerConfig:
                 set_(self, name, FAST_DEV_RUN_BATCHES)
 
     def to_dict(self) -> dict:
-        """The settings as `config.json` records them under "trainer"."""
+        """The settings as `config.json` records them under "trainer" (those that can change
+        what a run computes; `profile_batch` only observes it)."""
         return {
             "max_epochs": self.max_epochs, "seed": self.seed,
             "deterministic": self.deterministic, "batch_size": self.batch_size,
@@ -144,6 +157,14 @@ class TrainerConfig:
         """Batches per training epoch, after `limit_train_batches`."""
         steps = -(-train_images // self.batch_size)
         return min(steps, self.limit_train_batches) if self.limit_train_batches else steps
+
+    def check_profile_range(self, train_steps: int) -> None:
+        """A profile range must end within the run's training batches."""
+        total = train_steps * self.max_epochs
+        if self.profile_batch is not None and self.profile_batch[1] > total:
+            raise ConfigError(
+                f"profile_batch {self.profile_batch[0]},{self.profile_batch[1]} ends past the "
+                f"run's {total} training batches ({self.max_epochs} epochs of {train_steps})")
 
     def steps_per_execution_for(self, steps_per_epoch: int) -> int:
         """"auto" is 32 batches per compiled call, or the whole epoch if it is shorter."""

@@ -8,7 +8,9 @@ under one key.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import time
 
 from digits.errors import CallbackRaised, ConfigError, RunFailure
 
@@ -60,19 +62,43 @@ def check_state_keys(callbacks: list) -> None:
         owners[key] = c
 
 
+class HookTimer:
+    """Seconds and calls of every (callback, stage, hook) the dispatcher runs.
+
+    The `profiler` callback turns one on (`Trainer.hook_timer`) and prints it; the bench's
+    callback-cost table reads the same numbers. Off, the dispatcher reads no clock.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[tuple[str, str, str], float] = collections.defaultdict(float)
+        self.calls: dict[tuple[str, str, str], int] = collections.defaultdict(int)
+
+    def add(self, callback, stage: str, hook: str, seconds: float) -> None:
+        key = (label_of(callback), stage, hook)
+        self.seconds[key] += seconds
+        self.calls[key] += 1
+
+
+def label_of(callback) -> str:
+    """A callback's name in tables and errors: its `name`, else its class name."""
+    return getattr(callback, "name", "") or type(callback).__name__
+
+
 class Dispatcher:
     """Runs each hook on every callback in order, naming the callback when one raises.
 
     It is handed to `model.fit` as a single Keras callback, so the Trainer, not Keras' list,
     owns the order; batch hooks go only to callbacks that override them, so an idle hook
-    costs nothing per batch.
+    costs nothing per batch. With a `timer`, every call is timed under `stage`.
     """
 
-    def __init__(self, callbacks: list, trainer=None) -> None:
+    def __init__(self, callbacks: list, trainer=None, stage: str = "fit",
+                 timer: HookTimer | None = None) -> None:
         import keras
 
         check_state_keys(callbacks)
         self.callbacks = callbacks
+        self.stage, self.timer = stage, timer
         for c in callbacks:
             if hasattr(c, "trainer"):
                 c.trainer = trainer
@@ -127,9 +153,17 @@ class Dispatcher:
         self.keras_callback = Keras()
 
     def _call_pairs(self, pairs, *args, **kwargs) -> None:
+        timer = self.timer
         for callback, hook in pairs:
             try:
-                getattr(callback, hook)(*args, **kwargs)
+                if timer is None:
+                    getattr(callback, hook)(*args, **kwargs)
+                else:
+                    start = time.perf_counter()
+                    try:
+                        getattr(callback, hook)(*args, **kwargs)
+                    finally:
+                        timer.add(callback, self.stage, hook, time.perf_counter() - start)
             except (KeyboardInterrupt, RunFailure, ConfigError):
                 # A ConfigError (e.g. a monitored metric that does not exist) is the spec's
                 # fault, not the callback's: it leaves as an input error, exit 2.
@@ -157,8 +191,12 @@ class Dispatcher:
     def _call_all(self, hook: str, *args) -> list[str]:
         problems = []
         for c in self._digits_callbacks():
+            start = time.perf_counter()
             try:
                 getattr(c, hook)(*args)
             except Exception as e:  # noqa: BLE001 - reported by the caller as a warning
                 problems.append(f"{type(c).__name__}.{hook} failed: {e}")
+            finally:
+                if self.timer is not None:
+                    self.timer.add(c, self.stage, hook, time.perf_counter() - start)
         return problems

@@ -50,6 +50,70 @@ class StreamingConfusionMatrix(keras.metrics.Metric):
         return {"num_classes": self.num_classes, "name": self.name}
 
 
+PR_THRESHOLDS = 51  # 0.00, 0.02, ..., 1.00: TensorBoard's PR Curves dashboard's default
+
+
+@keras.saving.register_keras_serializable(package="digits")
+class StreamingPRCounts(keras.metrics.Metric):
+    """Per class, how many positives and negatives scored in each probability bin, over the
+    batches Keras already evaluates: the precision-recall curve of every class at once.
+
+    Like `StreamingConfusionMatrix`, compiled in by the Trainer, silent in the logs, read in
+    `on_epoch_end` with `counts()`: (num_classes, num_thresholds, 2) counts of negatives
+    ([..., 0]) and positives ([..., 1]) whose probability for the class lies in
+    [t / (T - 1), (t + 1) / (T - 1)), so "probability >= threshold t" holds for bins >= t.
+
+    Args:
+        num_classes: number of classes (default 10).
+        num_thresholds: evenly spaced thresholds from 0 to 1 (default 51).
+        name: metric name (default "pr_counts").
+    """
+
+    def __init__(self, num_classes: int = 10, num_thresholds: int = PR_THRESHOLDS,
+                 name: str = "pr_counts", **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.num_classes, self.num_thresholds = num_classes, num_thresholds
+        self.size = num_classes * num_thresholds * 2
+        self.histogram = self.add_variable(shape=(self.size,), initializer="zeros",
+                                           dtype="float32", name="histogram")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        classes, thresholds = self.num_classes, self.num_thresholds
+        true = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        positive = ops.cast(ops.one_hot(true, classes), "int32")
+        bins = ops.cast(ops.floor(ops.cast(y_pred, "float32") * (thresholds - 1)), "int32")
+        bins = ops.clip(bins, 0, thresholds - 1)
+        index = (ops.arange(classes, dtype="int32")[None, :] * thresholds + bins) * 2 + positive
+        flat = ops.bincount(ops.reshape(index, (-1,)), minlength=self.size)
+        self.histogram.assign_add(ops.cast(flat[: self.size], "float32"))
+
+    def result(self):
+        return {}
+
+    def reset_state(self):
+        self.histogram.assign(ops.zeros((self.size,), "float32"))
+
+    def counts(self) -> np.ndarray:
+        counts = np.asarray(keras.ops.convert_to_numpy(self.histogram)).round().astype(np.int64)
+        return counts.reshape(self.num_classes, self.num_thresholds, 2)
+
+    def get_config(self):
+        return {"num_classes": self.num_classes, "num_thresholds": self.num_thresholds,
+                "name": self.name}
+
+
+def pr_counts(y_true, probabilities, num_thresholds: int = PR_THRESHOLDS) -> np.ndarray:
+    """`StreamingPRCounts.counts()` computed with NumPy from labels and probabilities."""
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    classes = probabilities.shape[1]
+    positive = np.eye(classes, dtype=np.int64)[np.asarray(y_true, np.int64)]
+    bins = np.clip(np.floor(probabilities * np.float32(num_thresholds - 1)).astype(np.int64),
+                   0, num_thresholds - 1)
+    index = (np.arange(classes)[None, :] * num_thresholds + bins) * 2 + positive
+    size = classes * num_thresholds * 2
+    return np.bincount(index.ravel(), minlength=size).reshape(classes, num_thresholds, 2)
+
+
 @keras.saving.register_keras_serializable(package="digits")
 class SmoothedSparseCrossentropy(keras.losses.Loss):
     """Cross-entropy of integer labels against label-smoothed targets.
@@ -87,7 +151,8 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
 
 def compiled_metrics(num_classes: int, confusion_matrix: bool = True) -> list:
-    """The metrics the Trainer compiles: accuracy and the streaming confusion matrix.
+    """The metrics the Trainer compiles: accuracy, and (`confusion_matrix`) the streaming
+    confusion matrix and precision-recall counts that the callbacks read after validation.
 
     As objects, not the string "accuracy": Keras builds a metric named by a string inside the
     first traced training step, and a step that creates variables makes TensorFlow trace it a
@@ -96,7 +161,7 @@ def compiled_metrics(num_classes: int, confusion_matrix: bool = True) -> list:
     """
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     if confusion_matrix:
-        metrics.append(StreamingConfusionMatrix(num_classes))
+        metrics += [StreamingConfusionMatrix(num_classes), StreamingPRCounts(num_classes)]
     return metrics
 
 

@@ -20,6 +20,8 @@ class TestResult:
         y_true, y_pred: labels and predicted classes.
         probabilities: (N, 10) predicted class probabilities.
         class_names: the display name of each class.
+        features: (N, F) what the model computed before its classifier, when a callback
+            asked for them (`wants_features`, e.g. the embeddings callback); else None.
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -32,6 +34,7 @@ class TestResult:
     y_pred: np.ndarray
     probabilities: np.ndarray
     class_names: tuple[str, ...]
+    features: np.ndarray | None = None
 
     @classmethod
     def from_probabilities(cls, y_true: np.ndarray, probabilities: np.ndarray,

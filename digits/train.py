@@ -87,6 +87,7 @@ def run(argv: list[str] | None = None) -> int:
         limit_train_batches=args.limit_train_batches,
         limit_val_batches=args.limit_val_batches,
         steps_per_execution=args.steps_per_execution,
+        profile_batch=args.profile_batch,
         resume=not args.no_resume,
     )
     model = trainer.build_model(args.model, **hyperparameters)

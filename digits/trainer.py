@@ -25,7 +25,7 @@ import numpy as np
 from digits.compiling import compile_model
 from digits.config import TrainerConfig, check_name
 from digits.data import Dataset, Split, make_pipeline
-from digits.dispatch import Dispatcher
+from digits.dispatch import Dispatcher, HookTimer
 from digits.errors import CallbackRaised, ConfigError, TrainingStopped
 from digits.results import TestResult
 from digits.run_directory import RunDirectory, check_writable_dir  # noqa: F401 - public here too
@@ -61,6 +61,9 @@ class Trainer:
         fused_batch_norm: run the model's BatchNormalization layers on TensorFlow's fused
             kernel (`digits.fusion`): the same math, weights and saved files, and 1.1-1.3x faster
             training of the default CNN on CPU (BENCHMARKS.md).
+        profile_batch: (START, STOP), training batches counted from 1 over the run: a
+            TensorFlow profiler trace of them for TensorBoard's Profile tab
+            (`callbacks.profiler.ProfileBatches`).
         enable_checkpointing: add the `checkpoint` callback (best model.keras) if none is given.
         resume: resume the latest unfinished run of this name, if there is one.
         verbose: print notices (resume, run directory) to stderr.
@@ -100,6 +103,7 @@ class Trainer:
         limit_test_batches: int | None = None,
         steps_per_execution: int | str = "auto",
         fused_batch_norm: bool = True,
+        profile_batch: tuple[int, int] | None = None,
         enable_checkpointing: bool = True,
         resume: bool = False,
         verbose: bool = True,
@@ -111,7 +115,7 @@ class Trainer:
             label_smoothing=label_smoothing, fast_dev_run=fast_dev_run,
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
             limit_test_batches=limit_test_batches, steps_per_execution=steps_per_execution,
-            fused_batch_norm=fused_batch_norm)
+            fused_batch_norm=fused_batch_norm, profile_batch=profile_batch)
         if name is not None:
             check_name(name)
         self.enable_checkpointing = enable_checkpointing
@@ -132,8 +136,11 @@ class Trainer:
         self.config: dict = {}
         self.state = RunState(self)
         self.summary_writers: dict = {}  # (run path, split) -> tf.summary writer, for callbacks
+        # Every hook call timed, when a callback asks (`wants_timings`, the profiler) or a
+        # caller sets one (the bench).
+        self.hook_timer: HookTimer | None = None
         self._callbacks: list | None = None
-        self._predicted_matrix: tuple[int, np.ndarray] | None = None  # (step, matrix)
+        self._predicted: tuple | None = None  # (step, labels, probabilities) of validation
         self._strategy = None
         self._started = time.time()
         self._apply_precision()
@@ -191,6 +198,10 @@ class Trainer:
             chosen = [c for c in chosen if not isinstance(c, Checkpoint)]
         if self.fast_dev_run:
             chosen = [c for c in chosen if not getattr(c, "heavy", False)]
+        if self.profile_batch is not None:
+            from callbacks.profiler import ProfileBatches
+
+            chosen.append(ProfileBatches(*self.profile_batch))
         # A stable sort: equal orders keep the order they were given in.
         return sorted(chosen, key=lambda c: getattr(c, "order", 50))
 
@@ -211,6 +222,11 @@ class Trainer:
         for problem in problems:
             self.notice(f"warning: {problem}")
 
+    def _dispatcher(self, stage: str, callbacks: list) -> Dispatcher:
+        if self.hook_timer is None and any(getattr(c, "wants_timings", False) for c in callbacks):
+            self.hook_timer = HookTimer()
+        return Dispatcher(callbacks, trainer=self, stage=stage, timer=self.hook_timer)
+
     # -- the failure policy ----------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -230,6 +246,9 @@ class Trainer:
             raise
         finally:
             self._warn(dispatcher.teardown(self, stage))
+            for writer in self.summary_writers.values():  # what no teardown closed
+                writer.close()
+            self.summary_writers.clear()
             if fitting:
                 self.state.close()
 
@@ -254,9 +273,10 @@ class Trainer:
             self.config["trainer"]["initial_epoch"] = int(initial_epoch)
         self._seed_everything()
         train_steps = self.settings.train_steps(len(data.train))
+        self.settings.check_profile_range(train_steps)
         compile_model(model, self.settings, train_steps, self.strategy)
         self.state.open(model, self.config)
-        dispatcher = Dispatcher([*self.callbacks, self.state.recorder()], trainer=self)
+        dispatcher = self._dispatcher("fit", [*self.callbacks, self.state.recorder()])
         dispatcher.background = self.state.writes.start()
         with self._stage("fit", dispatcher):
             # Callbacks set up after their saved state is back, so setup may read it.
@@ -354,13 +374,38 @@ class Trainer:
         _check_model_fits_data(model, self.data)
         if limit is not None:
             split = split.take(limit * self.eval_batch_size)
-        probabilities = self._predict_split(model, split)
+        features = None
+        if stage == "test" and any(getattr(c, "wants_features", False) for c in self.callbacks):
+            features, probabilities = self.features_and_probabilities(model, split)
+        if features is None:
+            probabilities = self._predict_split(model, split)
         names = self.data.class_names if self.data is not None else None
-        return TestResult.from_probabilities(split.y, probabilities, names)
+        result = TestResult.from_probabilities(split.y, probabilities, names)
+        result.features = features
+        return result
+
+    def features_and_probabilities(self, model, split: Split):
+        """One prediction pass that returns what the model computed before its classifier
+        (the input of its last Dense layer, (N, F)) and the class probabilities (N, classes).
+        Features are None for a model without such a layer (probabilities then too)."""
+        import keras
+
+        dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+        try:
+            both = keras.Model(model.inputs, [dense[-1].input, *model.outputs])
+        except (IndexError, AttributeError, ValueError, TypeError):
+            return None, None  # a subclassed model, or no Dense layer: nothing to show
+        if len(split) == 0:
+            return (np.zeros((0, both.outputs[0].shape[-1]), np.float32),
+                    np.zeros((0, model.output_shape[-1]), np.float32))
+        features, probabilities = both.predict(make_pipeline(split, self.eval_batch_size),
+                                               verbose=0)
+        return (np.asarray(features, np.float32).reshape(len(split), -1),
+                np.asarray(probabilities, np.float32))
 
     def _announce(self, stage: str, hook: str, result: TestResult) -> None:
         """Hand an evaluation's result to every callback, within the stage's setup/teardown."""
-        dispatcher = Dispatcher(self.callbacks, trainer=self)
+        dispatcher = self._dispatcher(stage, self.callbacks)
         with self._stage(stage, dispatcher):
             dispatcher.trainer_hook("setup", self, stage)
             dispatcher.trainer_hook(hook, self, result)
@@ -399,27 +444,49 @@ class Trainer:
         Only for a model the user compiled without that metric does this predict the
         validation split: once per epoch, however many callbacks ask. None before a fit.
         """
-        from digits.metrics import StreamingConfusionMatrix, flat_metrics
+        from digits.metrics import StreamingConfusionMatrix
         from digits.results import confusion_matrix_from_predictions
 
+        metric = self._streaming_metric(StreamingConfusionMatrix)
+        if metric is not None:
+            return metric.matrix()
+        predicted = self._validation_predictions()
+        if predicted is None:
+            return None
+        y, probabilities = predicted
+        return confusion_matrix_from_predictions(y, probabilities.argmax(axis=1),
+                                                 probabilities.shape[1])
+
+    def validation_pr_counts(self) -> np.ndarray | None:
+        """Per class, the latest validation pass's positives and negatives in each probability
+        bin (`digits.metrics.StreamingPRCounts.counts`): every class's precision-recall curve.
+        From the streaming metric, or one shared prediction pass, as the confusion matrix."""
+        from digits.metrics import StreamingPRCounts, pr_counts
+
+        metric = self._streaming_metric(StreamingPRCounts)
+        if metric is not None:
+            return metric.counts()
+        predicted = self._validation_predictions()
+        return None if predicted is None else pr_counts(*predicted)
+
+    def _streaming_metric(self, kind):
+        from digits.metrics import flat_metrics
+
+        return next((m for m in flat_metrics(self.model) if isinstance(m, kind)), None)
+
+    def _validation_predictions(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(labels, probabilities) of the validation split, predicted once per training step."""
         model, data = self.model, self.data
-        for metric in flat_metrics(model):
-            if isinstance(metric, StreamingConfusionMatrix):
-                return metric.matrix()
         if model is None or data is None or data.val is None:
             return None
         step = int(np.asarray(model.optimizer.iterations)) \
             if getattr(model, "optimizer", None) is not None else -1
-        if self._predicted_matrix is not None and self._predicted_matrix[0] == step:
-            return self._predicted_matrix[1]
-        split = data.val
-        if self.limit_val_batches is not None:
-            split = split.take(self.limit_val_batches * self.eval_batch_size)
-        probabilities = self.predict(model, split.x)
-        matrix = confusion_matrix_from_predictions(split.y, probabilities.argmax(axis=1),
-                                                   probabilities.shape[1])
-        self._predicted_matrix = (step, matrix)
-        return matrix
+        if self._predicted is None or self._predicted[0] != step:
+            split = data.val
+            if self.limit_val_batches is not None:
+                split = split.take(self.limit_val_batches * self.eval_batch_size)
+            self._predicted = (step, split.y, self.predict(model, split.x))
+        return self._predicted[1:]
 
     def _resolved_config(self, model, data: Dataset, extra: dict | None) -> dict:
         spec = getattr(model, "_digits_spec", {"model": getattr(model, "name", "model")})

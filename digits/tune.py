@@ -160,6 +160,7 @@ def run(argv: list[str] | None = None) -> int:
     trainer_options = {
         "batch_size": args.batch_size, "limit_train_batches": args.limit_train_batches,
         "limit_val_batches": args.limit_val_batches, "precision": args.precision,
+        "profile_batch": args.profile_batch,
         "deterministic": args.deterministic, "steps_per_execution": args.steps_per_execution,
         "label_smoothing": args.label_smoothing,
     }
@@ -331,11 +332,11 @@ def retrain_best(args, data, record: dict, project_dir: Path, trial_callbacks) -
     latest such run already trained and tested these hyperparameters, it is reported instead
     of trained again.
     """
+    from callbacks.hparams import HParams, with_hparams
     from digits import train
     from digits.run_directory import RunDirectory
     from digits.trainer import Trainer
     from tuner.display import plural
-    from tuner.hparams import HParamsSummary
 
     values = dict(record["hyperparameters"])
     final = {"best_trial": record["trial_id"], "hyperparameters": values,
@@ -353,7 +354,7 @@ def retrain_best(args, data, record: dict, project_dir: Path, trial_callbacks) -
     model_values = {k: v for k, v in values.items() if k not in TRAINER_HYPERPARAMETERS}
     trainer = Trainer(
         max_epochs=args.final_epochs,
-        callbacks=[*trial_callbacks(), HParamsSummary(values, group="best")],
+        callbacks=with_hparams(trial_callbacks(), HParams(values, group="best")),
         log_dir=project_dir,
         name="best",
         seed=args.seed,
@@ -366,6 +367,7 @@ def retrain_best(args, data, record: dict, project_dir: Path, trial_callbacks) -
         limit_train_batches=args.limit_train_batches,
         limit_val_batches=args.limit_val_batches,
         steps_per_execution=args.steps_per_execution,
+        profile_batch=args.profile_batch,
         resume=True,
     )
     print(f"retraining the best hyperparameters (trial {record['trial_id']}) for "

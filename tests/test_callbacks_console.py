@@ -45,8 +45,21 @@ def colour_allowed(monkeypatch):
     monkeypatch.setenv("TERM", "xterm-256color")
 
 
-def test_a_ci_log_gets_one_plain_line_per_epoch_a_summary_and_a_report(tmp_path):
+@pytest.fixture
+def short_tmp():
+    """A directory with a short path, so that the summary prints the run directory on one
+    line at 100 columns (pytest's own, under xdist, is longer than that)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="ci-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_ci_log_gets_one_plain_line_per_epoch_a_summary_and_a_report(short_tmp):
     # stdout is a pipe here, as in CI: the default console must not draw bars or colour.
+    tmp_path = short_tmp
     script = textwrap.dedent(f"""
         from callbacks.registry import create
         from digits.data import Dataset, load_dataset

@@ -1,14 +1,17 @@
 """A run trained with the TensorBoard callbacks, read back with TensorBoard's own reader and server.
 
-The story: train 2 epochs on a slice of the embedded digits with the tensorboard,
-confusion_matrix, classification_report, misclassified and plots callbacks, test, then open
-the run directory the way a user would: TensorBoard's EventAccumulator, the TensorBoard HTTP
-server (started with scripts/tensorboard.py), and the files beside the event files.
+The story: train 2 epochs on a slice of the embedded digits with the tensorboard (per-batch
+scalars and histograms on), hparams, confusion_matrix, pr_curves, classification_report,
+misclassified, embeddings, plots and profiler callbacks and a profiled batch range, test, then
+open the run directory the way a user would: TensorBoard's EventAccumulator, the TensorBoard
+HTTP server (started with scripts/tensorboard.py) and its plugins' endpoints, and the files
+beside the event files.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +19,7 @@ import types
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
@@ -24,8 +28,12 @@ from tensorboard.util import tensor_util
 from callbacks.base import Callback
 from callbacks.classification_report import ClassificationReport
 from callbacks.confusion_matrix import ConfusionMatrixImages
+from callbacks.embeddings import Embeddings
+from callbacks.hparams import HParams
 from callbacks.misclassified import MisclassifiedImages
 from callbacks.plots import Plots
+from callbacks.pr_curves import PRCurves
+from callbacks.profiler import Profiler
 from callbacks.tensorboard import TensorBoardScalars
 from digits.trainer import Trainer
 
@@ -47,13 +55,14 @@ def _load_launcher():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, small_data):
-    """One trained and tested run with all five TensorBoard/file callbacks."""
+    """One trained and tested run with every TensorBoard/file callback."""
     log_dir = tmp_path_factory.mktemp("logs")
     trainer = Trainer(
         max_epochs=EPOCHS, log_dir=log_dir, name="story", limit_train_batches=3, verbose=False,
-        enable_checkpointing=False,
-        callbacks=[TensorBoardScalars(), ConfusionMatrixImages(), ClassificationReport(),
-                   MisclassifiedImages(count=16), Plots()],
+        enable_checkpointing=False, profile_batch=(2, 3),
+        callbacks=[TensorBoardScalars(update_freq=1, histogram_freq=1), HParams(),
+                   ConfusionMatrixImages(), PRCurves(), ClassificationReport(),
+                   MisclassifiedImages(count=16), Embeddings(), Plots(), Profiler()],
     )
     model = trainer.build_model("mlp", hidden_units=64)
     trainer.fit(model, small_data)
@@ -164,6 +173,90 @@ def test_files_beside_the_event_files_decode(run):
     assert not list(run.path.glob(".*.tmp*")), "an atomic write left its temporary file"
 
 
+def test_pr_curves_per_class_every_epoch_and_for_the_test(run):
+    from tensorboard.plugins.pr_curve import metadata as pr_metadata
+
+    validation, test = read(run.path / "validation"), read(run.path / "test")
+    for digit in range(10):
+        curve = series(validation, f"{digit}/pr_curves", pr_metadata.PLUGIN_NAME)
+        assert sorted(curve) == list(range(EPOCHS))
+        tp, fp, tn, fn, precision, recall = curve[EPOCHS - 1]  # TensorBoard's row order
+        assert tp[0] + fn[0] == (run.data.val.y == digit).sum() and recall[0] == 1.0
+        assert len(tp) == 51 and (tp[:-1] >= tp[1:]).all()  # fewer positives as it rises
+    tested = series(test, "test/3/pr_curves", pr_metadata.PLUGIN_NAME)[EPOCHS - 1]
+    assert tested[0][0] + tested[3][0] == (run.result.y_true == 3).sum()
+
+
+def test_the_projector_shows_every_test_image_as_its_digit(run):
+    from google.protobuf import text_format
+    from tensorboard.plugins import projector
+
+    directory = run.path / "test"
+    config = text_format.Parse((directory / "projector_config.pbtxt").read_text(),
+                               projector.ProjectorConfig())
+    (embedding,) = config.embeddings
+    n = len(run.result.y_true)
+    assert list(embedding.tensor_shape) == [n, 64]  # the mlp's last hidden layer
+    features = np.fromfile(directory / embedding.tensor_path, "<f4").reshape(n, 64)
+    assert np.array_equal(features, run.result.features)
+    rows = (directory / embedding.metadata_path).read_text().splitlines()
+    assert rows[0] == "digit\tpredicted\tcorrect\tconfidence" and len(rows) == n + 1
+    wrong = sum(row.split("\t")[2] == "no" for row in rows[1:])
+    assert wrong == (run.result.y_pred != run.result.y_true).sum()
+    sheet = Image.open(directory / embedding.sprite.image_path)
+    assert sheet.size == (28 * 16, 28 * 16) and list(embedding.sprite.single_image_dim) == [28, 28]
+
+
+def test_the_run_is_a_row_of_the_hparams_table_with_every_column_declared(run):
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+
+    root = read(run.path)
+    experiment = hp_metadata.parse_experiment_plugin_data(
+        root.SummaryMetadata(hp_metadata.EXPERIMENT_TAG).plugin_data.content)
+    session = hp_metadata.parse_session_start_info_plugin_data(
+        root.SummaryMetadata(hp_metadata.SESSION_START_INFO_TAG).plugin_data.content)
+    declared = {h.name for h in experiment.hparam_infos}
+    assert {"model", "hidden_units", "batch_size", "learning_rate", "optimizer",
+            "dataset"} <= declared == set(session.hparams)
+    assert session.hparams["hidden_units"].number_value == 64
+    assert session.hparams["model"].string_value == "mlp"
+    metrics = {(m.name.group, m.name.tag) for m in experiment.metric_infos}
+    assert {("validation", "epoch_accuracy"), ("test", "test/accuracy")} <= metrics
+    accuracy = series(read(run.path / "test"), "test/accuracy", "scalars")[EPOCHS - 1]
+    assert float(accuracy) == pytest.approx(run.result.accuracy)
+
+
+def test_batches_histograms_and_the_custom_scalars_layout(run):
+    train = read(run.path / "train")
+    # Three batches a compiled call: one point per call, at the batches trained so far.
+    assert sorted(series(train, "batch_loss", "scalars")) == [3, 6]
+    tags = set(train.Tags()["tensors"])
+    kernels = [t for t in tags if t.startswith("weights/") and "kernel" in t]
+    assert kernels and {t.replace("weights/", "gradients/") for t in kernels} <= tags
+    assert sorted(series(train, kernels[0], "histograms")) == list(range(EPOCHS))
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.custom_scalar import metadata as cs_metadata
+
+    (content,) = series(train, cs_metadata.CONFIG_SUMMARY_TAG, cs_metadata.PLUGIN_NAME).values()
+    layout = layout_pb2.Layout.FromString(content.item())
+    charts = [c.multiline.tag[0] for c in layout.category[0].chart]
+    assert charts == [r"^epoch_loss$", r"^epoch_accuracy$", r"^epoch_learning_rate$",
+                      r"^epoch_images_per_second$"]
+
+
+def test_the_profiled_batches_and_every_hooks_time(run):
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    (trace,) = run.path.glob("plugins/profile/*/*.xplane.pb")
+    space = xplane_pb2.XSpace.FromString(trace.read_bytes())
+    assert any(plane.lines for plane in space.planes)  # events were recorded
+    text = (run.path / "profile.txt").read_text()
+    assert text.startswith("fit: ") and "\n\ntest: " in text
+    assert "TensorBoardScalars" in text and "trainer: state + metrics.json" in text
+    tables = series(read(run.path / "train"), "profile/fit", "text")
+    assert "on_epoch_end" in tables[EPOCHS - 1].item().decode()
+
+
 def test_heavy_callbacks_are_left_out_of_a_fast_dev_run():
     trainer = Trainer(fast_dev_run=True, verbose=False, enable_checkpointing=False, callbacks=[
         TensorBoardScalars(), ConfusionMatrixImages(), ClassificationReport(),
@@ -212,7 +305,7 @@ def test_a_run_stopped_between_due_epochs_still_shows_its_final_matrix(tmp_path,
     assert len(list((trainer.run.path / "validation").glob("events.out.tfevents.*"))) == 1
 
 
-def test_tensorboard_serves_the_scalar_image_and_text_tags(run):
+def test_tensorboard_serves_every_dashboard_the_run_fills(run):
     launcher = _load_launcher()
     port = launcher.free_port()
     base = f"http://127.0.0.1:{port}"
@@ -243,6 +336,25 @@ def test_tensorboard_serves_the_scalar_image_and_text_tags(run):
                 timeout=10) as response:
             served = Image.open(io.BytesIO(response.read()))
             assert served.format == "PNG" and served.height >= 400
+
+        # The Projector, PR Curves and HParams dashboards read what the callbacks wrote.
+        assert "test" in launcher.get_json(f"{base}/data/plugin/projector/runs")
+        n = len(run.result.y_true)
+        with urllib.request.urlopen(f"{base}/data/plugin/projector/tensor?run=test&name=test"
+                                    f"&num_rows={n}", timeout=30) as response:
+            assert len(response.read()) == n * 64 * 4  # float32 rows, as the page reads them
+        with urllib.request.urlopen(f"{base}/data/plugin/projector/sprite_image?run=test"
+                                    "&name=test", timeout=30) as response:
+            assert Image.open(io.BytesIO(response.read())).size == (28 * 16, 28 * 16)
+        curves = launcher.get_json(f"{base}/data/plugin/pr_curves/tags")
+        assert {f"{d}/pr_curves" for d in range(10)} <= set(curves["validation"])
+        request = urllib.request.Request(
+            f"{base}/data/plugin/hparams/experiment", method="POST",
+            data=b'{"experimentName": ""}', headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            experiment = json.loads(response.read())
+        assert {"model", "batch_size", "learning_rate"} <= {
+            h["name"] for h in experiment["hparamInfos"]}
     finally:
         server.terminate()
         try:

@@ -28,7 +28,7 @@ def test_an_uncompiled_model_gets_the_runs_optimizer_schedule_loss_and_metrics()
     assert (schedule.initial_learning_rate, schedule.decay_steps) == (0.01, 50)  # the whole run
     assert model.loss.label_smoothing == 0.1
     metrics = [m["class_name"] for m in model.get_compile_config()["metrics"]]
-    assert metrics == ["SparseCategoricalAccuracy", "StreamingConfusionMatrix"]
+    assert metrics == ["SparseCategoricalAccuracy", "StreamingConfusionMatrix", "StreamingPRCounts"]
     no_matrix = small_model()
     compile_model(no_matrix, TrainerConfig(), 4, confusion_matrix=False)  # XLA cannot take it
     assert len(no_matrix.get_compile_config()["metrics"]) == 1

@@ -92,3 +92,19 @@ def test_the_trainer_exposes_each_setting_read_only(tmp_path):
     assert trainer.settings == TrainerConfig(batch_size=64, optimizer="sgd")
     with pytest.raises(AttributeError):
         trainer.batch_size = 32
+
+
+@pytest.mark.parametrize("text", ["5,2", "0,3", "3", "a,b", "1,2,3", ""])
+def test_a_profile_range_is_two_ordered_batch_numbers(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="START,STOP"):
+        cli.batch_range(text)
+
+
+def test_a_good_profile_range_is_kept_and_checked_against_the_run():
+    assert cli.batch_range("3,7") == (3, 7)
+    config = TrainerConfig(max_epochs=2, profile_batch=[3, 7])
+    assert config.profile_batch == (3, 7)
+    config.check_profile_range(train_steps=4)  # 8 batches in the run
+    with pytest.raises(ConfigError, match="ends past the run's 6 training batches"):
+        config.check_profile_range(train_steps=3)
+    assert "profile_batch" not in config.to_dict()  # it observes a run; resuming ignores it

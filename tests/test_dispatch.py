@@ -91,3 +91,30 @@ def test_two_callbacks_keeping_state_under_one_key_are_refused():
     with pytest.raises(ConfigError, match="under the key 'EarlyStopping'"):
         check_state_keys([EarlyStopping(), EarlyStopping(monitor="val_accuracy")])
     check_state_keys([EarlyStopping(), Logs([], "stateless"), Logs([], "stateless too")])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("tensorboard(histogram_freq=-1)", "histogram_freq must be a whole number >= 0"),
+    ("tensorboard(update_freq=0)", "update_freq must be a whole number >= 1"),
+    ("embeddings(max_images=0)", "max_images must be"),
+    ("pr_curves(every_n_epochs=0)", "every_n_epochs"),
+    ("profiler(top=0)", "top must be"),
+])
+def test_bad_arguments_of_the_tensorboard_views_are_spec_errors(spec, message):
+    from callbacks.registry import resolve
+    from digits.errors import CallbackSpecError
+
+    with pytest.raises(CallbackSpecError, match=message):
+        resolve(specs=[spec], defaults=False)
+
+
+def test_a_profiler_times_every_hook_of_every_callback():
+    from digits.dispatch import HookTimer
+
+    timer = HookTimer()
+    dispatcher = Dispatcher([Logs([], "a"), Raises(ValueError())], stage="test", timer=timer)
+    dispatcher.trainer_hook("on_test_end", None, "result")
+    dispatcher.teardown(None, "test")
+    assert timer.calls[("Logs", "test", "on_test_end")] == 1
+    assert timer.calls[("raiser", "test", "teardown")] == 1  # timed even when it fails
+    assert all(seconds >= 0 for seconds in timer.seconds.values())

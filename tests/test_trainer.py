@@ -236,3 +236,11 @@ def test_the_trainers_docstring_example_runs(tmp_path, monkeypatch):
     runner.run(examples, out=report.append)
     assert runner.summarize(verbose=False).failed == 0, "".join(report)
     assert (tmp_path / "logs" / "cnn" / "version_0" / "model.keras").is_file()
+
+
+def test_a_profile_range_past_the_runs_batches_is_refused_before_training(tmp_path, small_data):
+    trainer = Trainer(max_epochs=1, limit_train_batches=2, profile_batch=(1, 5), callbacks=[],
+                      log_dir=tmp_path, verbose=False)
+    with pytest.raises(ConfigError, match="ends past the run's 2 training batches"):
+        trainer.fit(trainer.build_model("mlp", hidden_units=8), small_data)
+    assert not list(tmp_path.iterdir())  # nothing was started

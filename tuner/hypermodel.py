@@ -10,9 +10,9 @@ import keras
 import keras_tuner
 
 from callbacks.base import Callback
+from callbacks.hparams import HParams, with_hparams
 from digits.errors import ConfigError, ModelError
 from tuner import space
-from tuner.hparams import HParamsSummary
 
 
 class DigitsHyperModel(keras_tuner.HyperModel):
@@ -101,7 +101,7 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         group = f"trial_{trial_id}" if trial_id is not None else None
         keras_tuner_callbacks = list(callbacks or [])
         values = space.searched_values(dict(hp.values))
-        trial_callbacks = [*fresh, HParamsSummary(values, group=group),
+        trial_callbacks = [*with_hparams(fresh, HParams(values, group=group)),
                            _RestoreBestOnResume(keras_tuner_callbacks), *keras_tuner_callbacks]
         trainer = self._trainer(
             max_epochs=int(epochs or self.max_epochs),

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from digits.run_state import Recorder
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_SCRIPT = ROOT / "scripts" / "bench.py"  # the runner: workers are subprocesses of it
 
@@ -25,7 +27,7 @@ OFFICIAL_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 RESULT_MARK = "BENCH-RESULT "
 
 
-TRAINER_LABEL = "trainer: state + metrics.json"  # the Trainer's own per-epoch bookkeeping
+TRAINER_LABEL = Recorder.name  # the Trainer's own per-epoch bookkeeping: state, metrics.json
 
 
 THROUGHPUT_MODELS = ("seed-cnn", "cnn", "mlp")
@@ -37,9 +39,6 @@ EPOCH_HOOKS = frozenset({
     "on_test_batch_begin", "on_test_batch_end", "on_evaluate_begin", "on_evaluate_end",
 })
 
-
-TIMED_HOOKS = (*sorted(EPOCH_HOOKS), "on_train_begin", "on_train_end", "setup", "on_fit_start",
-               "on_fit_end", "on_test_end", "on_validation_end", "teardown")
 
 
 @dataclasses.dataclass
@@ -319,21 +318,22 @@ def compile_like_trainer(model, train_images: int, epochs: int, steps_per_execut
 
 
 class HookTimes:
-    """Seconds spent inside each callback's hooks, by phase ("fit" or "test") and hook.
+    """Seconds spent inside each callback's hooks, by stage ("fit" or "test") and hook, and in
+    the background work each hands off (stage "background").
 
-    The timers wrap the hook methods of the callback instances, so the Trainer dispatches to
-    them exactly as it would to the callbacks themselves.
+    The hooks are timed by the Trainer's own dispatcher (`digits.dispatch.HookTimer`, what the
+    profiler callback prints); the background work by wrapping the Trainer's hand-off.
     """
 
     def __init__(self) -> None:
-        self.seconds: dict[tuple[str, str, str], float] = collections.defaultdict(float)
-        self.phase = "fit"
+        from digits.dispatch import HookTimer
 
-    def wrap(self, owner, label: str, names) -> None:
-        for name in names:
-            method = getattr(owner, name, None)
-            if callable(method):
-                setattr(owner, name, self._timed(method, label, name))
+        self.timer = HookTimer()
+        self.background: dict[tuple[str, str, str], float] = collections.defaultdict(float)
+
+    @property
+    def seconds(self) -> dict[tuple[str, str, str], float]:
+        return {**self.timer.seconds, **self.background}
 
     def wrap_background(self, trainer) -> None:
         """Time the work the Trainer runs off the training thread, by whose work it is."""
@@ -346,7 +346,7 @@ class HookTimes:
                 try:
                     task()
                 finally:
-                    self.seconds[(label, "background", hook)] += time.perf_counter() - start
+                    self.background[(label, "background", hook)] += time.perf_counter() - start
             return run
 
         def own(task):
@@ -361,19 +361,11 @@ class HookTimes:
 
         trainer.state.writes.submit, trainer.run_in_background = own, callbacks
 
-    def _timed(self, method, label: str, hook: str):
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self.seconds[(label, self.phase, hook)] += time.perf_counter() - start
-
-        return timed
-
 
 def callback_label(callback) -> str:
-    return getattr(callback, "name", "") or type(callback).__name__
+    from digits.dispatch import label_of
+
+    return label_of(callback)
 
 
 def run_worker(kind: str, args: dict, env: dict | None = None, timeout: float = 900) -> dict:
