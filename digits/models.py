@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from digits.errors import ModelError
+from digits.errors import ConfigError, ModelError
 
 MODELS: dict[str, Callable] = {}
 
@@ -253,3 +253,16 @@ def _check_keras_archive(path: str) -> None:
     total = sum(info.file_size for info in members.values())
     if total > MAX_MODEL_BYTES:
         raise ModelError(f"{path}: the archive unpacks to {total} bytes, too large")
+
+
+def check_model_fits_data(model, data) -> None:
+    """Refuse a model whose input or output cannot match the dataset, before any run starts."""
+    try:
+        inputs, outputs = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+    except (AttributeError, ValueError, TypeError):
+        return  # a subclassed model without static shapes: Keras will say what is wrong
+    if inputs not in ((28, 28, 1), (28, 28)):
+        raise ConfigError(f"the model takes inputs of shape {inputs}; the images are 28x28x1")
+    classes = len(data.class_names)
+    if outputs != (classes,):
+        raise ConfigError(f"the model outputs shape {outputs}; the dataset has {classes} classes")

@@ -27,6 +27,7 @@ from digits.config import TrainerConfig, check_name
 from digits.data import Dataset, Split, make_pipeline
 from digits.dispatch import Dispatcher, HookTimer
 from digits.errors import CallbackRaised, ConfigError, TrainingStopped
+from digits.models import check_model_fits_data
 from digits.results import TestResult
 from digits.run_directory import RunDirectory, check_writable_dir  # noqa: F401 - public here too
 from digits.run_state import RunState
@@ -300,7 +301,7 @@ class Trainer:
                               f"{self.max_epochs - 1}, got {initial_epoch!r}")
         if data.train is None or data.val is None:
             raise ConfigError(f"dataset {data.name!r} has no training data (it is test-only)")
-        _check_model_fits_data(model, data)
+        check_model_fits_data(model, data)
         if not self.fast_dev_run:
             check_writable_dir(self.log_dir)
 
@@ -371,7 +372,7 @@ class Trainer:
     def _evaluate(self, model, split: Split | None, stage: str, limit: int | None) -> TestResult:
         if split is None:
             raise ConfigError(f"the dataset has no {stage} split")
-        _check_model_fits_data(model, self.data)
+        check_model_fits_data(model, self.data)
         if limit is not None:
             split = split.take(limit * self.eval_batch_size)
         features = None
@@ -507,16 +508,3 @@ def _setting(name: str) -> property:
 for _name in SETTINGS:
     if _name != "strategy":  # `Trainer.strategy` is the tf.distribute strategy itself
         setattr(Trainer, _name, _setting(_name))
-
-
-def _check_model_fits_data(model, data: Dataset) -> None:
-    """Refuse a model whose input or output cannot match the dataset, before any run starts."""
-    try:
-        inputs, outputs = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
-    except (AttributeError, ValueError, TypeError):
-        return  # a subclassed model without static shapes: Keras will say what is wrong
-    if inputs not in ((28, 28, 1), (28, 28)):
-        raise ConfigError(f"the model takes inputs of shape {inputs}; the images are 28x28x1")
-    classes = len(data.class_names)
-    if outputs != (classes,):
-        raise ConfigError(f"the model outputs shape {outputs}; the dataset has {classes} classes")
