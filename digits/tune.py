@@ -97,6 +97,10 @@ def build_parser() -> cli.ArgumentParser:
     training = parser.add_argument_group("training (every trial and the final retraining)")
     cli.add_shared_training_arguments(training)
     cli.add_callback_arguments(parser)
+    output.add_argument("--trial-console", action="store_true",
+                        help="print each trial's model summary, progress and report too "
+                             "(default: one line when a trial starts and one when it ends; "
+                             "their TensorBoard and file outputs are written either way)")
     return parser
 
 
@@ -146,10 +150,17 @@ def run(argv: list[str] | None = None) -> int:
     from tuner.keras_tuner_internals import quiet_trial_tracebacks
     from tuner.search import planned_trials
 
-    def trial_callbacks() -> list:
+    def run_callbacks() -> list:
         return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
 
-    trial_callbacks()  # a bad callback spec fails here, before any data is loaded
+    def trial_callbacks() -> list:
+        """A trial's callbacks: the console ones only with --trial-console, so that the
+        search's own lines (trial started, trial ended) are what a search prints."""
+        chosen = run_callbacks()
+        return chosen if args.trial_console else [
+            c for c in chosen if not getattr(c, "console", False)]
+
+    run_callbacks()  # a bad callback spec fails here, before any data is loaded
     quiet_trial_tracebacks()
     _check_pinned_values(pins)
     data = load_dataset(args.dataset, test_dataset=args.test_dataset,
@@ -182,10 +193,10 @@ def run(argv: list[str] | None = None) -> int:
     else:
         display.line(f"worker {role.tuner_id}: asking the chief at {role.address} for trials")
 
-    return _search(args, tuner, display, role, project_dir, data, trial_callbacks)
+    return _search(args, tuner, display, role, project_dir, data, run_callbacks)
 
 
-def _search(args, tuner, display, role, project_dir: Path, data, trial_callbacks) -> int:
+def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks) -> int:
     """Run this process's part of the search, then (the chief, or a lone search) sum it up
     and retrain the best; the command's exit code."""
     from tuner.distributed import SearchStopped
@@ -213,7 +224,7 @@ def _search(args, tuner, display, role, project_dir: Path, data, trial_callbacks
               file=sys.stderr)
         return cli.EXIT_FAILURE
     if args.final_epochs:
-        retrain_best(args, data, record, project_dir, trial_callbacks)
+        retrain_best(args, data, record, project_dir, run_callbacks)
     return 0
 
 
@@ -322,7 +333,7 @@ def _summarize(args, tuner, display, project_dir) -> dict | None:
     return record
 
 
-def retrain_best(args, data, record: dict, project_dir: Path, trial_callbacks) -> None:
+def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> None:
     """Retrain the best hyperparameters for --final-epochs, test and report as digits.train does.
 
     The final model trains on the same training split the trials trained on, and is checked
@@ -354,7 +365,7 @@ def retrain_best(args, data, record: dict, project_dir: Path, trial_callbacks) -
     model_values = {k: v for k, v in values.items() if k not in TRAINER_HYPERPARAMETERS}
     trainer = Trainer(
         max_epochs=args.final_epochs,
-        callbacks=with_hparams(trial_callbacks(), HParams(values, group="best")),
+        callbacks=with_hparams(run_callbacks(), HParams(values, group="best")),
         log_dir=project_dir,
         name="best",
         seed=args.seed,

@@ -98,6 +98,16 @@ def test_three_trials_complete_each_in_its_own_run(search):
         assert (project / f"trial_{trial_id}" / "checkpoint.weights.h5").is_file()
         assert f"trial {int(trial_id) + 1}/3 (id {trial_id}) started" in first.stdout
     assert "3 trials planned" in first.stdout
+    # Piped, a trial is two lines: it started, it ended. The trials' console callbacks (model
+    # summary, epoch lines, report) are left out; the final retraining keeps them.
+    lines = first.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "trial 1/3 (id 0) started" in line)
+    end = next(i for i, line in enumerate(lines) if line.startswith("trial 3/3 completed"))
+    trial_lines = lines[start:end + 1]
+    assert len(trial_lines) == 6, "\n".join(trial_lines)
+    assert [("started" in line, "completed" in line) for line in trial_lines] == [
+        (True, False), (False, True)] * 3
+    assert sum("model cnn" in line for line in lines) == 1  # the final retraining's summary
 
 
 @pytest.mark.slow
