@@ -97,6 +97,21 @@ def batch_range(text: str) -> tuple[int, int]:
     return value
 
 
+def duration(text: str) -> float:
+    """Seconds from `90`, `45s`, `20m`, `1h` or `1h30m` (more than 0, at most a week)."""
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*"
+                         r"(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 20m or 1h30m, "
+                                         f"got {text!r}")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if not 0 < total <= 7 * 24 * 3600:
+        raise argparse.ArgumentTypeError(f"a duration must be more than 0 and at most a week, "
+                                         f"got {text!r}")
+    return total
+
+
 def name_type(text: str) -> str:
     if not re.fullmatch(settings.NAME_PATTERN, text) or text in (".", ".."):
         raise argparse.ArgumentTypeError(f"must be letters, digits, '.', '_' or '-', got {text!r}")

@@ -54,6 +54,10 @@ def build_parser() -> cli.ArgumentParser:
     search.add_argument("--max-trials", type=cli.positive_int, default=None, metavar="N",
                         help=f"trials in all (default: {DEFAULT_MAX_TRIALS}; hyperband: its "
                              "schedule, set by --max-epochs and --factor, capped by this if given)")
+    search.add_argument("--max-time", type=cli.duration, default=None, metavar="TIME",
+                        help="a time budget, e.g. 20m or 1h30m: no new trial starts once this "
+                             "long has passed since the first one started; a running trial "
+                             "finishes and is recorded; the final retraining comes after")
     search.add_argument("--max-epochs", type=cli.positive_int, default=DEFAULT_MAX_EPOCHS,
                         metavar="N", help="epochs per trial; hyperband's most epochs for one model "
                                           f"(default: {DEFAULT_MAX_EPOCHS})")
@@ -240,7 +244,8 @@ def _make_tuner(args, hypermodel, project, max_trials, pins, overwrite, display,
             executions_per_trial=args.executions_per_trial, overwrite=overwrite, pins=pins,
             max_retries_per_trial=args.max_retries_per_trial,
             max_consecutive_failed_trials=args.max_consecutive_failed_trials,
-            max_model_size=args.max_model_size, display=display, role=role)
+            max_model_size=args.max_model_size, display=display, role=role,
+            max_seconds=args.max_time)
     except RuntimeError as e:
         # keras-tuner cannot reload a project made by another kind of search.
         raise ConfigError(f"cannot continue the search in {Path(args.directory) / project}: "

@@ -358,3 +358,24 @@ def test_bad_flags_answer_as_a_subprocess_too():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: argument --max-epochs: expected a whole number >= 1, got 'zero' (see --help)"]
+
+
+@pytest.mark.slow
+def test_a_time_budget_lets_the_running_trial_finish_and_starts_no_other(tmp_path):
+    argv = ["digits.tune", *TINY, "--tuner", "random", "--max-trials", "5", "--max-epochs", "1",
+            "--final-epochs", "0", "--max-time", "1s", "--directory", str(tmp_path),
+            "--project", "p"]
+    proc = run_cli(*argv)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recorded = trials(tmp_path / "p")
+    assert list(recorded) == ["0"] and recorded["0"]["status"] == "COMPLETED"
+    assert "time budget of 1s spent: no new trials" in proc.stdout
+    record = json.loads((tmp_path / "p" / "trial_0" / "digits_trial.json").read_text())
+    assert record["rss_bytes"] > 100 * 2**20  # TensorFlow and a model: well over 100 MiB
+
+
+@pytest.mark.parametrize("text", ["0s", "20x", "m", "-5m", "9999h"])
+def test_a_malformed_time_budget_is_one_error_line(text):
+    proc = run_cli("digits.tune", "--max-time", text)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: argument --max-time")
+    assert len(proc.stderr.strip().splitlines()) == 1

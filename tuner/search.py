@@ -20,6 +20,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import shlex
 import time
 from pathlib import Path
@@ -29,8 +30,9 @@ import keras_tuner
 from digits.atomic import atomic_write_json
 from digits.errors import ConfigError
 from tuner import space
+from tuner.display import format_seconds
 from tuner.distributed import Role, SearchStopped, settle_after_failure_limit
-from tuner.keras_tuner_internals import run_and_update_trial
+from tuner.keras_tuner_internals import run_and_update_trial, trial_module
 from tuner.records import RECORD, failure_limit_message, read_record, short_reason
 
 SETTINGS = "search.json"
@@ -155,6 +157,7 @@ class _TrialsThroughDigits:
             "reason": short_reason(message) if trial.status != "COMPLETED" else None,
             "traceback": message if trial.status != "COMPLETED" else None,
             "hyperparameters": dict(trial.hyperparameters.values),
+            "rss_bytes": rss_bytes(),  # this process's memory after the trial
         })
 
     def report_trial_end(self, trial_id: str, where: str | None = None) -> None:
@@ -193,16 +196,31 @@ TUNERS = {"hyperband": HyperbandSearch, "random": RandomSearch, "bayesian": Baye
           "grid": GridSearch}
 
 
+def rss_bytes() -> int | None:
+    """This process's resident memory now (Linux), else its peak; None where neither is known."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        try:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        except (ImportError, OSError):
+            return None
+
+
 def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective: str = "val_accuracy",
                max_trials: int | None = None, max_epochs: int = 10, factor: int = 3,
                hyperband_iterations: int = 1, seed: int = 0, executions_per_trial: int = 1,
                overwrite: bool = False, pins: dict | None = None, max_retries_per_trial: int = 0,
                max_consecutive_failed_trials: int = 3, max_model_size: int | None = None,
-               display=None, role: Role | None = None):
+               display=None, role: Role | None = None, max_seconds: float | None = None):
     """Build the keras-tuner tuner `kind` ("hyperband", "random", "bayesian" or "grid").
 
     `pins` fix hyperparameters (`{"batch_norm": True}`); `seed` seeds the oracle's sampling.
     With `overwrite=False` an existing project is reloaded: its finished trials are kept.
+    `max_seconds`: a time budget (see `TimeBudget`).
     """
     if kind not in TUNERS:
         raise ConfigError(f"unknown tuner {kind!r}; choose from {', '.join(TUNERS)}")
@@ -230,8 +248,41 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
                                 hyperband_iterations=hyperband_iterations, **common)
         if max_trials and isinstance(tuner.oracle, keras_tuner.Oracle):
             tuner.oracle.max_trials = max_trials  # a cap on top of Hyperband's own schedule
-        return tuner
-    return TUNERS[kind](max_trials=max_trials, **common)
+    else:
+        tuner = TUNERS[kind](max_trials=max_trials, **common)
+    if max_seconds is not None and isinstance(tuner.oracle, keras_tuner.Oracle):
+        TimeBudget(tuner.oracle, max_seconds, display).install()
+    return tuner
+
+
+class TimeBudget:
+    """No new trial once `seconds` have passed since the first trial was handed out.
+
+    It sits on the oracle (the chief's, in a distributed search), so every worker's request
+    for a trial is judged by one clock; a trial that is running finishes and is recorded.
+    """
+
+    def __init__(self, oracle, seconds: float, display=None) -> None:
+        self.oracle, self.seconds, self.display = oracle, seconds, display
+        self.started: float | None = None
+        self.spent = False
+
+    def install(self) -> None:
+        create = self.oracle.create_trial
+
+        def create_trial(tuner_id):
+            if self.started is not None and time.monotonic() - self.started >= self.seconds:
+                if not self.spent and self.display is not None:
+                    self.display.line(f"time budget of {format_seconds(self.seconds)} spent: "
+                                      "no new trials")
+                self.spent = True
+                return trial_module().Trial(self.oracle.get_space(), status="STOPPED")
+            trial = create(tuner_id)
+            if self.started is None and trial.status == "RUNNING":
+                self.started = time.monotonic()
+            return trial
+
+        self.oracle.create_trial = create_trial
 
 
 def planned_trials(kind: str, max_trials: int | None, max_epochs: int, factor: int = 3,
