@@ -328,6 +328,7 @@ def _summarize(args, tuner, display, project_dir) -> dict | None:
                               f"{args.objective} ({project_dir}){pinned}")
     for trial_id, reason in failed_trials(oracle, project_dir):
         display.line(f"trial {trial_id} failed: {reason}", style="red")
+    _what_mattered(args, oracle, display, project_dir, pins)
     record = best_record(oracle, project_dir, args.tuner)
     if record is None:
         return None
@@ -336,6 +337,34 @@ def _summarize(args, tuner, display, project_dir) -> dict | None:
                  f"{format_values(record['hyperparameters'])}", style="bold")
     display.line(f"best hyperparameters written to {path}; by hand: {record['train_command']}")
     return record
+
+
+def _what_mattered(args, oracle, display, project_dir: Path, pins: dict) -> None:
+    """Each hyperparameter's share of the objective's spread (terminal and TensorBoard text)
+    and `search_history.png` (each trial's score and the best so far)."""
+    from digits.atomic import atomic_write_bytes
+    from tuner.importance import history_png, importance, importance_text
+    from tuner.search import objective_direction, trial_rows
+
+    rows = trial_rows(oracle, project_dir)
+    if not rows:
+        return
+    values = [({k: v for k, v in r["values"].items() if k not in pins}, r["score"]) for r in rows]
+    found = importance(values)
+    if found:
+        display.line("what mattered (share of the objective's spread, one hyperparameter at a "
+                     f"time, {len(rows)} trials): " + ", ".join(
+                         f"{name} {share:.0%}" for name, share, _ in found))
+    order = sorted((int(r["trial_id"]) + 1, r["score"]) for r in rows)
+    maximise = objective_direction(args.objective) == "max"
+    atomic_write_bytes(project_dir / "search_history.png",
+                       history_png(order, args.objective, maximise))
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(project_dir / "search"))
+    with writer.as_default():
+        tf.summary.text("search/what_mattered", importance_text(found, len(rows)), step=0)
+    writer.close()
 
 
 def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> None:

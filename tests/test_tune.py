@@ -108,6 +108,12 @@ def test_three_trials_complete_each_in_its_own_run(search):
     assert [("started" in line, "completed" in line) for line in trial_lines] == [
         (True, False), (False, True)] * 3
     assert sum("model cnn" in line for line in lines) == 1  # the final retraining's summary
+    # What mattered: the history picture and the importance table in TensorBoard's Text tab.
+    from PIL import Image
+
+    assert Image.open(project / "search_history.png").format == "PNG"
+    tags, _ = event_tags(project / "search")
+    assert "search/what_mattered" in tags["tensors"]
 
 
 @pytest.mark.slow
