@@ -62,7 +62,7 @@ def run(tmp_path_factory, small_data):
         enable_checkpointing=False, profile_batch=(2, 3),
         callbacks=[TensorBoardScalars(update_freq=1, histogram_freq=1), HParams(),
                    ConfusionMatrixImages(), PRCurves(), ClassificationReport(),
-                   MisclassifiedImages(count=16), Embeddings(), Plots(), Profiler()],
+                   MisclassifiedImages(count=16), Embeddings(every_n_epochs=2), Plots(), Profiler()],
     )
     model = trainer.build_model("mlp", hidden_units=64)
     trainer.fit(model, small_data)
@@ -205,6 +205,11 @@ def test_the_projector_shows_every_test_image_as_its_digit(run):
     assert wrong == (run.result.y_pred != run.result.y_true).sum()
     sheet = Image.open(directory / embedding.sprite.image_path)
     assert sheet.size == (28 * 16, 28 * 16) and list(embedding.sprite.single_image_dim) == [28, 28]
+    # every_n_epochs=2: the validation images too, after epoch 2 (the last), in validation/.
+    config = text_format.Parse((run.path / "validation" / "projector_config.pbtxt").read_text(),
+                               projector.ProjectorConfig())
+    assert [e.tensor_name for e in config.embeddings] == [f"validation_epoch_{EPOCHS}"]
+    assert list(config.embeddings[0].tensor_shape) == [len(run.data.val), 64]
 
 
 def test_the_run_is_a_row_of_the_hparams_table_with_every_column_declared(run):
