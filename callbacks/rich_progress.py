@@ -40,7 +40,7 @@ class RichProgress(Callback):
     """
 
     order = 90
-    console = True  # terminal output only: tuner trials leave it out (--trial-console)
+    console_only = True  # terminal output only: tuner trials leave it out (--trial-console)
 
     def __init__(self, console: Console | None = None,
                  metrics: tuple[str, ...] | list[str] = EPOCH_METRICS) -> None:

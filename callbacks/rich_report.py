@@ -35,7 +35,7 @@ class RichReport(Callback):
     """
 
     order = 80
-    console = True  # terminal output only: tuner trials leave it out (--trial-console)
+    console_only = True  # terminal output only: tuner trials leave it out (--trial-console)
 
     def __init__(self, console: Console | None = None, title: str = "test") -> None:
         super().__init__()

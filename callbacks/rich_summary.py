@@ -32,7 +32,7 @@ class RichSummary(Callback):
     """
 
     order = 10
-    console = True  # terminal output only: tuner trials leave it out (--trial-console)
+    console_only = True  # terminal output only: tuner trials leave it out (--trial-console)
 
     def __init__(self, console: Console | None = None, layers: bool = True) -> None:
         super().__init__()

@@ -162,7 +162,7 @@ def run(argv: list[str] | None = None) -> int:
         search's own lines (trial started, trial ended) are what a search prints."""
         chosen = run_callbacks()
         return chosen if args.trial_console else [
-            c for c in chosen if not getattr(c, "console", False)]
+            c for c in chosen if not getattr(c, "console_only", False)]
 
     run_callbacks()  # a bad callback spec fails here, before any data is loaded
     quiet_trial_tracebacks()
