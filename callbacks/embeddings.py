@@ -9,12 +9,12 @@ errors stand out in the wrong cluster.
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 
 from callbacks.base import EveryNEpochs
+from callbacks.drawing import png_bytes
 from callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
 from digits.atomic import atomic_write_bytes, atomic_write_text
 
@@ -79,10 +79,8 @@ def write_projector(directory, name: str, features, images, y_true, probabilitie
     atomic_write_bytes(assets / f"{name}.tensor.bin", tensor_bytes(features))
     atomic_write_text(assets / f"{name}.metadata.tsv",
                       metadata_tsv(y_true[:count], probabilities[:count], class_names))
-    sheet = Image.fromarray(sprite(images[:count]), "L")
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG", compress_level=3)
-    atomic_write_bytes(assets / f"{name}.sprite.png", buffer.getvalue())
+    atomic_write_bytes(assets / f"{name}.sprite.png",
+                       png_bytes(Image.fromarray(sprite(images[:count]), "L")))
 
     config = projector.ProjectorConfig()
     config_path = directory / PROJECTOR_CONFIG

@@ -357,11 +357,15 @@ class Trainer:
         split = Split(x, np.zeros(len(x), dtype=np.int64))
         return self._predict_split(model, split)
 
-    def _predict_split(self, model, split: Split) -> np.ndarray:
+    def _fuse(self, model) -> None:
+        """The model's batch norm on the fused kernel, as `fit` compiles it (idempotent)."""
         if self.fused_batch_norm:
             from digits.fusion import fuse_batch_norm
 
             fuse_batch_norm(model)
+
+    def _predict_split(self, model, split: Split) -> np.ndarray:
+        self._fuse(model)
         if len(split) == 0:
             return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
         # Through digits' own pipeline: Keras' pipeline for arrays autotunes, and tearing
@@ -391,6 +395,7 @@ class Trainer:
         Features are None for a model without such a layer (probabilities then too)."""
         import keras
 
+        self._fuse(model)
         dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
         try:
             both = keras.Model(model.inputs, [dense[-1].input, *model.outputs])
