@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from digits import cli
+from tuner.pruning import PRUNERS, check_pruner
 from tuner.space import MODEL, TRAINER_HYPERPARAMETERS, check_pins, space_help
 
 TUNERS = ("hyperband", "random", "bayesian", "grid")
@@ -58,6 +59,12 @@ def build_parser() -> cli.ArgumentParser:
                         help="a time budget, e.g. 20m or 1h30m: no new trial starts once this "
                              "long has passed since the first one started; a running trial "
                              "finishes and is recorded; the final retraining comes after")
+    search.add_argument("--pruner", choices=PRUNERS, default="none",
+                        help="stop a trial after an epoch when it lags the others: median (below "
+                             "the completed trials' median at that epoch) or asha (successive "
+                             "halving); random, bayesian and grid searches (default: none)")
+    search.add_argument("--pruner-warmup", type=cli.non_negative_int, default=1, metavar="N",
+                        help="epochs of each trial the pruner never judges (default: 1)")
     search.add_argument("--max-epochs", type=cli.positive_int, default=DEFAULT_MAX_EPOCHS,
                         metavar="N", help="epochs per trial; hyperband's most epochs for one model "
                                           f"(default: {DEFAULT_MAX_EPOCHS})")
@@ -138,6 +145,7 @@ def run(argv: list[str] | None = None) -> int:
     from tuner.distributed import role_from_environment
 
     role = role_from_environment()
+    check_pruner(args.pruner, args.tuner)
     pins = check_pins(dict(args.hp))
     project = args.project or args.tuner
     project_dir = Path(args.directory) / project
@@ -245,7 +253,7 @@ def _make_tuner(args, hypermodel, project, max_trials, pins, overwrite, display,
             max_retries_per_trial=args.max_retries_per_trial,
             max_consecutive_failed_trials=args.max_consecutive_failed_trials,
             max_model_size=args.max_model_size, display=display, role=role,
-            max_seconds=args.max_time)
+            max_seconds=args.max_time, pruner=args.pruner, pruner_warmup=args.pruner_warmup)
     except RuntimeError as e:
         # keras-tuner cannot reload a project made by another kind of search.
         raise ConfigError(f"cannot continue the search in {Path(args.directory) / project}: "
@@ -266,6 +274,9 @@ def _search_settings(args, pins: dict) -> dict:
         "limit_train_batches": args.limit_train_batches,
         "limit_val_batches": args.limit_val_batches, "precision": args.precision,
         "label_smoothing": args.label_smoothing, "max_model_size": args.max_model_size,
+        # Absent from searches made before pruning existed, which is the same as none.
+        **({"pruner": args.pruner, "pruner_warmup": args.pruner_warmup}
+           if args.pruner != "none" else {}),
     }
 
 
@@ -294,7 +305,11 @@ def _announce(args, tuner, role, display, project_dir, planned, settings) -> Non
                  f"objective {args.objective} ({direction}); {how}; in {project_dir}")
     report = reload_report(tuner.oracle)
     if report["completed"] or report["failed"] or report["restarted"]:
-        parts = [f"{plural(len(report['completed']), 'finished trial')} reloaded, not rerun"]
+        from tuner.pruning import read_pruned
+
+        pruned = len(set(read_pruned(project_dir)) & set(report["completed"]))
+        parts = [f"{plural(len(report['completed']), 'finished trial')} reloaded, not rerun"
+                 + (f" ({pruned} pruned)" if pruned else "")]
         if report["failed"]:
             parts.append(f"{plural(len(report['failed']), 'failed trial')} kept as failed")
         if report["restarted"]:
@@ -343,17 +358,20 @@ def _what_mattered(args, oracle, display, project_dir: Path, pins: dict) -> None
     """Each hyperparameter's share of the objective's spread (terminal and TensorBoard text)
     and `search_history.png` (each trial's score and the best so far)."""
     from digits.atomic import atomic_write_bytes
+    from tuner.display import plural
     from tuner.importance import history_png, importance, importance_text
     from tuner.search import objective_direction, trial_rows
 
     rows = trial_rows(oracle, project_dir)
     if not rows:
         return
-    values = [({k: v for k, v in r["values"].items() if k not in pins}, r["score"]) for r in rows]
+    # A pruned trial's score is where it was stopped, not what it would have reached.
+    values = [({k: v for k, v in r["values"].items() if k not in pins}, r["score"])
+              for r in rows if not r["pruned"]]
     found = importance(values)
     if found:
         display.line("what mattered (share of the objective's spread, one hyperparameter at a "
-                     f"time, {len(rows)} trials): " + ", ".join(
+                     f"time, {plural(len(values), 'unpruned trial')}): " + ", ".join(
                          f"{name} {share:.0%}" for name, share, _ in found))
     order = sorted((int(r["trial_id"]) + 1, r["score"]) for r in rows)
     maximise = objective_direction(args.objective) == "max"
@@ -363,7 +381,7 @@ def _what_mattered(args, oracle, display, project_dir: Path, pins: dict) -> None
 
     writer = tf.summary.create_file_writer(str(project_dir / "search"))
     with writer.as_default():
-        tf.summary.text("search/what_mattered", importance_text(found, len(rows)), step=0)
+        tf.summary.text("search/what_mattered", importance_text(found, len(values)), step=0)
     writer.close()
 
 

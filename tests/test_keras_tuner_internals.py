@@ -80,3 +80,33 @@ def test_save_trial_writes_the_trials_json(oracle, tmp_path):
     trial = oracle.create_trial("tuner0")
     internals.save_trial(oracle, trial)
     assert (tmp_path / "project" / f"trial_{trial.trial_id}" / "trial.json").is_file()
+
+
+def test_the_failure_count_runs_over_end_order_and_can_skip_trials(oracle):
+    oracle.max_consecutive_failed_trials = 2
+    oracle.end_order = ["a", "b", "c"]
+    oracle.trials = {t: type("T", (), {"status": s, "message": None})()
+                     for t, s in zip(["a", "b", "c"], ["FAILED", "COMPLETED", "FAILED"])}
+    oracle._check_consecutive_failures()  # b in between: no two failures in a row
+    internals.skip_in_failure_count(oracle, lambda: {"b"})
+    with pytest.raises(RuntimeError, match="consecutive failures"):
+        oracle._check_consecutive_failures()
+    assert oracle.end_order == ["a", "b", "c"]  # restored
+
+
+def test_epochs_reported_by_the_trial_are_kept_and_the_warning_silenced(oracle, recwarn):
+    class Reporting(keras_tuner.engine.base_tuner.BaseTuner):
+        def run_trial(self, trial):
+            for step, value in enumerate([3.0, 1.0, 2.0]):
+                self.oracle.update_trial(trial.trial_id, {"val_loss": value}, step=step)
+            return {"val_loss": 2.0}
+
+    tuner = Reporting(oracle=oracle, directory=str(oracle.directory), project_name="project")
+    trial = oracle.create_trial("tuner0")
+    internals.run_and_update_trial(tuner, trial)
+    oracle.end_trial(trial)
+    history = oracle.trials[trial.trial_id].metrics.get_history("val_loss")
+    assert [o.step for o in history] == [0, 1, 2]  # not overwritten by the returned value
+    assert oracle.trials[trial.trial_id].score == 1.0 and trial.status == "COMPLETED"
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)
+                and "update_trial" in str(w.message)]

@@ -77,7 +77,10 @@ def test_roles_come_from_keras_tuners_environment_variables():
 
 @pytest.mark.slow
 def test_a_chief_and_two_workers_complete_every_trial_exactly_once(tmp_path):
+    # With ASHA at epoch 1, a trial that lags those before it is pruned: the chief judges the
+    # epochs its workers report over gRPC.
     code, out = launch([*TINY, "--max-trials", "4", "--max-epochs", "2", "--final-epochs", "1",
+                        "--pruner", "asha", "--pruner-warmup", "0",
                         "--directory", str(tmp_path), "--project", "dist"])
     assert code == 0, out[-5000:]
     project = tmp_path / "dist"
@@ -94,7 +97,15 @@ def test_a_chief_and_two_workers_complete_every_trial_exactly_once(tmp_path):
     # The launcher's report, and the chief's: it saw every trial end, then retrained the best.
     assert re.search(r"tuner0: exit code 0, ran [12] trial", out)
     assert re.search(r"tuner1: exit code 0, ran [12] trial", out)
-    assert len(re.findall(r"\[   chief\] trial \d/4 completed on tuner\d", out)) == 4
+    assert len(re.findall(r"\[   chief\] trial \d/4 (completed|pruned at epoch 1) on tuner\d",
+                          out)) == 4
+    pruned = json.loads((project / "pruned.json").read_text()) \
+        if (project / "pruned.json").exists() else {}
+    for trial_id, record in ran.items():
+        assert record["pruned"] == pruned.get(trial_id)  # the worker heard the chief's reason
+        steps = [o["step"] for o in trials[f"trial_{trial_id}"]["metrics"]["metrics"]
+                 ["val_accuracy"]["observations"]]
+        assert steps == ([0] if trial_id in pruned else [0, 1])
     assert (project / "best_hyperparameters.json").is_file()
     metrics = json.loads((project / "best" / "version_0" / "metrics.json").read_text())
     assert metrics["status"] == "finished" and "test" in metrics

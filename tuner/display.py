@@ -108,13 +108,17 @@ class SearchDisplay:
     def trial_ended(self, trial_id: str, status: str, score: float | None = None,
                     seconds: float | None = None, epochs: int | None = None,
                     reason: str | None = None, best: tuple[str, float] | None = None,
-                    where: str | None = None, retrying: bool = False) -> None:
+                    where: str | None = None, retrying: bool = False,
+                    pruned: dict | None = None) -> None:
         on = f" on {escape(where)}" if where else ""
         took = f" in {format_seconds(seconds)}" if seconds is not None else ""
         if epochs:
             took += f" ({plural(epochs, 'epoch')})"
         head = f"[bold]{self.number(trial_id)}[/]"
-        if status == "COMPLETED":
+        if status == "COMPLETED" and pruned:
+            text = (f"{head} [yellow]pruned[/] at epoch {pruned.get('epoch')}{on}{took}: "
+                    f"{escape(str(pruned.get('reason')))}")
+        elif status == "COMPLETED":
             text = (f"{head} completed{on}{took}: {self.objective} "
                     f"[green]{format_value(score)}[/]")
         else:
@@ -132,7 +136,8 @@ class SearchDisplay:
         """
         headers = ["#", "trial", self.objective, "epochs", "time"]
         firsts = [[str(rank), str(row["trial_id"]), format_value(row["score"]),
-                   str(row["epochs"]) if row.get("epochs") else "?",
+                   (str(row["epochs"]) if row.get("epochs") else "?")
+                   + (" pruned" if row.get("pruned") else ""),
                    format_seconds(row.get("seconds"))] for rank, row in enumerate(rows, 1)]
         values = [[format_value(row["values"].get(n)) for n in names] for row in rows]
         if self.plain:

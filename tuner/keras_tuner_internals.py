@@ -11,6 +11,7 @@ one test with a clear message, not a search.
 from __future__ import annotations
 
 import threading
+import warnings
 
 
 def quiet_trial_tracebacks() -> None:
@@ -28,8 +29,14 @@ def run_and_update_trial(tuner, trial, *fit_args, **fit_kwargs) -> None:
     failure as the trial's (`BaseTuner._try_run_and_update_trial`).
 
     Assumes: the method exists with that name and takes (trial, *fit_args, **fit_kwargs).
+    When the trial reported its epochs to the oracle itself (`tuner.pruning.ReportEpochs`),
+    keras-tuner keeps those values, scores the trial by their best, and warns that this use is
+    deprecated; the warning is ours to silence, as the epochs are the record we want.
     """
-    tuner._try_run_and_update_trial(trial, *fit_args, **fit_kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The use case of calling",
+                                category=DeprecationWarning)
+        tuner._try_run_and_update_trial(trial, *fit_args, **fit_kwargs)
 
 
 def oracle_servicer():
@@ -95,3 +102,24 @@ def save_trial(oracle, trial) -> None:
     Assumes: `Oracle._save_trial(trial)`.
     """
     oracle._save_trial(trial)
+
+
+def skip_in_failure_count(oracle, trial_ids) -> None:
+    """Make the oracle's consecutive-failure count pass over the trials `trial_ids()` names
+    (pruned trials: neither a failure nor a success).
+
+    Assumes: `Oracle._check_consecutive_failures()` counts over `oracle.end_order` (trial ids in
+    the order they ended) and is what `end_trial` calls.
+    """
+    check = oracle._check_consecutive_failures
+
+    def check_without_skipped():
+        order = oracle.end_order
+        skipped = trial_ids()
+        oracle.end_order = [t for t in order if t not in skipped]
+        try:
+            check()
+        finally:
+            oracle.end_order = order
+
+    oracle._check_consecutive_failures = check_without_skipped

@@ -27,12 +27,14 @@ from pathlib import Path
 
 import keras_tuner
 
+from callbacks.base import Callback
 from digits.atomic import atomic_write_json
 from digits.errors import ConfigError
 from tuner import space
 from tuner.display import format_seconds
 from tuner.distributed import Role, SearchStopped, settle_after_failure_limit
 from tuner.keras_tuner_internals import run_and_update_trial, trial_module
+from tuner.pruning import read_pruned
 from tuner.records import RECORD, failure_limit_message, read_record, short_reason
 
 SETTINGS = "search.json"
@@ -56,8 +58,10 @@ class _TrialsThroughDigits:
     """
 
     def __init__(self, *args, display=None, role: Role | None = None, idle_seconds: float = 1.0,
-                 **kwargs) -> None:
+                 pruning: bool = False, **kwargs) -> None:
         self.display = display
+        self.pruning = pruning  # report each epoch to the oracle, which may stop the trial
+        self._pruned: dict | None = None
         self.role = role or Role("single", "tuner0")
         self.idle_seconds = idle_seconds
         self._trial_started = time.monotonic()
@@ -96,6 +100,7 @@ class _TrialsThroughDigits:
         self._trial_started = time.monotonic()
         self._execution = 0
         self._runs, self._epochs = [], 0
+        self._pruned = None
         self.hypermodel.last_runs, self.hypermodel.last_epochs = [], 0
         if self.display is not None:
             where = self.tuner_id if self.role.kind == "worker" else None
@@ -108,11 +113,17 @@ class _TrialsThroughDigits:
         self.hypermodel.execution = execution
         kwargs.update(trial_id=trial.trial_id, execution=execution,
                       trial_dir=self.get_trial_dir(trial.trial_id))
+        report = None
+        if self.pruning:
+            report = ReportEpochs(self.oracle, trial.trial_id, self.project_dir)
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), report]
         try:
             return super()._build_and_fit_model(trial, *args, **kwargs)
         finally:
             self._runs.extend(self.hypermodel.last_runs)
             self._epochs = max(self._epochs, self.hypermodel.last_epochs)
+            if report is not None and report.pruned is not None:
+                self._pruned = report.pruned
 
     def on_trial_end(self, trial) -> None:
         seconds = time.monotonic() - self._trial_started
@@ -158,6 +169,7 @@ class _TrialsThroughDigits:
             "traceback": message if trial.status != "COMPLETED" else None,
             "hyperparameters": dict(trial.hyperparameters.values),
             "rss_bytes": rss_bytes(),  # this process's memory after the trial
+            "pruned": self._pruned,  # {"epoch", "rule", "reason"} when the pruner stopped it
         })
 
     def report_trial_end(self, trial_id: str, where: str | None = None) -> None:
@@ -172,8 +184,44 @@ class _TrialsThroughDigits:
         self.display.trial_ended(
             trial_id, trial.status, score=trial.score, seconds=record.get("seconds"),
             epochs=record.get("epochs"), reason=record.get("reason"),
+            pruned=record.get("pruned"),
             best=(best[0].trial_id, best[0].score) if best else None, where=where,
             retrying=trial.status == "INVALID")
+
+
+class ReportEpochs(Callback):
+    """In a trial: report each epoch's metrics to the oracle, and stop when it says so.
+
+    Args:
+        oracle: the search's oracle (a worker's `OracleClient` reaches the chief's).
+        trial_id: the trial being trained.
+        project_dir: where the oracle's holder keeps `pruned.json` (the reason is read there).
+    """
+
+    name = "pruning"
+    order = 95  # after the callbacks that add to the epoch's logs, before checkpointing
+
+    def __init__(self, oracle, trial_id: str, project_dir: str | Path) -> None:
+        super().__init__()
+        self.oracle, self.trial_id, self.project_dir = oracle, trial_id, Path(project_dir)
+        self.pruned: dict | None = None
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        metrics = {k: float(v) for k, v in (logs or {}).items()
+                   if isinstance(v, (int, float)) or hasattr(v, "__float__")}
+        if self.oracle.objective.name not in metrics:
+            return
+        trial = self.oracle.update_trial(self.trial_id, metrics, step=int(epoch))
+        if getattr(trial, "status", None) != "STOPPED":
+            return
+        decision = read_pruned(self.project_dir).get(self.trial_id) or {}
+        self.pruned = {"epoch": int(decision.get("epoch", epoch + 1)),
+                       "rule": decision.get("rule"),
+                       "reason": decision.get("reason") or "the oracle stopped it"}
+        self.model.stop_training = True
+        trainer = self.trainer
+        if trainer is not None and trainer.stop_reason is None:
+            trainer.stop_reason = f"pruned at epoch {self.pruned['epoch']}: {self.pruned['reason']}"
 
 
 class HyperbandSearch(_TrialsThroughDigits, keras_tuner.Hyperband):
@@ -215,15 +263,20 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
                hyperband_iterations: int = 1, seed: int = 0, executions_per_trial: int = 1,
                overwrite: bool = False, pins: dict | None = None, max_retries_per_trial: int = 0,
                max_consecutive_failed_trials: int = 3, max_model_size: int | None = None,
-               display=None, role: Role | None = None, max_seconds: float | None = None):
+               display=None, role: Role | None = None, max_seconds: float | None = None,
+               pruner: str = "none", pruner_warmup: int = 1):
     """Build the keras-tuner tuner `kind` ("hyperband", "random", "bayesian" or "grid").
 
     `pins` fix hyperparameters (`{"batch_norm": True}`); `seed` seeds the oracle's sampling.
     With `overwrite=False` an existing project is reloaded: its finished trials are kept.
-    `max_seconds`: a time budget (see `TimeBudget`).
+    `max_seconds`: a time budget (see `TimeBudget`). `pruner`: "median" or "asha" stops trials
+    that lag the others after an epoch (see `tuner.pruning`); not with Hyperband.
     """
+    from tuner.pruning import OraclePruning, check_pruner, make_pruner
+
     if kind not in TUNERS:
         raise ConfigError(f"unknown tuner {kind!r}; choose from {', '.join(TUNERS)}")
+    check_pruner(pruner, kind)
     hyperparameters = keras_tuner.HyperParameters()
     for name, value in (pins or {}).items():
         hyperparameters.Fixed(name, value)
@@ -242,6 +295,7 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
         overwrite=overwrite,
         display=display,
         role=role,
+        pruning=pruner != "none",
     )
     if kind == "hyperband":
         tuner = HyperbandSearch(max_epochs=max_epochs, factor=factor,
@@ -252,6 +306,9 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
         tuner = TUNERS[kind](max_trials=max_trials, **common)
     if max_seconds is not None and isinstance(tuner.oracle, keras_tuner.Oracle):
         TimeBudget(tuner.oracle, max_seconds, display).install()
+    if pruner != "none" and isinstance(tuner.oracle, keras_tuner.Oracle):
+        OraclePruning(tuner.oracle, make_pruner(pruner, warmup=pruner_warmup),
+                      tuner.project_dir).install()
     return tuner
 
 
@@ -363,6 +420,7 @@ def trial_rows(oracle, project_dir: Path, top: int | None = None) -> list[dict]:
         rows.append({"trial_id": trial.trial_id, "score": trial.score,
                      "epochs": record.get("epochs") or values.get("tuner/epochs"),
                      "seconds": record.get("seconds"),
+                     "pruned": bool(record.get("pruned")),
                      "values": space.searched_values(values)})
     return rows
 
