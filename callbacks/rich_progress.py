@@ -23,8 +23,9 @@ class RichProgress(Callback):
     accuracy. When it ends, one line stays in the scrollback: `epoch 3/10  loss 0.1234
     accuracy 0.9650  val_loss 0.0890  val_accuracy 0.9720  4.2s`. When stdout is not a
     terminal, or `NO_COLOR` is set, only those lines are printed, as plain text, so that CI
-    logs stay readable. The Trainer compiles with `steps_per_execution`, so the batch bar moves
-    in steps of that many batches.
+    logs stay readable. The Trainer runs `steps_per_execution` batches per compiled call; the
+    batch bar still moves batch by batch, from the Trainer's `step_counter` (a plain Keras
+    `fit` without the Trainer moves it once per call).
 
     Args:
         console: a rich Console to write to (default: `callbacks.console.make_console()`,
@@ -41,6 +42,7 @@ class RichProgress(Callback):
 
     order = 90
     console_only = True  # terminal output only: tuner trials leave it out (--trial-console)
+    wants_step_counter = False  # True on a terminal: the batch bar moves within a compiled call
 
     def __init__(self, console: Console | None = None,
                  metrics: tuple[str, ...] | list[str] = EPOCH_METRICS) -> None:
@@ -52,12 +54,14 @@ class RichProgress(Callback):
         self._run_task = None
         self._epoch_task = None
         self._epoch_started = 0.0
+        self._epoch_start_count = 0
         self._max_epochs: int | None = None
 
     # -- fit ------------------------------------------------------------------------------
 
     def on_fit_start(self, trainer) -> None:
         self._console = self.console or make_console()
+        self.wants_step_counter = not is_plain(self._console)
         self._max_epochs = trainer.max_epochs
         done = trainer.resumed_from_epoch or 0
         if trainer.resumed_from_epoch:
@@ -90,10 +94,21 @@ class RichProgress(Callback):
         self._epoch_task = self._progress.add_task("epoch", total=self.params.get("steps"),
                                                    metrics="", start_completed=0,
                                                    started=time.monotonic())
+        self._epoch_start_count = 0
+        if self.trainer is not None:
+            self.trainer.step_counter.add_listener(self._step_done)
         self._progress.start()
+
+    def _step_done(self, count: int) -> None:
+        """Called on TensorFlow's thread after each training step (see `digits.step_counter`)."""
+        progress = self._progress
+        if progress is not None:
+            progress.update(self._epoch_task, completed=count - self._epoch_start_count)
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
         self._epoch_started = time.monotonic()
+        if self.trainer is not None:
+            self._epoch_start_count = self.trainer.step_counter.value
         if self._progress is not None:
             self._progress.reset(self._epoch_task, total=self.params.get("steps"),
                                  description=f"epoch {epoch + 1}/{self._max_epochs}",

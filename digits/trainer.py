@@ -31,6 +31,7 @@ from digits.models import check_model_fits_data
 from digits.results import TestResult
 from digits.run_directory import RunDirectory, check_writable_dir  # noqa: F401 - public here too
 from digits.run_state import RunState
+from digits.step_counter import StepCounter
 
 SETTINGS = tuple(f for f in TrainerConfig.__dataclass_fields__)
 
@@ -140,6 +141,9 @@ class Trainer:
         # Every hook call timed, when a callback asks (`wants_timings`, the profiler) or a
         # caller sets one (the bench).
         self.hook_timer: HookTimer | None = None
+        # Steps counted inside the compiled loop while a callback asks (`wants_step_counter`:
+        # the progress bars), so that they move within a multi-step call; see step_counter.py.
+        self.step_counter = StepCounter()
         self._callbacks: list | None = None
         self._predicted: tuple | None = None  # (step, labels, probabilities) of validation
         self._strategy = None
@@ -273,6 +277,7 @@ class Trainer:
         if initial_epoch:
             self.config["trainer"]["initial_epoch"] = int(initial_epoch)
         self._seed_everything()
+        self.step_counter = StepCounter()
         train_steps = self.settings.train_steps(len(data.train))
         self.settings.check_profile_range(train_steps)
         compile_model(model, self.settings, train_steps, self.strategy)
@@ -316,15 +321,18 @@ class Trainer:
                                  epoch=dispatcher.epoch_variable, limit_batches=train_steps)
         val_ds = make_pipeline(data.val, self.eval_batch_size,
                                limit_batches=self.limit_val_batches)
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=self.max_epochs,
-            initial_epoch=initial_epoch,
-            callbacks=[dispatcher.keras_callback],
-            shuffle=False,  # the pipeline already shuffles, per epoch, from the seed
-            verbose=0,
-        )
+        counting = any(getattr(c, "wants_step_counter", False) for c in self.callbacks) \
+            and StepCounter.supported(model)
+        with self.step_counter.attached(model) if counting else contextlib.nullcontext():
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=self.max_epochs,
+                initial_epoch=initial_epoch,
+                callbacks=[dispatcher.keras_callback],
+                shuffle=False,  # the pipeline already shuffles, per epoch, from the seed
+                verbose=0,
+            )
 
     @property
     def eval_batch_size(self) -> int:

@@ -157,10 +157,10 @@ def run(argv: list[str] | None = None) -> int:
     from callbacks.registry import resolve
     from digits.data import load_dataset
     from digits.errors import DatasetError
-    from tuner.display import SearchDisplay
     from tuner.hypermodel import DigitsHyperModel
     from tuner.keras_tuner_internals import quiet_trial_tracebacks
-    from tuner.search import planned_trials
+    from tuner.live import make_display
+    from tuner.search import objective_direction, planned_trials
 
     def run_callbacks() -> list:
         return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
@@ -192,7 +192,11 @@ def run(argv: list[str] | None = None) -> int:
                                   log_dir=args.directory)
     planned = planned_trials(args.tuner, max_trials, args.max_epochs, args.factor,
                              args.hyperband_iterations)
-    display = SearchDisplay(args.objective, planned=planned)
+    # The live view on a terminal, for the process that holds the search; a trial's own console
+    # output (--trial-console) and the workers' lines print as lines instead.
+    display = make_display(args.objective, planned, live=role.holds_oracle and not args.trial_console,
+                           max_seconds=args.max_time,
+                           maximise=objective_direction(args.objective) == "max")
     settings = _search_settings(args, pins)
     overwrite = args.overwrite and role.holds_oracle  # a worker never deletes the chief's files
     if role.holds_oracle and not overwrite:
@@ -214,12 +218,13 @@ def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks) 
     from tuner.distributed import SearchStopped
 
     try:
-        if role.kind == "chief":
-            from tuner.distributed import serve
+        with display.session():
+            if role.kind == "chief":
+                from tuner.distributed import serve
 
-            serve(tuner, display, role.address)
-        else:
-            tuner.run_search(data, epochs=args.max_epochs)
+                serve(tuner, display, role.address)
+            else:
+                tuner.run_search(data, epochs=args.max_epochs)
     except SearchStopped as e:
         _summarize(args, tuner, display, project_dir)
         print(f"error: the search stopped: {e} (--max-consecutive-failed-trials "

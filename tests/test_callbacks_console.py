@@ -99,10 +99,22 @@ def test_a_ci_log_gets_one_plain_line_per_epoch_a_summary_and_a_report(short_tmp
 def test_a_terminal_gets_live_bars_tables_and_keeps_the_epoch_lines(tmp_path, small_data,
                                                                    colour_allowed):
     console = terminal_console()
+
+    class Watched(RichProgress):
+        """Notes the batch bar's position each time the step counter moves it."""
+
+        moves: list = []
+
+        def _step_done(self, count):
+            super()._step_done(count)
+            self.moves.append(self._progress.tasks[1].completed)
+
     trainer = Trainer(max_epochs=2, callbacks=[RichSummary(console=console),
-                                               RichProgress(console=console)],
+                                               Watched(console=console)],
                       log_dir=tmp_path, verbose=False, batch_size=32, steps_per_execution=4)
     trainer.fit(trainer.build_model("mlp", hidden_units=32), small_data)
+    # 16 batches an epoch in calls of 4: the bar still moved one batch at a time.
+    assert Watched.moves == list(range(1, 17)) * 2
 
     out = console.file.getvalue()
     assert ESCAPE in out

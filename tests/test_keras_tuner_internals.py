@@ -86,7 +86,7 @@ def test_the_failure_count_runs_over_end_order_and_can_skip_trials(oracle):
     oracle.max_consecutive_failed_trials = 2
     oracle.end_order = ["a", "b", "c"]
     oracle.trials = {t: type("T", (), {"status": s, "message": None})()
-                     for t, s in zip(["a", "b", "c"], ["FAILED", "COMPLETED", "FAILED"])}
+                     for t, s in zip("abc", ["FAILED", "COMPLETED", "FAILED"], strict=True)}
     oracle._check_consecutive_failures()  # b in between: no two failures in a row
     internals.skip_in_failure_count(oracle, lambda: {"b"})
     with pytest.raises(RuntimeError, match="consecutive failures"):

@@ -2,11 +2,13 @@
 
 On a terminal the lines are coloured and the table is a rich Table; when stdout is not a
 terminal (or `NO_COLOR` is set) they are plain lines and a plain text table, never wrapped, so
-logs stay greppable. The live progress of a trial's epochs is the `rich_progress` callback's.
+logs stay greppable. On a terminal the search shows the live view of `tuner.live` instead of
+the per-trial lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -80,6 +82,10 @@ class SearchDisplay:
         self.planned = planned
         self.console = console or make_console()
         self.plain = is_plain(self.console)
+
+    def session(self):
+        """A context around the search (the live view's; plain lines need none)."""
+        return contextlib.nullcontext(self)
 
     def line(self, text: str, style: str | None = None) -> None:
         """Print one line (markup allowed; escape user text), never wrapped."""

@@ -113,6 +113,10 @@ class _TrialsThroughDigits:
         self.hypermodel.execution = execution
         kwargs.update(trial_id=trial.trial_id, execution=execution,
                       trial_dir=self.get_trial_dir(trial.trial_id))
+        from tuner.live import LiveSearchDisplay, TrialProgress
+
+        if isinstance(self.display, LiveSearchDisplay):
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), TrialProgress(self.display)]
         report = None
         if self.pruning:
             report = ReportEpochs(self.oracle, trial.trial_id, self.project_dir)
