@@ -97,6 +97,13 @@ def batch_range(text: str) -> tuple[int, int]:
     return value
 
 
+def auto_or_positive_int(text: str):
+    """`auto` or a whole number >= 1 (`--parallel-trials`)."""
+    if text == "auto":
+        return "auto"
+    return positive_int(text)
+
+
 def duration(text: str) -> float:
     """Seconds from `90`, `45s`, `20m`, `1h` or `1h30m` (more than 0, at most a week)."""
     match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -89,6 +90,11 @@ def build_parser() -> cli.ArgumentParser:
     search.add_argument("--max-consecutive-failed-trials", type=cli.positive_int, default=3,
                         metavar="N", help="stop the search after N failed trials in a row "
                                           "(default: 3)")
+    search.add_argument("--parallel-trials", type=cli.auto_or_positive_int, default="auto",
+                        metavar="N", help="run N trials at a time on this host, each in a worker "
+                        "process with its share of the cores (keras-tuner's distributed mode on "
+                        "127.0.0.1; this process holds the search); auto: 2 on a CPU with 2 or "
+                        "more cores, 1 with a GPU (default: auto)")
     output = parser.add_argument_group("output")
     output.add_argument("--directory", default="logs/tune", metavar="DIR",
                         help="root of all searches (default: logs/tune)")
@@ -141,10 +147,32 @@ def run(argv: list[str] | None = None) -> int:
         return list_callbacks([])
 
     # The cheap checks first, before TensorFlow starts.
-    from digits.run_directory import check_writable_dir
     from tuner.distributed import role_from_environment
 
     role = role_from_environment()
+    args.parallel_trials = _parallel_trials(args.parallel_trials, role)
+    if role.kind == "worker":
+        from tuner.distributed import stop_when_chief_dies
+
+        stop_when_chief_dies()  # a worker that --parallel-trials started
+    elif args.parallel_trials > 1:
+        # keras-tuner reads its role from the environment: this process's, for this search only.
+        return _with_environment_restored(
+            lambda: _run_search(args, argv, _become_local_chief()))
+    return _run_search(args, argv, role)
+
+
+def _with_environment_restored(function):
+    saved = dict(os.environ)
+    try:
+        return function()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _run_search(args, argv, role) -> int:
+    from digits.run_directory import check_writable_dir
     check_pruner(args.pruner, args.tuner)
     pins = check_pins(dict(args.hp))
     project = args.project or args.tuner
@@ -209,10 +237,71 @@ def run(argv: list[str] | None = None) -> int:
     else:
         display.line(f"worker {role.tuner_id}: asking the chief at {role.address} for trials")
 
-    return _search(args, tuner, display, role, project_dir, data, run_callbacks)
+    workers = None
+    if role.kind == "chief" and args.parallel_trials > 1:
+        from tuner.distributed import LocalWorkers
+
+        workers = LocalWorkers(args.parallel_trials, _worker_argv(argv),
+                               port=int(role.address.rsplit(":", 1)[1]),
+                               log_dir=project_dir / "workers")
+        display.line(f"running {args.parallel_trials} trials at a time, each worker with "
+                     f"{workers.threads} TensorFlow thread(s); their logs in {workers.log_dir}")
+    try:
+        return _search(args, tuner, display, role, project_dir, data, run_callbacks, workers)
+    finally:
+        if workers is not None:
+            workers.stop()
 
 
-def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks) -> int:
+def _parallel_trials(value, role) -> int:
+    """How many trials this process runs at a time through workers of its own."""
+    from digits.errors import ConfigError
+    from tuner.distributed import auto_parallel_trials, has_gpu, usable_cores
+
+    if role.kind != "single":
+        if value not in ("auto", 1) and role.kind == "chief":
+            raise ConfigError("--parallel-trials starts its own workers on this host; a chief "
+                              "set up with KERASTUNER_* variables gets its workers from you")
+        return 1
+    return auto_parallel_trials(usable_cores(), has_gpu()) if value == "auto" else int(value)
+
+
+def _become_local_chief():
+    """This process as the chief of a search on 127.0.0.1 (for --parallel-trials): keras-tuner
+    reads its role from the environment when the tuner is made (the caller restores it)."""
+    from tuner.distributed import (
+        ENV_ORACLE_IP,
+        ENV_ORACLE_PORT,
+        ENV_TUNER_ID,
+        free_port,
+        role_from_environment,
+    )
+
+    os.environ.update({ENV_TUNER_ID: "chief", ENV_ORACLE_IP: "127.0.0.1",
+                       ENV_ORACLE_PORT: str(free_port())})
+    return role_from_environment()
+
+
+def _worker_argv(argv: list[str] | None) -> list[str]:
+    """The command line for a worker: this one without --parallel-trials."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    kept = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        if word == "--parallel-trials":
+            skip = True
+            continue
+        if word.startswith("--parallel-trials="):
+            continue
+        kept.append(word)
+    return kept
+
+
+def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks,
+            workers=None) -> int:
     """Run this process's part of the search, then (the chief, or a lone search) sum it up
     and retrain the best; the command's exit code."""
     from tuner.distributed import SearchStopped
@@ -222,7 +311,8 @@ def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks) 
             if role.kind == "chief":
                 from tuner.distributed import serve
 
-                serve(tuner, display, role.address)
+                serve(tuner, display, role.address,
+                      watch=workers.failure if workers is not None else None)
             else:
                 tuner.run_search(data, epochs=args.max_epochs)
     except SearchStopped as e:

@@ -13,7 +13,7 @@ Usage:
                             [--out bench.json] [--markdown BENCHMARKS.md]
                             [--tune-metrics PATH] [--fashion-epochs N]
 
-Sections (all but `fashion` run by default):
+Sections (all but `fashion`, `deploy` and `search` run by default):
     overhead    A: the notebook's `model.fit` on NumPy arrays; B: `Trainer.fit` with its default
                 callbacks; each in a warm process of its own (A with TensorFlow's defaults,
                 B after `import digits`); C: the Trainer with no callbacks vs raw Keras `fit`
@@ -35,6 +35,10 @@ Sections (all but `fashion` run by default):
                 of them (images/s, and per image beyond its start-up). Reading accuracy per
                 kind needs fully trained models: scripts/read_photos.py.
     fashion     only when named: Fashion-MNIST test accuracy of cnn trained on all 60k images.
+    deploy      only when named: exports and servers.
+    search      only when named: a 50-trial search's memory (RSS after trial 5 and 50; goal
+                within 10%) and trials per minute; two trials at a time (--parallel-trials 2)
+                against one, the same search, alternating.
 
 Example:
     python scripts/bench.py --quick --out /tmp/bench.json
@@ -82,6 +86,7 @@ from benchmarks import (  # noqa: E402
     overhead,
     predict,
     scale,
+    search,
     startup,
     throughput,
 )
@@ -108,9 +113,10 @@ SECTION_FUNCTIONS = {
     "predict": (predict.section_predict, predict.predict_tables),
     "fashion": (fashion.section_fashion, fashion.fashion_tables),
     "deploy": (deploy.section_deploy, deploy.deploy_tables),
+    "search": (search.section_search, search.search_tables),
 }
 SECTIONS = tuple(SECTION_FUNCTIONS)
-DEFAULT_SECTIONS = SECTIONS[:-2]  # fashion and deploy run when named
+DEFAULT_SECTIONS = SECTIONS[:-3]  # fashion, deploy and search run when named
 SIZE_OPTIONS = ("epochs", "repeats", "overhead_repeats", "c_repeats", "accuracy_epochs",
                 "fashion_epochs")  # command-line options that override a `Sizes` field
 WORKERS = {"throughput": throughput.worker_throughput, "first-step": startup.worker_first_step,
@@ -121,9 +127,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Sections: " + ", ".join(SECTIONS) + " (fashion and deploy only when named).")
+        epilog="Sections: " + ", ".join(SECTIONS) + " (fashion, deploy and search only when "
+               "named).")
     parser.add_argument("--only", default=None, metavar="SECTIONS",
-                        help="comma-separated sections to run (default: all but fashion)")
+                        help="comma-separated sections to run (default: all but fashion, deploy "
+                             "and search)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of each overhead fit (default 3; --quick 1)")
     parser.add_argument("--repeats", type=int, default=None,

@@ -25,20 +25,14 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
+from tuner.distributed import free_port
+
 TRIAL_STARTED = re.compile(r"^trial \d+(?:/\d+)? \(id (?P<id>[^)]+)\) started")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on `host` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class Process:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from tuner.distributed import free_port  # noqa: F401 - shared with the screenshot script and tests
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6006
@@ -44,13 +45,6 @@ def tensorboard_command(logdir: str | os.PathLike, port: int, host: str = DEFAUL
     isolate = ["-P"] if sys.version_info >= (3, 11) else []
     return [sys.executable, *isolate, "-m", "tensorboard.main",
             "--logdir", str(Path(logdir).resolve()), "--host", host, "--port", str(port), *extra]
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """A TCP port that is free on `host` right now."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def get_json(url: str, timeout: float = 5.0):

@@ -122,7 +122,9 @@ def test_best_until_takes_the_best_mean_up_to_a_step():
     assert best_until(history, -1, maximise=True) is None
 
 
-TINY = ["--dataset", "mnist-5k", "--tuner", "random", "--limit-train-batches", "3",
+# One trial at a time: these check what a single process prints and keeps.
+TINY = ["--parallel-trials", "1",
+        "--dataset", "mnist-5k", "--tuner", "random", "--limit-train-batches", "3",
         "--limit-val-batches", "1", "--hp", "filters=8", "--hp", "dense_units=32",
         "--no-default-callbacks", "--callbacks", "tensorboard,nan_guard"]
 

@@ -23,7 +23,9 @@ import pytest
 from tests.conftest import ROOT, run_cli
 
 # Real data, tiny work: a few batches per epoch, a small pinned architecture, few callbacks.
-TINY = ["--dataset", "mnist-5k", "--limit-train-batches", "3", "--limit-val-batches", "1",
+# One trial at a time: these check what a single process prints and keeps.
+TINY = ["--parallel-trials", "1",
+        "--dataset", "mnist-5k", "--limit-train-batches", "3", "--limit-val-batches", "1",
         "--hp", "filters=8", "--hp", "dense_units=32", "--no-default-callbacks",
         "--callbacks", "tensorboard,confusion_matrix,nan_guard,rich_summary,rich_report"]
 SPACE = {"conv_blocks", "filters", "kernel_size", "convs_per_block", "batch_norm", "dropout",
@@ -319,6 +321,8 @@ def tune_main(argv: list[str]) -> int:
     (["--factor", "1"], "--factor"),
     (["--callback", "no_such_callback"], "unknown callback"),
     (["--config", "missing.toml"], "no such config file"),
+    (["--parallel-trials", "0"], "--parallel-trials"),
+    (["--pruner", "sometimes"], "--pruner: invalid choice"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, args, message):
     code = tune_main(["--dataset", "mnist-5k", "--directory", str(tmp_path / "d"), *args])
@@ -344,6 +348,31 @@ def test_bad_distributed_environment_is_one_error_line(tmp_path, capsys, monkeyp
     code = tune_main(["--directory", str(tmp_path / "d")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_parallel_trials_are_refused_to_a_chief_with_workers_of_its_own(tmp_path, capsys,
+                                                                       monkeypatch):
+    import os
+
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    code = tune_main(["--directory", str(tmp_path / "d"), "--parallel-trials", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--parallel-trials starts its own workers" in err[0]
+    for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(key)
+    # Alone, auto runs two at a time here; the chief's environment is this search's only.
+    before = dict(os.environ)
+    code = tune_main(["--directory", str(tmp_path / "d"), "--hp", "depth=3"])
+    assert code == 2 and dict(os.environ) == before
+
+
+def test_auto_parallel_trials_is_two_on_a_cpu_and_one_with_a_gpu():
+    from tuner.distributed import auto_parallel_trials
+
+    assert auto_parallel_trials(2, gpu=False) == 2 and auto_parallel_trials(64, gpu=False) == 2
+    assert auto_parallel_trials(1, gpu=False) == 1 and auto_parallel_trials(8, gpu=True) == 1
 
 
 def test_a_config_file_mirrors_the_flags_and_flags_win(tmp_path):

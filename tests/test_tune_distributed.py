@@ -121,3 +121,37 @@ def test_failures_in_a_row_stop_the_workers_and_the_chief_says_why(tmp_path):
                      r"last one, trial \d: FailedTrialError: Oversized model", out), out[-3000:]
     assert "tuner0: exit code 0" in out and "tuner1: exit code 0" in out
     assert "chief: exit code 1" in out
+
+
+def test_parallel_trial_workers_get_the_command_without_the_flag_and_a_share_of_the_cores(
+        tmp_path):
+    from digits.tune import _worker_argv
+    from tuner.distributed import LocalWorkers
+
+    assert _worker_argv(["--tuner", "random", "--parallel-trials", "2", "--max-trials=4"]) == \
+        ["--tuner", "random", "--max-trials=4"]
+    assert _worker_argv(["--parallel-trials=3", "--seed", "1"]) == ["--seed", "1"]
+    # A worker that cannot start is the search's failure, named with its error line.
+    workers = LocalWorkers(2, ["--bogus"], port=1, log_dir=tmp_path, threads=1)
+    codes = workers.wait(60)
+    assert codes == {"tuner0": 2, "tuner1": 2}
+    assert workers.failure() == ("worker tuner0 exited with code 2: error: unrecognized "
+                                 "arguments: --bogus (see --help)")
+
+
+@pytest.mark.slow
+def test_parallel_trials_run_two_at_a_time_from_one_command(tmp_path):
+    from tests.conftest import run_cli
+
+    result = run_cli("digits.tune", *TINY, "--max-trials", "4", "--max-epochs", "1",
+                     "--final-epochs", "0", "--parallel-trials", "2",
+                     "--directory", str(tmp_path), "--project", "par", timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "running 2 trials at a time, each worker with 1 TensorFlow thread(s)" in result.stdout
+    ran = records(tmp_path / "par")
+    assert sorted(ran) == ["0", "1", "2", "3"]
+    assert {r["status"] for r in ran.values()} == {"COMPLETED"}
+    assert {r["tuner_id"] for r in ran.values()} == {"tuner0", "tuner1"}
+    assert len(re.findall(r"trial \d/4 completed on tuner\d", result.stdout)) == 4
+    assert (tmp_path / "par" / "workers" / "tuner0.log").is_file()
+    assert (tmp_path / "par" / "best_hyperparameters.json").is_file()

@@ -28,10 +28,24 @@ from tuner.records import failure_limit_message
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
+ENV_PARENT = "DIGITS_TUNE_CHIEF_PID"  # set for the workers `--parallel-trials` starts
 
 
 class SearchStopped(RunFailure):
     """The search stopped before its end: too many failed trials in a row."""
+
+
+class WorkerFailed(RunFailure):
+    """A worker this process started (`--parallel-trials`) ended with an error."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on `host` (IPv4 or IPv6) a moment ago."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,12 +111,13 @@ def role_from_environment(env: dict | None = None) -> Role:
     return Role(kind, tuner_id, f"{host}:{port}")
 
 
-def serve(tuner, display, address: str, poll_seconds: float = 0.5) -> None:
+def serve(tuner, display, address: str, poll_seconds: float = 0.5, watch=None) -> None:
     """Serve `tuner.oracle` on `address` ("ip:port") to the workers until the search is over.
 
     Returns when keras-tuner has told every worker that asked for a trial to stop and no trial
     is running. Raises `SearchStopped` after keras-tuner stopped the search for too many failed
-    trials in a row (the workers are told to stop first).
+    trials in a row (the workers are told to stop first), and `WorkerFailed` when `watch()`
+    (called every poll) returns why the workers cannot go on.
     """
     import grpc
 
@@ -163,6 +178,10 @@ def serve(tuner, display, address: str, poll_seconds: float = 0.5) -> None:
             _drain(events, tuner, display)
             if servicer.stop_triggered and _all_done(oracle):
                 break
+            problem = watch() if watch is not None else None
+            if problem:
+                raise WorkerFailed(f"{problem}; the search is saved: rerun the same command to "
+                                   "continue it")
     finally:
         server.stop(grace=2)
         _drain(events, tuner, display)
@@ -209,3 +228,132 @@ def settle_after_failure_limit(oracle, trial_id: str) -> None:
             oracle.ongoing_trials.pop(tuner_id)
     save_trial(oracle, trial)
     oracle.save()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), else the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def has_gpu() -> bool:
+    """Whether this host shows an NVIDIA GPU to this process (without starting TensorFlow)."""
+    from pathlib import Path
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists()
+
+
+def auto_parallel_trials(cores: int, gpu: bool) -> int:
+    """`--parallel-trials auto`: two trials at a time on a CPU with two cores or more, where
+    two single-threaded workers finished a search 1.3x sooner than one process with both
+    cores (BENCHMARKS.md); one with a GPU, which the trials would have to share.
+
+    Example:
+        >>> auto_parallel_trials(2, gpu=False), auto_parallel_trials(1, gpu=False)
+        (2, 1)
+        >>> auto_parallel_trials(16, gpu=True)
+        1
+    """
+    return 2 if cores >= 2 and not gpu else 1
+
+
+class LocalWorkers:
+    """`count` workers of this search on this host (`digits.tune --parallel-trials`).
+
+    Each is `python -m digits.tune` with the same arguments and keras-tuner's worker
+    environment, limited to its share of the cores (TensorFlow's `TF_NUM_INTRAOP_THREADS`, one
+    inter-op thread), its output in `<log_dir>/<tuner id>.log`; this process is the chief.
+
+    Args:
+        count: workers to start.
+        argv: the `digits.tune` arguments for each worker.
+        port: the chief's port on 127.0.0.1.
+        log_dir: where each worker's output goes.
+        threads: TensorFlow threads per worker (default: the usable cores shared out).
+    """
+
+    def __init__(self, count: int, argv: list[str], port: int, log_dir, threads: int | None = None
+                 ) -> None:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.threads = threads = threads or max(1, usable_cores() // count)
+        self.processes: dict[str, subprocess.Popen] = {}
+        for i in range(count):
+            tuner_id = f"tuner{i}"
+            env = {**os.environ, ENV_TUNER_ID: tuner_id, ENV_ORACLE_IP: "127.0.0.1",
+                   ENV_ORACLE_PORT: str(port), "TF_NUM_INTRAOP_THREADS": str(threads),
+                   "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1",
+                   ENV_PARENT: str(os.getpid())}
+            with open(self.log_dir / f"{tuner_id}.log", "w") as log:
+                self.processes[tuner_id] = subprocess.Popen(
+                    [sys.executable, "-m", "digits.tune", *argv], env=env, stdout=log,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def failure(self) -> str | None:
+        """Why the search cannot go on: a worker ended with an error (its trial would wait
+        for it forever)."""
+        failed = {t: c for t, p in self.processes.items() if (c := p.poll()) not in (None, 0)}
+        if not failed:
+            return None
+        tuner_id, code = next(iter(failed.items()))
+        return f"worker {tuner_id} exited with code {code}: {self.last_line(tuner_id)}"
+
+    def last_line(self, tuner_id: str) -> str:
+        try:
+            lines = (self.log_dir / f"{tuner_id}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return "no output"
+        errors = [line for line in lines if line.startswith("error:")]
+        return (errors or [line for line in lines if line.strip()] or ["no output"])[-1]
+
+    def wait(self, seconds: float = 30.0) -> dict[str, int | None]:
+        """Wait up to `seconds` for every worker to end; their exit codes (None: still running)."""
+        deadline = time.monotonic() + seconds
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired; reported as None
+                pass
+        return {t: p.poll() for t, p in self.processes.items()}
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGINT every worker still running (it saves its trial), then SIGKILL."""
+        import signal
+
+        for signum in (signal.SIGINT, signal.SIGKILL):
+            running = [p for p in self.processes.values() if p.poll() is None]
+            for process in running:
+                try:
+                    os.killpg(process.pid, signum)
+                except ProcessLookupError:
+                    pass
+            if running and signum == signal.SIGINT:
+                self.wait(grace)
+
+
+def stop_when_chief_dies(env: dict | None = None, poll_seconds: float = 2.0) -> None:
+    """In a worker started by `LocalWorkers`: interrupt this process (which then saves its
+    trial, as after Ctrl-C) when the chief that started it is gone, instead of waiting for it
+    for keras-tuner's hour."""
+    import signal
+    import threading
+
+    env = os.environ if env is None else env
+    chief = env.get(ENV_PARENT, "")
+    if not chief.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(chief):
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="chief-watch", daemon=True).start()

@@ -78,6 +78,11 @@ class Sizes:
     deploy_seconds: float = 10.0
     deploy_test: int | None = None
     deploy_serve_all: bool = True  # False: serve only the fast path, with one worker
+    # search: short trials for the memory curve; one search run both ways, alternating
+    search_trials: int = 50
+    search_pair_trials: int = 6
+    search_pair_epochs: int = 2
+    search_rounds: int = 2
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -89,7 +94,8 @@ class Sizes:
                    accuracy_train=128, accuracy_test=500, fashion_epochs=1, fashion_train=1_000,
                    predict_images=20, predict_repeats=2, deploy_epochs=1,
                    deploy_exports=(("litert", "int8"),), deploy_seconds=0.5, deploy_test=500,
-                   deploy_serve_all=False)
+                   deploy_serve_all=False, search_trials=6, search_pair_trials=2,
+                   search_pair_epochs=1, search_rounds=1)
 
 
 @dataclasses.dataclass

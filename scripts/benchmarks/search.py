@@ -1,0 +1,102 @@
+"""The search section (when named): a search's memory over many trials, and two trials at a
+time against one.
+
+- Memory: `digits.tune` runs `search_trials` (50) short random trials on the embedded digits
+  in one process, with the default callbacks; each trial's `digits_trial.json` holds the
+  process's RSS after it. Goal: after the last trial within 10% of after trial 5. Trials per
+  minute are the same run's.
+- Parallel trials: the same random search (`search_pair_trials` trials of
+  `search_pair_epochs` epochs on the whole embedded training split) run one trial at a time
+  with every core, and with `--parallel-trials 2` (two worker processes, each with its share
+  of the cores), alternating, `search_rounds` rounds; the ratio is parallel time over
+  sequential time, start-up and all, for the whole command.
+
+Each command runs in a subprocess; the section takes 8-10 minutes with the default sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import Bench, Table, median, progress, seconds
+
+TINY_TRIAL = ["--limit-train-batches", "4", "--limit-val-batches", "2", "--max-epochs", "1"]
+
+
+def tune(args: list[str], directory: Path) -> float:
+    """Run `python -m digits.tune ARGS --directory DIRECTORY`; its wall time in seconds."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1"}
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "digits.tune", *args, "--directory",
+                             str(directory), "--final-epochs", "0", "--tuner", "random"],
+                            env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"digits.tune failed ({result.returncode}): {result.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def trial_records(project: Path) -> list[dict]:
+    """Each trial's digits_trial.json, in the order the trials ran."""
+    found = [json.loads(p.read_text()) for p in project.glob("trial_*/digits_trial.json")]
+    return sorted(found, key=lambda r: int(r["trial_id"]))
+
+
+def section_search(bench: Bench) -> dict:
+    sizes = bench.sizes
+    progress(f"search: {sizes.search_trials} short trials in one process, for its memory")
+    directory = bench.tmp / "search-memory"
+    took = tune(["--max-trials", str(sizes.search_trials), *TINY_TRIAL], directory)
+    records = trial_records(directory / "random")
+    rss = [r.get("rss_bytes") for r in records]
+    early = rss[min(4, len(rss) - 1)]
+    memory = {"trials": len(records), "seconds": took, "rss_bytes": rss,
+              "rss_after_5": early, "rss_after_last": rss[-1],
+              "growth": rss[-1] / early if early else None,
+              "trials_per_minute": 60 * len(records) / sum(r["seconds"] for r in records)}
+
+    rounds = []
+    common = ["--max-trials", str(sizes.search_pair_trials), "--max-epochs",
+              str(sizes.search_pair_epochs)]
+    for n in range(sizes.search_rounds):
+        order = ("sequential", "parallel") if n % 2 == 0 else ("parallel", "sequential")
+        row = {}
+        for kind in order:
+            progress(f"search: round {n + 1}/{sizes.search_rounds}, {kind}")
+            extra = ["--parallel-trials", "2"] if kind == "parallel" else []
+            row[kind] = tune([*common, *extra], bench.tmp / f"search-{kind}-{n}")
+        rounds.append(row)
+    ratios = [r["parallel"] / r["sequential"] for r in rounds]
+    return {"memory": memory, "parallel": {
+        "trials": sizes.search_pair_trials, "epochs": sizes.search_pair_epochs,
+        "rounds": rounds, "ratio_median": median(ratios),
+        "sequential_median": median([r["sequential"] for r in rounds]),
+        "parallel_median": median([r["parallel"] for r in rounds])}}
+
+
+def search_tables(result: dict) -> list[Table]:
+    memory, parallel = result["memory"], result["parallel"]
+    mib = 1024 * 1024
+    growth = memory["growth"]
+    return [
+        Table("A search's memory over its trials (one process)",
+              ("trials", "RSS after trial 5", "RSS after the last", "growth (goal <= 1.10)",
+               "trials per minute", "time"),
+              [(str(memory["trials"]), f"{memory['rss_after_5'] / mib:.0f} MiB",
+                f"{memory['rss_after_last'] / mib:.0f} MiB",
+                "-" if growth is None else f"{growth:.3f}",
+                f"{memory['trials_per_minute']:.1f}", seconds(memory["seconds"], 0))],
+              ["random search, trials of one epoch on 4 batches (default callbacks); RSS is "
+               "the process's resident memory after each trial (digits_trial.json)"]),
+        Table("Two trials at a time against one (--parallel-trials 2)",
+              ("trials x epochs", "one at a time", "two at a time", "two / one (median of rounds)"),
+              [(f"{parallel['trials']} x {parallel['epochs']}",
+                seconds(parallel["sequential_median"], 0), seconds(parallel["parallel_median"], 0),
+                f"{parallel['ratio_median']:.3f}")],
+              [f"{len(parallel['rounds'])} alternating rounds; whole commands, start-up included; "
+               "the same seeded random search both ways"]),
+    ]
