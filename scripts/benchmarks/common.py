@@ -82,7 +82,9 @@ class Sizes:
     search_trials: int = 50
     search_pair_trials: int = 6
     search_pair_epochs: int = 2
-    search_rounds: int = 2
+    search_rounds: int = 1
+    search_prune_trials: int = 10
+    search_prune_epochs: int = 4
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -95,7 +97,8 @@ class Sizes:
                    predict_images=20, predict_repeats=2, deploy_epochs=1,
                    deploy_exports=(("litert", "int8"),), deploy_seconds=0.5, deploy_test=500,
                    deploy_serve_all=False, search_trials=6, search_pair_trials=2,
-                   search_pair_epochs=1, search_rounds=1)
+                   search_pair_epochs=1, search_rounds=1, search_prune_trials=4,
+                   search_prune_epochs=2)
 
 
 @dataclasses.dataclass

@@ -11,7 +11,11 @@ time against one.
   of the cores), alternating, `search_rounds` rounds; the ratio is parallel time over
   sequential time, start-up and all, for the whole command.
 
-Each command runs in a subprocess; the section takes 8-10 minutes with the default sizes.
+- Pruning: a random search of `search_prune_trials` trials of `search_prune_epochs` epochs
+  with `--pruner median` against none (two trials at a time both): time, epochs trained, and
+  the best validation score each found.
+
+Each command runs in a subprocess; the section takes about 15 minutes with the default sizes.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ TINY_TRIAL = ["--limit-train-batches", "4", "--limit-val-batches", "2", "--max-e
 
 
 def tune(args: list[str], directory: Path) -> float:
-    """Run `python -m digits.tune ARGS --directory DIRECTORY`; its wall time in seconds."""
+    """Run `python -m digits.tune ARGS --directory DIRECTORY` (a random search, no final
+    retraining); its wall time in seconds."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1"}
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "digits.tune", *args, "--directory",
@@ -50,7 +55,8 @@ def section_search(bench: Bench) -> dict:
     sizes = bench.sizes
     progress(f"search: {sizes.search_trials} short trials in one process, for its memory")
     directory = bench.tmp / "search-memory"
-    took = tune(["--max-trials", str(sizes.search_trials), *TINY_TRIAL], directory)
+    took = tune(["--max-trials", str(sizes.search_trials), "--parallel-trials", "1", *TINY_TRIAL],
+                directory)
     records = trial_records(directory / "random")
     rss = [r.get("rss_bytes") for r in records]
     early = rss[min(4, len(rss) - 1)]
@@ -67,19 +73,36 @@ def section_search(bench: Bench) -> dict:
         row = {}
         for kind in order:
             progress(f"search: round {n + 1}/{sizes.search_rounds}, {kind}")
-            extra = ["--parallel-trials", "2"] if kind == "parallel" else []
+            extra = ["--parallel-trials", "2" if kind == "parallel" else "1"]
             row[kind] = tune([*common, *extra], bench.tmp / f"search-{kind}-{n}")
         rounds.append(row)
     ratios = [r["parallel"] / r["sequential"] for r in rounds]
-    return {"memory": memory, "parallel": {
+    return {"memory": memory, "pruning": compare_pruning(bench), "parallel": {
         "trials": sizes.search_pair_trials, "epochs": sizes.search_pair_epochs,
         "rounds": rounds, "ratio_median": median(ratios),
         "sequential_median": median([r["sequential"] for r in rounds]),
         "parallel_median": median([r["parallel"] for r in rounds])}}
 
 
+def compare_pruning(bench: Bench) -> dict:
+    sizes = bench.sizes
+    found = {}
+    for pruner in ("none", "median"):
+        progress(f"search: {sizes.search_prune_trials} trials, pruner {pruner}")
+        directory = bench.tmp / f"search-prune-{pruner}"
+        took = tune(["--max-trials", str(sizes.search_prune_trials), "--max-epochs",
+                     str(sizes.search_prune_epochs), "--pruner", pruner, "--parallel-trials", "2"],
+                    directory)
+        records = trial_records(directory / "random")
+        best = json.loads((directory / "random" / "best_hyperparameters.json").read_text())
+        found[pruner] = {"seconds": took, "epochs": sum(r["epochs"] for r in records),
+                         "pruned": sum(bool(r.get("pruned")) for r in records),
+                         "best_score": best["score"], "best_trial": best["trial_id"]}
+    return {"trials": sizes.search_prune_trials, "epochs": sizes.search_prune_epochs, **found}
+
+
 def search_tables(result: dict) -> list[Table]:
-    memory, parallel = result["memory"], result["parallel"]
+    memory, parallel, pruning = result["memory"], result["parallel"], result["pruning"]
     mib = 1024 * 1024
     growth = memory["growth"]
     return [
@@ -99,4 +122,13 @@ def search_tables(result: dict) -> list[Table]:
                 f"{parallel['ratio_median']:.3f}")],
               [f"{len(parallel['rounds'])} alternating rounds; whole commands, start-up included; "
                "the same seeded random search both ways"]),
+        Table("Pruning (--pruner median) against none, the same random search",
+              ("pruner", "trials x epochs", "epochs trained", "trials pruned", "time",
+               "best val_accuracy (trial)"),
+              [(name, f"{pruning['trials']} x {pruning['epochs']}",
+                str(pruning[name]["epochs"]), str(pruning[name]["pruned"]),
+                seconds(pruning[name]["seconds"], 0),
+                f"{pruning[name]['best_score']:.4f} ({pruning[name]['best_trial']})")
+               for name in ("none", "median")],
+              ["two trials at a time both; median: judged from epoch 2, once 3 trials completed"]),
     ]
