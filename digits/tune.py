@@ -223,7 +223,7 @@ def _run_search(args, argv, role) -> int:
     # The live view on a terminal, for the process that holds the search; a trial's own console
     # output (--trial-console) and the workers' lines print as lines instead.
     display = make_display(args.objective, planned, live=role.holds_oracle and not args.trial_console,
-                           max_seconds=args.max_time,
+                           max_seconds=args.max_time, max_epochs=args.max_epochs,
                            maximise=objective_direction(args.objective) == "max")
     settings = _search_settings(args, pins)
     overwrite = args.overwrite and role.holds_oracle  # a worker never deletes the chief's files

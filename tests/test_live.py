@@ -28,19 +28,22 @@ def screen(view: LiveSearchDisplay) -> str:
 
 
 def test_the_view_shows_trials_their_differences_and_the_bars():
-    view = LiveSearchDisplay("val_accuracy", planned=4, console=terminal(), max_seconds=600)
+    view = LiveSearchDisplay("val_accuracy", planned=4, console=terminal(), max_seconds=600,
+                             max_epochs=2)
     view.trial_started("0", {"filters": 16, "dropout": 0.1, "optimizer": "adam"})
     view.trial_ended("0", "COMPLETED", score=0.9123, seconds=12, epochs=2)
     view.trial_started("1", {"filters": 16, "dropout": 0.3, "optimizer": "adam"})
     view.epoch_started(1, 2, 36)
     view.batches_done(8, "loss 0.4321")
+    view.epoch_reported("1", 1, 0.95)  # what the oracle heard of its first epoch
     text = screen(view)
     header = next(line for line in text.splitlines() if "status" in line)
     for column in ("trial", "status", "drop", "val_accuracy", "epochs", "time"):
         assert column in header
     assert "filters" not in header and "opt" not in header  # the same in every trial
     assert "1/4 *" in text and "completed" in text and "0.9123" in text  # the best, marked
-    assert "running" in text
+    running = next(line for line in text.splitlines() if "running" in line)
+    assert "0.95" in running and "1/2" in running and "*" not in running  # not yet a result
     assert "search" in text and "1/4" in text and "budget left" in text
     assert "epoch 2" in text and "8/36" in text and "loss 0.4321" in text and "1/2" in text
 

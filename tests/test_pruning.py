@@ -101,6 +101,13 @@ def test_the_oracle_stops_a_trial_below_the_median_and_remembers_why(oracle, tmp
     assert set(again.pruned) == {weak}
 
 
+def test_a_trials_last_epoch_is_never_judged(oracle, tmp_path):
+    OraclePruning(oracle, SuccessiveHalving(warmup=0, factor=3), tmp_path / "project",
+                  max_epochs=1).install()
+    run_trial(oracle, [0.9])
+    assert run_trial(oracle, [0.1])[1] == 1 and not read_pruned(tmp_path / "project")
+
+
 def test_pruned_trials_are_neither_failures_nor_successes_for_the_failure_limit(oracle, tmp_path):
     OraclePruning(oracle, SuccessiveHalving(warmup=0, factor=3), tmp_path / "project").install()
     run_trial(oracle, [0.9, 0.95])

@@ -30,12 +30,12 @@ from tuner.space import searched_values
 
 def make_display(objective: str, planned: int | None = None, *, live: bool = True,
                  console: Console | None = None, max_seconds: float | None = None,
-                 maximise: bool = True) -> SearchDisplay:
+                 maximise: bool = True, max_epochs: int | None = None) -> SearchDisplay:
     """The live view on a terminal (when `live`), else plain lines."""
     console = console or make_console()
     if live and not is_plain(console):
         return LiveSearchDisplay(objective, planned, console=console, max_seconds=max_seconds,
-                                 maximise=maximise)
+                                 maximise=maximise, max_epochs=max_epochs)
     return SearchDisplay(objective, planned, console=console)
 
 
@@ -48,6 +48,8 @@ class LiveSearchDisplay(SearchDisplay):
         console: a terminal console (default: `make_console()`).
         max_seconds: the search's time budget, shown as time left (None: no budget).
         maximise: whether a higher objective is better (default True).
+        max_epochs: a trial's epochs, for "2/4" in a running trial's row (Hyperband's trials
+            say their own).
 
     Example:
         >>> view = LiveSearchDisplay("val_accuracy", planned=3, console=Console(record=True))
@@ -58,9 +60,10 @@ class LiveSearchDisplay(SearchDisplay):
 
     def __init__(self, objective: str, planned: int | None = None,
                  console: Console | None = None, max_seconds: float | None = None,
-                 maximise: bool = True) -> None:
+                 maximise: bool = True, max_epochs: int | None = None) -> None:
         super().__init__(objective, planned, console)
         self.max_seconds = max_seconds
+        self.max_epochs = max_epochs
         self.maximise = maximise
         self.trials: dict[str, dict] = {}
         self.first_started: float | None = None
@@ -97,7 +100,8 @@ class LiveSearchDisplay(SearchDisplay):
             self.first_started = now
         self.trials[str(trial_id)] = {"status": "running", "values": searched_values(values),
                                       "started": now, "where": where, "score": None,
-                                      "epochs": None, "seconds": None}
+                                      "epochs": None, "seconds": None,
+                                      "epochs_planned": values.get("tuner/epochs")}
         self._update_search_bar()
         self.refresh()
 
@@ -121,6 +125,16 @@ class LiveSearchDisplay(SearchDisplay):
         self.bars.update(self.batch_task, visible=False)
         self._update_search_bar()
         self.refresh()
+
+    def epoch_reported(self, trial_id: str, epoch: int, value: float | None) -> None:
+        """A running trial finished `epoch` (1-based) with objective `value` (from the oracle,
+        so for a worker's trial too)."""
+        row = self.trials.get(str(trial_id))
+        if row is None or row["status"] != "running":
+            return
+        row["epochs"] = epoch
+        if value is not None:
+            row["score"] = float(value)
 
     # -- the running trial's epochs (fed by `TrialProgress`) -------------------------------------
 
@@ -171,9 +185,17 @@ class LiveSearchDisplay(SearchDisplay):
                                                   and row["status"] == "running" else "")),
                           *(format_value(row["values"].get(n)) for n in names),
                           format_value(row["score"]) if row["score"] is not None else "",
-                          str(row["epochs"]) if row["epochs"] else "",
+                          self._epochs_text(row),
                           format_seconds(seconds), style=style)
         return table
+
+    def _epochs_text(self, row: dict) -> str:
+        if not row["epochs"]:
+            return ""
+        planned = row.get("epochs_planned") or self.max_epochs
+        if row["status"] == "running" and planned:
+            return f"{row['epochs']}/{planned}"
+        return str(row["epochs"])
 
     def _rows_to_show(self) -> tuple[list[str], int]:
         order = list(self.trials)
@@ -201,7 +223,7 @@ class LiveSearchDisplay(SearchDisplay):
 
     def _best_id(self) -> str | None:
         scored = [(row["score"], t) for t, row in self.trials.items()
-                  if row["score"] is not None and not row["status"].startswith("pruned")]
+                  if row["score"] is not None and row["status"] == "completed"]
         if not scored:
             return None
         return (max if self.maximise else min)(scored)[1]

@@ -163,12 +163,16 @@ def read_pruned(project_dir: str | Path) -> dict:
 class OraclePruning:
     """Judges each epoch a trial reports to `oracle` by `rule`, and remembers the decisions.
 
+    A trial's last epoch (`max_epochs`) is not judged: stopping there saves nothing.
+
     `install()` wraps the oracle's `update_trial` (under the oracle's own lock, as keras-tuner
     runs it) and makes its consecutive-failure count pass over pruned trials.
     """
 
-    def __init__(self, oracle, rule, project_dir: str | Path) -> None:
+    def __init__(self, oracle, rule, project_dir: str | Path, max_epochs: int | None = None
+                 ) -> None:
         self.oracle, self.rule = oracle, rule
+        self.max_epochs = max_epochs  # a trial's last epoch is never judged: nothing to save
         self.file = Path(project_dir) / RECORD
         self.pruned: dict[str, dict] = read_pruned(project_dir)
 
@@ -198,7 +202,7 @@ class OraclePruning:
             t for t in self.pruned if self.oracle.trials[t].status != "FAILED"})
 
     def decide(self, trial_id: str, step: int) -> None:
-        if not self.rule.due(step):
+        if not self.rule.due(step) or (self.max_epochs and step + 1 >= self.max_epochs):
             return
         name = self.oracle.objective.name
         maximise = self.oracle.objective.direction == "max"

@@ -58,9 +58,8 @@ class _TrialsThroughDigits:
     """
 
     def __init__(self, *args, display=None, role: Role | None = None, idle_seconds: float = 1.0,
-                 pruning: bool = False, **kwargs) -> None:
+                 **kwargs) -> None:
         self.display = display
-        self.pruning = pruning  # report each epoch to the oracle, which may stop the trial
         self._pruned: dict | None = None
         self.role = role or Role("single", "tuner0")
         self.idle_seconds = idle_seconds
@@ -117,16 +116,16 @@ class _TrialsThroughDigits:
 
         if isinstance(self.display, LiveSearchDisplay):
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), TrialProgress(self.display)]
-        report = None
-        if self.pruning:
-            report = ReportEpochs(self.oracle, trial.trial_id, self.project_dir)
-            kwargs["callbacks"] = [*kwargs.get("callbacks", []), report]
+        # Every epoch goes to the oracle (the chief's, from a worker): the pruner judges it
+        # there, and the chief's live view shows each running trial's epoch.
+        report = ReportEpochs(self.oracle, trial.trial_id, self.project_dir)
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), report]
         try:
             return super()._build_and_fit_model(trial, *args, **kwargs)
         finally:
             self._runs.extend(self.hypermodel.last_runs)
             self._epochs = max(self._epochs, self.hypermodel.last_epochs)
-            if report is not None and report.pruned is not None:
+            if report.pruned is not None:
                 self._pruned = report.pruned
 
     def on_trial_end(self, trial) -> None:
@@ -194,7 +193,8 @@ class _TrialsThroughDigits:
 
 
 class ReportEpochs(Callback):
-    """In a trial: report each epoch's metrics to the oracle, and stop when it says so.
+    """In a trial: report each epoch's metrics to the oracle, and stop when it says so (the
+    pruner's answer, see `tuner.pruning`).
 
     Args:
         oracle: the search's oracle (a worker's `OracleClient` reaches the chief's).
@@ -202,7 +202,7 @@ class ReportEpochs(Callback):
         project_dir: where the oracle's holder keeps `pruned.json` (the reason is read there).
     """
 
-    name = "pruning"
+    name = "report_epochs"
     order = 95  # after the callbacks that add to the epoch's logs, before checkpointing
 
     def __init__(self, oracle, trial_id: str, project_dir: str | Path) -> None:
@@ -299,7 +299,6 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
         overwrite=overwrite,
         display=display,
         role=role,
-        pruning=pruner != "none",
     )
     if kind == "hyperband":
         tuner = HyperbandSearch(max_epochs=max_epochs, factor=factor,
@@ -312,8 +311,24 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
         TimeBudget(tuner.oracle, max_seconds, display).install()
     if pruner != "none" and isinstance(tuner.oracle, keras_tuner.Oracle):
         OraclePruning(tuner.oracle, make_pruner(pruner, warmup=pruner_warmup),
-                      tuner.project_dir).install()
+                      tuner.project_dir, max_epochs=max_epochs).install()
+    if hasattr(display, "epoch_reported") and isinstance(tuner.oracle, keras_tuner.Oracle):
+        watch_epochs(tuner.oracle, display)
     return tuner
+
+
+def watch_epochs(oracle, display) -> None:
+    """Tell `display.epoch_reported(trial_id, epoch, value)` of each epoch a trial reports to
+    `oracle` (a worker's arrive on the chief's gRPC thread)."""
+    update = oracle.update_trial
+    name = oracle.objective.name
+
+    def update_trial(trial_id, metrics, step=0):
+        trial = update(trial_id, metrics, step=step)
+        display.epoch_reported(trial_id, int(step) + 1, metrics.get(name))
+        return trial
+
+    oracle.update_trial = update_trial
 
 
 class TimeBudget:
