@@ -239,11 +239,14 @@ def _run_search(args, argv, role) -> int:
 
     workers = None
     if role.kind == "chief" and args.parallel_trials > 1:
-        from tuner.distributed import LocalWorkers
+        from tuner.distributed import ENV_TRIALS_PER_PROCESS, TRIALS_PER_PROCESS, LocalWorkers
 
+        per_process = os.environ.get(ENV_TRIALS_PER_PROCESS, "")
         workers = LocalWorkers(args.parallel_trials, _worker_argv(argv),
                                port=int(role.address.rsplit(":", 1)[1]),
-                               log_dir=project_dir / "workers")
+                               log_dir=project_dir / "workers",
+                               trials_per_process=int(per_process) if per_process.isdigit()
+                               else TRIALS_PER_PROCESS)
         display.line(f"running {args.parallel_trials} trials at a time, each worker with "
                      f"{workers.threads} TensorFlow thread(s); their logs in {workers.log_dir}")
     try:
@@ -264,6 +267,15 @@ def _parallel_trials(value, role) -> int:
                               "set up with KERASTUNER_* variables gets its workers from you")
         return 1
     return auto_parallel_trials(usable_cores(), has_gpu()) if value == "auto" else int(value)
+
+
+def _trials_per_process(role) -> int | None:
+    """Trials this worker runs before it exits to be restarted (a worker --parallel-trials
+    started); None: until the search ends."""
+    from tuner.distributed import ENV_TRIALS_PER_PROCESS
+
+    value = os.environ.get(ENV_TRIALS_PER_PROCESS, "")
+    return int(value) if role.kind == "worker" and value.isdigit() and int(value) > 0 else None
 
 
 def _become_local_chief():
@@ -314,7 +326,14 @@ def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks,
                 serve(tuner, display, role.address,
                       watch=workers.failure if workers is not None else None)
             else:
-                tuner.run_search(data, epochs=args.max_epochs)
+                finished = tuner.run_search(data, epochs=args.max_epochs,
+                                            max_trials=_trials_per_process(role))
+                if not finished:
+                    from tuner.distributed import EXIT_RECYCLE
+
+                    display.line(f"worker {role.tuner_id}: ran its share of trials; the chief "
+                                 "starts it afresh (TensorFlow keeps each trial's graph)")
+                    return EXIT_RECYCLE
     except SearchStopped as e:
         _summarize(args, tuner, display, project_dir)
         print(f"error: the search stopped: {e} (--max-consecutive-failed-trials "

@@ -143,9 +143,11 @@ def test_parallel_trial_workers_get_the_command_without_the_flag_and_a_share_of_
 def test_parallel_trials_run_two_at_a_time_from_one_command(tmp_path):
     from tests.conftest import run_cli
 
+    # Each worker runs one trial, then exits and is started afresh (as after 10 by default).
     result = run_cli("digits.tune", *TINY, "--max-trials", "4", "--max-epochs", "1",
                      "--final-epochs", "0", "--parallel-trials", "2",
-                     "--directory", str(tmp_path), "--project", "par", timeout=400)
+                     "--directory", str(tmp_path), "--project", "par", timeout=400,
+                     env={"DIGITS_TUNE_TRIALS_PER_PROCESS": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "running 2 trials at a time, each worker with 1 TensorFlow thread(s)" in result.stdout
     ran = records(tmp_path / "par")
@@ -153,5 +155,8 @@ def test_parallel_trials_run_two_at_a_time_from_one_command(tmp_path):
     assert {r["status"] for r in ran.values()} == {"COMPLETED"}
     assert {r["tuner_id"] for r in ran.values()} == {"tuner0", "tuner1"}
     assert len(re.findall(r"trial \d/4 completed on tuner\d", result.stdout)) == 4
-    assert (tmp_path / "par" / "workers" / "tuner0.log").is_file()
+    logs = [(tmp_path / "par" / "workers" / f"tuner{i}.log").read_text() for i in (0, 1)]
+    assert sum(log.count("ran its share of trials") for log in logs) >= 2, logs
+    oracle = json.loads((tmp_path / "par" / "oracle.json").read_text())
+    assert sorted(oracle["end_order"]) == ["0", "1", "2", "3"]  # each ran once
     assert (tmp_path / "par" / "best_hyperparameters.json").is_file()

@@ -29,6 +29,13 @@ ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
 ENV_PARENT = "DIGITS_TUNE_CHIEF_PID"  # set for the workers `--parallel-trials` starts
+ENV_TRIALS_PER_PROCESS = "DIGITS_TUNE_TRIALS_PER_PROCESS"  # ... and how many trials each runs
+EXIT_RECYCLE = 75  # a worker that ran its trials and asks to be started afresh
+# TensorFlow keeps each trial's training-step graph alive after Keras and keras-tuner have let
+# go of the model (no Python object refers to it; ~1,400 graph operations a trial): a search
+# process grew from 1.2 GB after trial 5 to 1.8 GB after trial 50 (BENCHMARKS.md). Workers
+# that --parallel-trials starts are restarted after this many trials instead.
+TRIALS_PER_PROCESS = 10
 
 
 class SearchStopped(RunFailure):
@@ -276,30 +283,41 @@ class LocalWorkers:
         threads: TensorFlow threads per worker (default: the usable cores shared out).
     """
 
-    def __init__(self, count: int, argv: list[str], port: int, log_dir, threads: int | None = None
-                 ) -> None:
-        import subprocess
-        import sys
+    def __init__(self, count: int, argv: list[str], port: int, log_dir, threads: int | None = None,
+                 trials_per_process: int = TRIALS_PER_PROCESS) -> None:
         from pathlib import Path
 
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.threads = threads = threads or max(1, usable_cores() // count)
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.argv, self.port, self.trials_per_process = list(argv), port, trials_per_process
+        self.restarts = 0
+        self.processes: dict = {}
         for i in range(count):
-            tuner_id = f"tuner{i}"
-            env = {**os.environ, ENV_TUNER_ID: tuner_id, ENV_ORACLE_IP: "127.0.0.1",
-                   ENV_ORACLE_PORT: str(port), "TF_NUM_INTRAOP_THREADS": str(threads),
-                   "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1",
-                   ENV_PARENT: str(os.getpid())}
-            with open(self.log_dir / f"{tuner_id}.log", "w") as log:
-                self.processes[tuner_id] = subprocess.Popen(
-                    [sys.executable, "-m", "digits.tune", *argv], env=env, stdout=log,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self._start(f"tuner{i}", mode="w")
+
+    def _start(self, tuner_id: str, mode: str) -> None:
+        import subprocess
+        import sys
+
+        env = {**os.environ, ENV_TUNER_ID: tuner_id, ENV_ORACLE_IP: "127.0.0.1",
+               ENV_ORACLE_PORT: str(self.port), "TF_NUM_INTRAOP_THREADS": str(self.threads),
+               "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1",
+               ENV_PARENT: str(os.getpid()),
+               ENV_TRIALS_PER_PROCESS: str(self.trials_per_process)}
+        with open(self.log_dir / f"{tuner_id}.log", mode) as log:
+            self.processes[tuner_id] = subprocess.Popen(
+                [sys.executable, "-m", "digits.tune", *self.argv], env=env, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def failure(self) -> str | None:
-        """Why the search cannot go on: a worker ended with an error (its trial would wait
-        for it forever)."""
+        """Restart each worker that ran its share of trials (it exits with `EXIT_RECYCLE`), and
+        say why the search cannot go on when a worker ended with an error (its trial would
+        wait for it forever)."""
+        for tuner_id, process in list(self.processes.items()):
+            if process.poll() == EXIT_RECYCLE:
+                self.restarts += 1
+                self._start(tuner_id, mode="a")
         failed = {t: c for t, p in self.processes.items() if (c := p.poll()) not in (None, 0)}
         if not failed:
             return None

@@ -75,11 +75,18 @@ class _TrialsThroughDigits:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def run_search(self, data, epochs: int) -> None:
+    def run_search(self, data, epochs: int, max_trials: int | None = None) -> bool:
         """Ask the oracle for trials and run them until it says stop (keras-tuner's `search`,
-        waiting a second when the oracle has nothing to hand out yet instead of spinning)."""
+        waiting a second when the oracle has nothing to hand out yet instead of spinning).
+
+        With `max_trials`, stop after running that many, before asking for another (a worker
+        that is then restarted, see `LocalWorkers`). Returns True when the oracle said stop.
+        """
         self.on_search_begin()
+        ran = 0
         while True:
+            if max_trials is not None and ran >= max_trials:
+                return False
             self.pre_create_trial()
             trial = self.oracle.create_trial(self.tuner_id)
             if trial.status == "STOPPED":
@@ -90,7 +97,9 @@ class _TrialsThroughDigits:
             self.on_trial_begin(trial)
             run_and_update_trial(self, trial, data, epochs=epochs)
             self.on_trial_end(trial)
+            ran += 1
         self.on_search_end()
+        return True
 
     # -- keras-tuner hooks -----------------------------------------------------------------
 

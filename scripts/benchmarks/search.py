@@ -1,10 +1,11 @@
 """The search section (when named): a search's memory over many trials, and two trials at a
 time against one.
 
-- Memory: `digits.tune` runs `search_trials` (50) short random trials on the embedded digits
-  in one process, with the default callbacks; each trial's `digits_trial.json` holds the
-  process's RSS after it. Goal: after the last trial within 10% of after trial 5. Trials per
-  minute are the same run's.
+- Memory: `digits.tune` runs `search_trials` (50) short random trials on the embedded digits,
+  with the default callbacks, in one process and in two workers (the default on a CPU, each
+  restarted after 10 trials); each trial's `digits_trial.json` holds its process's RSS after
+  it. Goal: after the last trial within 10% of after trial 5. Trials per minute are the same
+  runs'.
 - Parallel trials: the same random search (`search_pair_trials` trials of
   `search_pair_epochs` epochs on the whole embedded training split) run one trial at a time
   with every core, and with `--parallel-trials 2` (two worker processes, each with its share
@@ -51,19 +52,27 @@ def trial_records(project: Path) -> list[dict]:
     return sorted(found, key=lambda r: int(r["trial_id"]))
 
 
-def section_search(bench: Bench) -> dict:
-    sizes = bench.sizes
-    progress(f"search: {sizes.search_trials} short trials in one process, for its memory")
-    directory = bench.tmp / "search-memory"
-    took = tune(["--max-trials", str(sizes.search_trials), "--parallel-trials", "1", *TINY_TRIAL],
+def measure_memory(bench: Bench, how: str) -> dict:
+    """A search of many short trials, in one process or in two workers restarted every 10
+    trials (the default on a CPU); RSS after each trial from its digits_trial.json."""
+    trials = bench.sizes.search_trials
+    progress(f"search: {trials} short trials, {how}, for the memory")
+    directory = bench.tmp / f"search-memory-{how.replace(' ', '-')}"
+    parallel = "1" if how == "one process" else "2"
+    took = tune(["--max-trials", str(trials), "--parallel-trials", parallel, *TINY_TRIAL],
                 directory)
     records = trial_records(directory / "random")
     rss = [r.get("rss_bytes") for r in records]
     early = rss[min(4, len(rss) - 1)]
-    memory = {"trials": len(records), "seconds": took, "rss_bytes": rss,
-              "rss_after_5": early, "rss_after_last": rss[-1],
-              "growth": rss[-1] / early if early else None,
-              "trials_per_minute": 60 * len(records) / sum(r["seconds"] for r in records)}
+    return {"trials": len(records), "seconds": took, "rss_bytes": rss,
+            "rss_after_5": early, "rss_after_last": rss[-1], "rss_largest_after_5": max(rss[4:] or rss),
+            "growth": rss[-1] / early if early else None,
+            "trials_per_minute": 60 * len(records) / took}
+
+
+def section_search(bench: Bench) -> dict:
+    sizes = bench.sizes
+    memory = {how: measure_memory(bench, how) for how in ("one process", "workers")}
 
     rounds = []
     common = ["--max-trials", str(sizes.search_pair_trials), "--max-epochs",
@@ -104,17 +113,18 @@ def compare_pruning(bench: Bench) -> dict:
 def search_tables(result: dict) -> list[Table]:
     memory, parallel, pruning = result["memory"], result["parallel"], result["pruning"]
     mib = 1024 * 1024
-    growth = memory["growth"]
     return [
-        Table("A search's memory over its trials (one process)",
-              ("trials", "RSS after trial 5", "RSS after the last", "growth (goal <= 1.10)",
-               "trials per minute", "time"),
-              [(str(memory["trials"]), f"{memory['rss_after_5'] / mib:.0f} MiB",
-                f"{memory['rss_after_last'] / mib:.0f} MiB",
-                "-" if growth is None else f"{growth:.3f}",
-                f"{memory['trials_per_minute']:.1f}", seconds(memory["seconds"], 0))],
+        Table("A search's memory over its trials",
+              ("how", "trials", "RSS after trial 5", "RSS after the last", "largest after 5",
+               "growth (goal <= 1.10)", "trials per minute"),
+              [(how, str(m["trials"]), f"{m['rss_after_5'] / mib:.0f} MiB",
+                f"{m['rss_after_last'] / mib:.0f} MiB", f"{m['rss_largest_after_5'] / mib:.0f} MiB",
+                "-" if m["growth"] is None else f"{m['growth']:.3f}",
+                f"{m['trials_per_minute']:.1f}") for how, m in memory.items()],
               ["random search, trials of one epoch on 4 batches (default callbacks); RSS is "
-               "the process's resident memory after each trial (digits_trial.json)"]),
+               "the resident memory of the process that ran the trial, after it "
+               "(digits_trial.json); workers: --parallel-trials 2, each restarted after 10 "
+               "trials; trials per minute: the whole command's"]),
         Table("Two trials at a time against one (--parallel-trials 2)",
               ("trials x epochs", "one at a time", "two at a time", "two / one (median of rounds)"),
               [(f"{parallel['trials']} x {parallel['epochs']}",
