@@ -160,3 +160,19 @@ def test_parallel_trials_run_two_at_a_time_from_one_command(tmp_path):
     oracle = json.loads((tmp_path / "par" / "oracle.json").read_text())
     assert sorted(oracle["end_order"]) == ["0", "1", "2", "3"]  # each ran once
     assert (tmp_path / "par" / "best_hyperparameters.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_time_budget_ends_a_search_of_parallel_trials(tmp_path):
+    """The chief's clock stops new trials, and the chief then ends (it once waited forever for
+    workers that the budget had turned away)."""
+    from tests.conftest import run_cli
+
+    result = run_cli("digits.tune", *TINY, "--max-trials", "8", "--max-epochs", "1",
+                     "--final-epochs", "0", "--parallel-trials", "2", "--max-time", "1s",
+                     "--directory", str(tmp_path), "--project", "budget", timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "time budget of 1s spent: no new trials" in result.stdout
+    ran = records(tmp_path / "budget")
+    assert 1 <= len(ran) < 8 and {r["status"] for r in ran.values()} == {"COMPLETED"}
+    assert "best: trial" in result.stdout

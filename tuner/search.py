@@ -361,6 +361,11 @@ class TimeBudget:
                     self.display.line(f"time budget of {format_seconds(self.seconds)} spent: "
                                       "no new trials")
                 self.spent = True
+                # As the oracle's own STOPPED answer does: a distributed chief waits until every
+                # tuner that asked has been told to stop.
+                tuner_ids = getattr(self.oracle, "tuner_ids", None)
+                if tuner_ids is not None:
+                    tuner_ids.discard(tuner_id)
                 return trial_module().Trial(self.oracle.get_space(), status="STOPPED")
             trial = create(tuner_id)
             if self.started is None and trial.status == "RUNNING":
