@@ -54,7 +54,6 @@ class RichProgress(Callback):
         self._run_task = None
         self._epoch_task = None
         self._epoch_started = 0.0
-        self._epoch_start_count = 0
         self._max_epochs: int | None = None
 
     # -- fit ------------------------------------------------------------------------------
@@ -94,7 +93,6 @@ class RichProgress(Callback):
         self._epoch_task = self._progress.add_task("epoch", total=self.params.get("steps"),
                                                    metrics="", start_completed=0,
                                                    started=time.monotonic())
-        self._epoch_start_count = 0
         if self.trainer is not None:
             self.trainer.step_counter.add_listener(self._step_done)
         self._progress.start()
@@ -103,12 +101,10 @@ class RichProgress(Callback):
         """Called on TensorFlow's thread after each training step (see `digits.step_counter`)."""
         progress = self._progress
         if progress is not None:
-            progress.update(self._epoch_task, completed=count - self._epoch_start_count)
+            progress.update(self._epoch_task, completed=self.trainer.step_counter.in_epoch(count))
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
         self._epoch_started = time.monotonic()
-        if self.trainer is not None:
-            self._epoch_start_count = self.trainer.step_counter.value
         if self._progress is not None:
             self._progress.reset(self._epoch_task, total=self.params.get("steps"),
                                  description=f"epoch {epoch + 1}/{self._max_epochs}",

@@ -25,7 +25,8 @@ class StepCounter:
     """Steps trained so far in this fit, updated from inside the compiled training loop.
 
     Listeners (`add_listener(fn)`) are called with the count after each step, on TensorFlow's
-    thread: they must be quick and thread-safe (rich's `Progress.update` is).
+    thread: they must be quick and thread-safe (rich's `Progress.update` is); `in_epoch(count)`
+    turns it into the step of the current epoch.
 
     Example:
         >>> counter = StepCounter()
@@ -33,13 +34,20 @@ class StepCounter:
         ...     model.fit(dataset, epochs=1)  # counter.value grows batch by batch
     """
 
-    def __init__(self) -> None:
+    def __init__(self, steps_per_epoch: int | None = None) -> None:
+        self.steps_per_epoch = steps_per_epoch
         self.value = 0
         self._listeners: list[Callable[[int], None]] = []
         self._lock = threading.Lock()
 
     def add_listener(self, listener: Callable[[int], None]) -> None:
         self._listeners.append(listener)
+
+    def in_epoch(self, count: int) -> int:
+        """Step `count` of the fit as a step of its epoch (1 to `steps_per_epoch`)."""
+        if not self.steps_per_epoch or count <= 0:
+            return count
+        return (count - 1) % self.steps_per_epoch + 1
 
     def _bump(self):
         with self._lock:

@@ -277,8 +277,8 @@ class Trainer:
         if initial_epoch:
             self.config["trainer"]["initial_epoch"] = int(initial_epoch)
         self._seed_everything()
-        self.step_counter = StepCounter()
         train_steps = self.settings.train_steps(len(data.train))
+        self.step_counter = StepCounter(train_steps)
         self.settings.check_profile_range(train_steps)
         compile_model(model, self.settings, train_steps, self.strategy)
         self.state.open(model, self.config)

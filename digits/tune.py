@@ -173,6 +173,7 @@ def _with_environment_restored(function):
 
 def _run_search(args, argv, role) -> int:
     from digits.run_directory import check_writable_dir
+
     check_pruner(args.pruner, args.tuner)
     pins = check_pins(dict(args.hp))
     project = args.project or args.tuner
@@ -239,14 +240,12 @@ def _run_search(args, argv, role) -> int:
 
     workers = None
     if role.kind == "chief" and args.parallel_trials > 1:
-        from tuner.distributed import ENV_TRIALS_PER_PROCESS, TRIALS_PER_PROCESS, LocalWorkers
+        from tuner.distributed import TRIALS_PER_PROCESS, LocalWorkers, trials_per_process
 
-        per_process = os.environ.get(ENV_TRIALS_PER_PROCESS, "")
         workers = LocalWorkers(args.parallel_trials, _worker_argv(argv),
                                port=int(role.address.rsplit(":", 1)[1]),
                                log_dir=project_dir / "workers",
-                               trials_per_process=int(per_process) if per_process.isdigit()
-                               else TRIALS_PER_PROCESS)
+                               trials_per_process=trials_per_process() or TRIALS_PER_PROCESS)
         display.line(f"running {args.parallel_trials} trials at a time, each worker with "
                      f"{workers.threads} TensorFlow thread(s); their logs in {workers.log_dir}")
     try:
@@ -267,15 +266,6 @@ def _parallel_trials(value, role) -> int:
                               "set up with KERASTUNER_* variables gets its workers from you")
         return 1
     return auto_parallel_trials(usable_cores(), has_gpu()) if value == "auto" else int(value)
-
-
-def _trials_per_process(role) -> int | None:
-    """Trials this worker runs before it exits to be restarted (a worker --parallel-trials
-    started); None: until the search ends."""
-    from tuner.distributed import ENV_TRIALS_PER_PROCESS
-
-    value = os.environ.get(ENV_TRIALS_PER_PROCESS, "")
-    return int(value) if role.kind == "worker" and value.isdigit() and int(value) > 0 else None
 
 
 def _become_local_chief():
@@ -324,10 +314,12 @@ def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks,
                 from tuner.distributed import serve
 
                 serve(tuner, display, role.address,
-                      watch=workers.failure if workers is not None else None)
+                      watch=workers.check if workers is not None else None)
             else:
-                finished = tuner.run_search(data, epochs=args.max_epochs,
-                                            max_trials=_trials_per_process(role))
+                from tuner.distributed import trials_per_process
+
+                finished = tuner.run_search(data, epochs=args.max_epochs, max_trials=(
+                    trials_per_process() if role.kind == "worker" else None))
                 if not finished:
                     from tuner.distributed import EXIT_RECYCLE
 

@@ -135,7 +135,7 @@ def test_parallel_trial_workers_get_the_command_without_the_flag_and_a_share_of_
     workers = LocalWorkers(2, ["--bogus"], port=1, log_dir=tmp_path, threads=1)
     codes = workers.wait(60)
     assert codes == {"tuner0": 2, "tuner1": 2}
-    assert workers.failure() == ("worker tuner0 exited with code 2: error: unrecognized "
+    assert workers.check() == ("worker tuner0 exited with code 2: error: unrecognized "
                                  "arguments: --bogus (see --help)")
 
 

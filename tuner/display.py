@@ -87,6 +87,13 @@ class SearchDisplay:
         """A context around the search (the live view's; plain lines need none)."""
         return contextlib.nullcontext(self)
 
+    def trial_callbacks(self) -> list:
+        """Callbacks a trial run in this process adds for this display (the live view's bars)."""
+        return []
+
+    def epoch_reported(self, trial_id: str, epoch: int, value: float | None) -> None:
+        """A running trial finished `epoch` (1-based): lines print nothing for it."""
+
     def line(self, text: str, style: str | None = None) -> None:
         """Print one line (markup allowed; escape user text), never wrapped."""
         self.console.print(text, style=None if self.plain else style, soft_wrap=True,

@@ -245,6 +245,12 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def trials_per_process(env: dict | None = None) -> int | None:
+    """`DIGITS_TUNE_TRIALS_PER_PROCESS` (a whole number > 0), or None where it is not set."""
+    value = (os.environ if env is None else env).get(ENV_TRIALS_PER_PROCESS, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def has_gpu() -> bool:
     """Whether this host shows an NVIDIA GPU to this process (without starting TensorFlow)."""
     from pathlib import Path
@@ -310,10 +316,10 @@ class LocalWorkers:
                 [sys.executable, "-m", "digits.tune", *self.argv], env=env, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def failure(self) -> str | None:
-        """Restart each worker that ran its share of trials (it exits with `EXIT_RECYCLE`), and
-        say why the search cannot go on when a worker ended with an error (its trial would
-        wait for it forever)."""
+    def check(self) -> str | None:
+        """Restart each worker that ran its share of trials (it exits with `EXIT_RECYCLE`);
+        return why the search cannot go on when a worker ended with an error (its trial would
+        wait for it forever), else None."""
         for tuner_id, process in list(self.processes.items()):
             if process.poll() == EXIT_RECYCLE:
                 self.restarts += 1

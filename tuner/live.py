@@ -126,6 +126,9 @@ class LiveSearchDisplay(SearchDisplay):
         self._update_search_bar()
         self.refresh()
 
+    def trial_callbacks(self) -> list:
+        return [TrialProgress(self)]
+
     def epoch_reported(self, trial_id: str, epoch: int, value: float | None) -> None:
         """A running trial finished `epoch` (1-based) with objective `value` (from the oracle,
         so for a worker's trial too)."""
@@ -251,18 +254,15 @@ class TrialProgress(Callback):
     def __init__(self, display: LiveSearchDisplay) -> None:
         super().__init__()
         self.display = display
-        self._epoch_start_count = 0
 
     def on_train_begin(self, logs=None) -> None:
         if self.trainer is not None:
             self.trainer.step_counter.add_listener(self._step_done)
 
     def _step_done(self, count: int) -> None:
-        self.display.batches_done(count - self._epoch_start_count)
+        self.display.batches_done(self.trainer.step_counter.in_epoch(count))
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
-        if self.trainer is not None:
-            self._epoch_start_count = self.trainer.step_counter.value
         self.display.epoch_started(epoch, self.params.get("epochs"), self.params.get("steps"))
 
     def on_train_batch_end(self, batch, logs=None) -> None:

@@ -121,14 +121,11 @@ class _TrialsThroughDigits:
         self.hypermodel.execution = execution
         kwargs.update(trial_id=trial.trial_id, execution=execution,
                       trial_dir=self.get_trial_dir(trial.trial_id))
-        from tuner.live import LiveSearchDisplay, TrialProgress
-
-        if isinstance(self.display, LiveSearchDisplay):
-            kwargs["callbacks"] = [*kwargs.get("callbacks", []), TrialProgress(self.display)]
         # Every epoch goes to the oracle (the chief's, from a worker): the pruner judges it
         # there, and the chief's live view shows each running trial's epoch.
         report = ReportEpochs(self.oracle, trial.trial_id, self.project_dir)
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), report]
+        shown = self.display.trial_callbacks() if self.display is not None else []
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), *shown, report]
         try:
             return super()._build_and_fit_model(trial, *args, **kwargs)
         finally:
@@ -220,8 +217,7 @@ class ReportEpochs(Callback):
         self.pruned: dict | None = None
 
     def on_epoch_end(self, epoch, logs=None) -> None:
-        metrics = {k: float(v) for k, v in (logs or {}).items()
-                   if isinstance(v, (int, float)) or hasattr(v, "__float__")}
+        metrics = {k: float(v) for k, v in (logs or {}).items() if hasattr(v, "__float__")}
         if self.oracle.objective.name not in metrics:
             return
         trial = self.oracle.update_trial(self.trial_id, metrics, step=int(epoch))
@@ -321,7 +317,7 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
     if pruner != "none" and isinstance(tuner.oracle, keras_tuner.Oracle):
         OraclePruning(tuner.oracle, make_pruner(pruner, warmup=pruner_warmup),
                       tuner.project_dir, max_epochs=max_epochs).install()
-    if hasattr(display, "epoch_reported") and isinstance(tuner.oracle, keras_tuner.Oracle):
+    if display is not None and isinstance(tuner.oracle, keras_tuner.Oracle):
         watch_epochs(tuner.oracle, display)
     return tuner
 
