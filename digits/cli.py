@@ -203,6 +203,7 @@ def add_callback_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 label_smoothing = setting_type("label_smoothing", "a label smoothing in [0, 0.5]")
+ema_decay = setting_type("ema_decay", "a decay in (0, 0.9999]")
 probability = number_type(float, 0.0, 1.0, label="a probability in [0, 1]")
 
 
@@ -242,6 +243,9 @@ def add_shared_training_arguments(group) -> None:
                        metavar="N",
                        help="batch size (default: 128)")
     add_label_smoothing_argument(group)
+    group.add_argument("--ema", type=ema_decay, default=None, metavar="DECAY",
+                       help="validate, checkpoint and test an exponential moving average of "
+                            "the weights with this decay, e.g. 0.99 (default: off)")
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic TensorFlow ops (reproducible, slower)")
     group.add_argument("--precision", choices=settings.PRECISIONS,

@@ -7,14 +7,16 @@ from __future__ import annotations
 from digits.config import TrainerConfig
 
 
-def make_optimizer(name: str, learning_rate):
-    """A Keras optimizer by name ("adam", "adamw", "sgd" with Nesterov momentum, "rmsprop")."""
+def make_optimizer(name: str, learning_rate, ema_decay: float | None = None):
+    """A Keras optimizer by name ("adam", "adamw", "sgd" with Nesterov momentum, "rmsprop"),
+    keeping an exponential moving average of the weights with `ema_decay` (`digits.averaging`)."""
     import keras
 
+    averaging = {"use_ema": True, "ema_momentum": ema_decay} if ema_decay is not None else {}
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, **averaging)
     return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate=learning_rate)
+            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate=learning_rate, **averaging)
 
 
 def compile_model(model, config: TrainerConfig, steps_per_epoch: int, strategy=None, *,
@@ -45,7 +47,7 @@ def compile_model(model, config: TrainerConfig, steps_per_epoch: int, strategy=N
     lr = (keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.01)
           if config.lr_schedule == "cosine" else config.learning_rate)
     with strategy.scope():
-        optimizer = make_optimizer(config.optimizer, lr)  # its variables belong in the scope
+        optimizer = make_optimizer(config.optimizer, lr, config.ema_decay)  # its variables belong in the scope
         model.compile(
             optimizer=optimizer,
             loss=(SmoothedSparseCrossentropy(config.label_smoothing) if config.label_smoothing

@@ -57,6 +57,7 @@ RANGES = {
     "seed": Range(int, 0, 2**31 - 1),
     "learning_rate": Range(float, 0.0, 10.0, lo_open=True),
     "label_smoothing": Range(float, 0.0, 0.5),
+    "ema_decay": Range(float, 0.0, 0.9999, lo_open=True),
     "steps_per_execution": Range(int, 1, 100_000),
     "limit_batches": COUNT,
 }
@@ -98,6 +99,7 @@ class TrainerConfig:
     learning_rate: float = 2e-3
     lr_schedule: str = "cosine"
     label_smoothing: float = 0.1
+    ema_decay: float | None = None
     fast_dev_run: bool = False
     limit_train_batches: int | None = None
     limit_val_batches: int | None = None
@@ -112,6 +114,9 @@ class TrainerConfig:
         for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
             if getattr(self, name) is not None:
                 RANGES["limit_batches"].check(name, getattr(self, name))
+        if self.ema_decay is not None:
+            RANGES["ema_decay"].check("ema_decay", self.ema_decay)
+            object.__setattr__(self, "ema_decay", float(self.ema_decay))
         if self.steps_per_execution != "auto":
             RANGES["steps_per_execution"].check("steps_per_execution", self.steps_per_execution)
         check_choice("precision", self.precision, PRECISIONS)
@@ -142,6 +147,7 @@ class TrainerConfig:
             "precision": self.precision, "strategy": self.strategy,
             "optimizer": self.optimizer, "learning_rate": self.learning_rate,
             "lr_schedule": self.lr_schedule, "label_smoothing": self.label_smoothing,
+            **({"ema_decay": self.ema_decay} if self.ema_decay is not None else {}),
             "steps_per_execution": self.steps_per_execution,
             "fused_batch_norm": self.fused_batch_norm,
             "limit_train_batches": self.limit_train_batches,

@@ -103,6 +103,7 @@ class Dispatcher:
             if hasattr(c, "trainer"):
                 c.trainer = trainer
         self.epoch_variable = None
+        self.weight_average = None  # during a fit with averaged weights (digits.averaging)
         self.background = None  # during a fit: held through each epoch's end
         base = keras.callbacks.Callback
 
@@ -133,7 +134,16 @@ class Dispatcher:
                     dispatcher.epoch_variable.assign(epoch)
                 super().on_epoch_begin(epoch, logs)
 
+            def on_test_begin(self, logs=None):
+                # A fit's validation pass, and the epoch's callbacks after it, see the
+                # averaged weights; the state's recorder puts the training ones back.
+                if dispatcher.weight_average is not None:
+                    dispatcher.weight_average.use_average()
+                super().on_test_begin(logs)
+
             def on_epoch_end(self, epoch, logs=None):
+                if dispatcher.weight_average is not None:
+                    dispatcher.weight_average.use_average()
                 # What the callbacks queue here starts when the next epoch trains.
                 held = dispatcher.background.held() if dispatcher.background is not None \
                     else contextlib.nullcontext()

@@ -70,3 +70,115 @@ class InkVariation(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "strength": self.strength, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="digits")
+class ElasticDistortion(keras.layers.Layer):
+    """Elastic distortion of images (Simard et al. 2003), in training only.
+
+    Each pixel moves along a smooth random field: uniform noise in [-1, 1] per pixel and
+    direction, smoothed by a Gaussian of `sigma` pixels and scaled by `alpha`, as in the
+    paper (which used alpha 34 and sigma 4 on 29x29 digits). The fields come from a bank of
+    `bank_size` drawn once when the layer is built (from `seed`, not saved with the model: a
+    loaded model rebuilds the same bank); each image takes one of them at random, mirrored or
+    transposed at random (eight variants of each field), and scaled by a random factor in
+    [0, 1], so that small distortions stay common. The image is resampled bilinearly, with
+    black outside the frame. At inference the layer passes images through unchanged.
+
+    Args:
+        alpha: the field's scale in pixels per unit of smoothed noise (default 34; 0 turns the
+            layer off).
+        sigma: the Gaussian's standard deviation in pixels (default 4): larger is smoother.
+        probability: the share of images distorted (default 1.0).
+        bank_size: how many fields are drawn at build time (default 256).
+        seed: seed of the bank and of the per-image draws.
+
+    Example:
+        >>> layer = ElasticDistortion(alpha=34, sigma=4, seed=0)
+        >>> layer(keras.ops.ones((2, 28, 28, 1)), training=True).shape
+        (2, 28, 28, 1)
+    """
+
+    def __init__(self, alpha: float = 34.0, sigma: float = 4.0, probability: float = 1.0,
+                 bank_size: int = 256, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha, self.sigma = float(alpha), float(sigma)
+        self.probability, self.bank_size = float(probability), int(bank_size)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._bank = None
+
+    def build(self, input_shape):
+        height, width = int(input_shape[1]), int(input_shape[2])
+        self._bank = ops.convert_to_tensor(
+            elastic_fields(self.bank_size, height, width, self.alpha, self.sigma, self.seed))
+        self.built = True
+
+    def call(self, images, training=None):
+        if not training or self.alpha <= 0 or self.probability <= 0:
+            return images
+        given = images.dtype
+        images = ops.cast(images, "float32")
+        shape = ops.shape(images)
+        batch, height, width = shape[0], shape[1], shape[2]
+        pick = keras.random.randint((batch,), 0, self.bank_size, seed=self.seed_generator)
+        field = ops.take(self._bank, pick, axis=0)  # (batch, height, width, 2): dy, dx
+        draws = keras.random.uniform((batch, 5), seed=self.seed_generator)
+        flip_y, flip_x, swap, scale, on = (draws[:, i] for i in range(5))
+        # Mirroring a field flips the sign of that displacement; transposing swaps the axes.
+        # (square images only for the transpose: the default 28x28 is)
+        if self._bank.shape[1] == self._bank.shape[2]:
+            transposed = ops.flip(ops.transpose(field, (0, 2, 1, 3)), axis=-1)
+            field = ops.where(ops.reshape(swap < 0.5, (-1, 1, 1, 1)), transposed, field)
+        sign_y = ops.where(flip_y < 0.5, -1.0, 1.0)
+        sign_x = ops.where(flip_x < 0.5, -1.0, 1.0)
+        amount = ops.where(on < self.probability, scale, 0.0)
+        dy = field[..., 0] * ops.reshape(sign_y * amount, (-1, 1, 1))
+        dx = field[..., 1] * ops.reshape(sign_x * amount, (-1, 1, 1))
+        rows = ops.reshape(ops.cast(ops.arange(height), "float32"), (1, -1, 1)) + dy
+        cols = ops.reshape(ops.cast(ops.arange(width), "float32"), (1, 1, -1)) + dx
+        return ops.cast(bilinear_sample(images, rows, cols), given)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "sigma": self.sigma,
+                "probability": self.probability, "bank_size": self.bank_size, "seed": self.seed}
+
+
+def elastic_fields(count: int, height: int, width: int, alpha: float, sigma: float,
+                   seed: int | None = None):
+    """`count` displacement fields (count, height, width, 2) of (dy, dx) in pixels: uniform
+    noise in [-1, 1] smoothed by a Gaussian of `sigma` pixels and scaled by `alpha`, as
+    Simard et al. (2003) define them. The same seed gives the same fields."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0 if seed is None else seed)
+    noise = rng.uniform(-1.0, 1.0, size=(count, height, width, 2))
+    smooth = gaussian_filter(noise, sigma=(0, sigma, sigma, 0), mode="constant")
+    return (smooth * alpha).astype("float32")
+
+
+def bilinear_sample(images, rows, cols):
+    """Images (batch, height, width, channels) read at fractional `rows` and `cols` (each
+    (batch, height, width)), bilinearly, with zeros outside the frame."""
+    shape = ops.shape(images)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    flat = ops.reshape(images, (-1, channels))
+    base = ops.reshape(ops.arange(batch) * height * width, (-1, 1, 1))
+    r0, c0 = ops.floor(rows), ops.floor(cols)
+    fr, fc = rows - r0, cols - c0
+    r0, c0 = ops.cast(r0, "int32"), ops.cast(c0, "int32")
+    out = 0.0
+    for dr, wr in ((0, 1.0 - fr), (1, fr)):
+        for dc, wc in ((0, 1.0 - fc), (1, fc)):
+            r, c = r0 + dr, c0 + dc
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            index = base + ops.clip(r, 0, height - 1) * width + ops.clip(c, 0, width - 1)
+            values = ops.take(flat, ops.reshape(index, (-1,)), axis=0)
+            values = ops.reshape(values, (batch, height, width, channels))
+            weight = ops.where(inside, wr * wc, 0.0)
+            out = out + values * ops.expand_dims(weight, -1)
+    return out

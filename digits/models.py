@@ -51,6 +51,7 @@ def cnn(
     dense_dropout: float = 0.4,
     augment: float = 1.0,
     ink_augment: float = 1.0,
+    elastic: float = 0.0,
     num_classes: int = 10,
     seed: int | None = None,
 ):
@@ -68,6 +69,8 @@ def cnn(
         augment: augmentation strength (0 turns it off; 1 = +-11 degrees, +-10% shift and zoom).
         ink_augment: strength of `digits.layers.InkVariation` (stroke width, blur, contrast;
             0 turns it off).
+        elastic: strength of `digits.layers.ElasticDistortion` (1 = Simard et al.'s alpha 34,
+            sigma 4; 0 turns it off).
     """
     import keras
     from keras import layers
@@ -81,6 +84,7 @@ def cnn(
     _check_range("dense_dropout", dense_dropout, 0.0, 0.9)
     _check_range("augment", augment, 0.0, 3.0)
     _check_range("ink_augment", ink_augment, 0.0, 3.0)
+    _check_range("elastic", elastic, 0.0, 3.0)
     if not isinstance(batch_norm, bool):
         raise ModelError(f"batch_norm must be true or false, got {batch_norm!r}")
 
@@ -90,6 +94,10 @@ def cnn(
         from digits.layers import InkVariation
 
         x = InkVariation(ink_augment, seed=seed, name="ink_variation")(x)
+    if elastic > 0:
+        from digits.layers import ElasticDistortion
+
+        x = ElasticDistortion(34.0 * elastic, seed=seed, name="elastic_distortion")(x)
     for layer in _augmentation(layers, augment, seed):
         x = layer(x)
     for block in range(conv_blocks):

@@ -297,6 +297,8 @@ class Recorder:
             if np.ndim(value) == 0:
                 trainer.history.setdefault(key, []).append(float(value))
         trainer.current_epoch = epoch + 1
+        if trainer.weight_average is not None:
+            trainer.weight_average.use_training()  # the state holds what trains on
         if not (trainer.stop_reason or "").startswith("fault:"):
             # A faulted epoch (NaN weights) never replaces the last good state.
             self.state.save()

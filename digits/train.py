@@ -83,6 +83,7 @@ def run(argv: list[str] | None = None) -> int:
         optimizer=args.optimizer,
         learning_rate=args.learning_rate,
         label_smoothing=args.label_smoothing,
+        ema_decay=args.ema,
         fast_dev_run=args.fast_dev_run,
         limit_train_batches=args.limit_train_batches,
         limit_val_batches=args.limit_val_batches,

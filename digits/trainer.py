@@ -56,6 +56,10 @@ class Trainer:
         lr_schedule: "cosine" (decay to zero over the run, default) or "constant".
         label_smoothing: smoothing of the training targets, in [0, 0.5] (default 0.1; 0 is
             plain cross-entropy). Used when the model is not compiled.
+        ema_decay: keep an exponential moving average of the weights with this decay (e.g.
+            0.99) and validate, checkpoint and finish with it (`digits.averaging`); None (the
+            default) trains without. Used when the model is not compiled; a model compiled
+            with an optimizer that has `use_ema=True` gets the same treatment.
         fast_dev_run: run two batches of each stage, one epoch, and write nothing heavy.
         limit_train_batches / limit_val_batches / limit_test_batches: cap the batches per stage.
         steps_per_execution: batches per compiled call; "auto" picks 32 (1.2x for seed-cnn and
@@ -99,6 +103,7 @@ class Trainer:
         learning_rate: float = 2e-3,
         lr_schedule: str = "cosine",
         label_smoothing: float = 0.1,
+        ema_decay: float | None = None,
         fast_dev_run: bool = False,
         limit_train_batches: int | None = None,
         limit_val_batches: int | None = None,
@@ -114,7 +119,7 @@ class Trainer:
             max_epochs=max_epochs, seed=seed, deterministic=deterministic,
             batch_size=batch_size, precision=precision, strategy=strategy, optimizer=optimizer,
             learning_rate=learning_rate, lr_schedule=lr_schedule,
-            label_smoothing=label_smoothing, fast_dev_run=fast_dev_run,
+            label_smoothing=label_smoothing, ema_decay=ema_decay, fast_dev_run=fast_dev_run,
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
             limit_test_batches=limit_test_batches, steps_per_execution=steps_per_execution,
             fused_batch_norm=fused_batch_norm, profile_batch=profile_batch)
@@ -144,6 +149,9 @@ class Trainer:
         # Steps counted inside the compiled loop while a callback asks (`wants_step_counter`:
         # the progress bars), so that they move within a multi-step call; see step_counter.py.
         self.step_counter = StepCounter()
+        # During a fit with averaged weights: swaps them in for validation and the epoch's
+        # callbacks, and out before the state is saved (`digits.averaging`).
+        self.weight_average = None
         self._callbacks: list | None = None
         self._predicted: tuple | None = None  # (step, labels, probabilities) of validation
         self._strategy = None
@@ -317,6 +325,9 @@ class Trainer:
 
         # The training pipeline draws each epoch's data order from this variable.
         dispatcher.epoch_variable = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
+        from digits.averaging import WeightAverage
+
+        self.weight_average = dispatcher.weight_average = WeightAverage.of(model)
         train_ds = make_pipeline(data.train, self.batch_size, shuffle=True, seed=self.seed,
                                  epoch=dispatcher.epoch_variable, limit_batches=train_steps)
         val_ds = make_pipeline(data.val, self.eval_batch_size,

@@ -214,7 +214,7 @@ def _run_search(args, argv, role) -> int:
         "limit_val_batches": args.limit_val_batches, "precision": args.precision,
         "profile_batch": args.profile_batch,
         "deterministic": args.deterministic, "steps_per_execution": args.steps_per_execution,
-        "label_smoothing": args.label_smoothing,
+        "label_smoothing": args.label_smoothing, "ema_decay": args.ema,
     }
     hypermodel = DigitsHyperModel(callbacks=trial_callbacks, trainer_options=trainer_options,
                                   seed=args.seed, max_epochs=args.max_epochs,
@@ -380,6 +380,7 @@ def _search_settings(args, pins: dict) -> dict:
         "limit_train_batches": args.limit_train_batches,
         "limit_val_batches": args.limit_val_batches, "precision": args.precision,
         "label_smoothing": args.label_smoothing, "max_model_size": args.max_model_size,
+        **({"ema_decay": args.ema} if args.ema is not None else {}),
         # Absent from searches made before pruning existed, which is the same as none.
         **({"pruner": args.pruner, "pruner_warmup": args.pruner_warmup}
            if args.pruner != "none" else {}),
@@ -531,6 +532,7 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
         batch_size=args.batch_size,
         precision=args.precision,
         label_smoothing=args.label_smoothing,
+        ema_decay=args.ema,
         optimizer=values["optimizer"],
         learning_rate=float(values["learning_rate"]),
         limit_train_batches=args.limit_train_batches,

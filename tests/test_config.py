@@ -14,6 +14,7 @@ from digits.errors import ConfigError
 # setting -> the command-line type that parses it
 FLAG_TYPES = {"batch_size": cli.batch_int, "seed": cli.seed_int,
               "learning_rate": cli.learning_rate, "label_smoothing": cli.label_smoothing,
+              "ema_decay": cli.ema_decay,
               "max_epochs": cli.positive_int, "limit_batches": cli.positive_int}
 
 
@@ -49,6 +50,7 @@ def test_every_choice_flag_offers_the_settings_choices():
     {"max_epochs": 0}, {"max_epochs": True}, {"max_epochs": 2.0}, {"batch_size": 65537},
     {"seed": -1}, {"seed": 2**31}, {"learning_rate": 0}, {"learning_rate": float("inf")},
     {"learning_rate": "0.1"}, {"label_smoothing": 0.51}, {"precision": "fp8"},
+    {"ema_decay": 1.0}, {"ema_decay": 0.0},
     {"strategy": "tpu"}, {"optimizer": "lbfgs"}, {"lr_schedule": "step"},
     {"steps_per_execution": 0}, {"steps_per_execution": "fast"}, {"limit_val_batches": 0},
 ])

@@ -77,3 +77,57 @@ def test_ink_variation_changes_training_images_only_and_compiles_with_xla(small_
     loaded = load_model(str(tmp_path / "ink.keras"))  # safe mode: a registered layer, no code
     assert loaded.get_layer("ink_variation").strength == 1.0
     keras.backend.clear_session()
+
+
+def test_elastic_fields_are_smooth_bounded_and_follow_simard():
+    import numpy as np
+
+    from digits.layers import elastic_fields
+
+    fields = elastic_fields(64, 28, 28, alpha=34.0, sigma=4.0, seed=0)
+    assert fields.shape == (64, 28, 28, 2) and fields.dtype == np.float32
+    assert np.array_equal(fields, elastic_fields(64, 28, 28, alpha=34.0, sigma=4.0, seed=0))
+    rms = float(np.sqrt((fields ** 2).mean()))
+    # Uniform noise in [-1, 1] smoothed by a Gaussian of sigma 4 keeps ~1/14 of its spread:
+    # about a pixel and a quarter of displacement at alpha 34, never more than a few pixels.
+    assert 0.8 < rms < 2.0 and np.abs(fields).max() < 8.0
+    # Smooth: neighbouring pixels move almost together (far less than the fields' spread).
+    for axis in (1, 2):
+        assert np.abs(np.diff(fields, axis=axis)).mean() < 0.2 * rms
+    rough = elastic_fields(64, 28, 28, alpha=34.0, sigma=1.0, seed=0)
+    assert np.abs(np.diff(rough, axis=1)).mean() > 2 * np.abs(np.diff(fields, axis=1)).mean()
+
+
+def test_elastic_distortion_moves_strokes_in_training_only_and_loads_in_safe_mode(small_data,
+                                                                                 tmp_path):
+    import keras
+    import numpy as np
+
+    from digits.layers import ElasticDistortion
+    from digits.models import load_model
+
+    x = small_data.train.x[:64]
+    layer = ElasticDistortion(34.0, seed=3)
+    moved = np.asarray(layer(x, training=True))
+    assert moved.shape == x.shape and np.isfinite(moved).all()
+    assert 0.0 <= moved.min() and moved.max() <= 1.0 + 1e-6
+    assert np.abs(moved - x).mean() > 0.01  # strokes moved ...
+    ink_before, ink_after = x.sum(axis=(1, 2, 3)), moved.sum(axis=(1, 2, 3))
+    assert np.median(np.abs(ink_after / ink_before - 1)) < 0.15  # ... but stayed strokes
+    assert np.array_equal(np.asarray(layer(x, training=False)), x)
+    assert np.array_equal(np.asarray(ElasticDistortion(0.0)(x, training=True)), x)
+    # A zero field is the identity: bilinear sampling at the pixels themselves.
+    from digits.layers import bilinear_sample
+
+    rows = np.broadcast_to(np.arange(28, dtype=np.float32)[None, :, None], (64, 28, 28))
+    cols = np.broadcast_to(np.arange(28, dtype=np.float32)[None, None, :], (64, 28, 28))
+    np.testing.assert_allclose(np.asarray(bilinear_sample(x, rows, cols)), x, atol=1e-6)
+    model = build_model("cnn", filters=4, dense_units=16, augment=0.0, ink_augment=0.0,
+                        elastic=1.0, seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=True)
+    model.fit(x, small_data.train.y[:64], batch_size=32, epochs=1, verbose=0)  # XLA too
+    model.save(tmp_path / "elastic.keras")
+    loaded = load_model(str(tmp_path / "elastic.keras"))
+    assert loaded.get_layer("elastic_distortion").alpha == 34.0
+    np.testing.assert_allclose(np.asarray(loaded(x[:8])), np.asarray(model(x[:8])), atol=1e-6)
+    keras.backend.clear_session()
