@@ -50,7 +50,7 @@ class WeightAverage:
         optimizer is built."""
         averages = getattr(self.optimizer, "_model_variables_moving_average", None) or []
         variables = getattr(self.optimizer, "_trainable_variables", None) or []
-        return [(v, a) for v, a in zip(variables, averages) if a is not None]
+        return [(v, a) for v, a in zip(variables, averages, strict=True) if a is not None]
 
     def use_average(self) -> None:
         """Put the averages into the model (and its training weights where they were)."""

@@ -188,6 +188,14 @@ def add_min_probability_argument(parser: argparse.ArgumentParser) -> None:
                              f"the text, \"uncertain\": true in JSON) (default: {MIN_PROBABILITY})")
 
 
+def add_tta_argument(parser: argparse.ArgumentParser) -> None:
+    """`--tta`: average each image's probabilities over a few shifted and turned copies."""
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
+                        help="test-time augmentation: average each image's probabilities over "
+                             "itself, one-pixel shifts and slight turns (7 predictions an "
+                             "image; default: off)")
+
+
 def add_callback_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("callbacks")
     group.add_argument("--callbacks", type=csv_list, action="extend", default=[], metavar="A,B",

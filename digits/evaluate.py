@@ -27,6 +27,7 @@ def build_parser() -> cli.ArgumentParser:
                         help="seed of the split, for datasets without their own test part")
     parser.add_argument("--batch-size", type=cli.batch_int, default=512, metavar="N")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    cli.add_tta_argument(parser)
     return parser
 
 
@@ -52,11 +53,12 @@ def run(argv: list[str] | None = None) -> int:
 
         trainer = Trainer(callbacks=[], batch_size=args.batch_size, enable_checkpointing=False,
                           verbose=False)
-        result = trainer.test(runtime.model, data)
+        result = trainer.test(runtime.model, data, tta=args.tta)
     else:
         from digits.results import TestResult
 
         runtime.batch_size = args.batch_size
+        runtime.tta = args.tta
         result = TestResult.from_probabilities(data.test.y, runtime.predict(data.test.x),
                                                data.class_names)
     if args.json:

@@ -36,6 +36,7 @@ def build_parser() -> cli.ArgumentParser:
                         help="print JSON: per image its text, and per digit the digit, "
                              "probability, top 3, box [x, y, width, height] and uncertain")
     cli.add_min_probability_argument(parser)
+    cli.add_tta_argument(parser)
     parser.add_argument("--explain", type=cli.non_empty, default=None, metavar="DIR",
                         help="write DIR/<image>.explain.png per image: the boxes and readings "
                              "on the image, beside the 28x28 inputs the model saw")
@@ -67,6 +68,7 @@ def run(argv: list[str] | None = None) -> int:
             from digits.reading import Reader
 
             reader = Reader.load(args.model, min_probability=args.min_probability)
+            reader.runtime.tta = args.tta
         readings = dict(zip([p for p, _ in found], reader.read([f for _, f in found]), strict=True)) \
             if found else {}
         for path in chunk:

@@ -22,6 +22,8 @@ class TestResult:
         class_names: the display name of each class.
         features: (N, F) what the model computed before its classifier, when a callback
             asked for them (`wants_features`, e.g. the embeddings callback); else None.
+        tta_views: the copies of each image whose probabilities were averaged
+            (`digits.tta`), or None when each image was predicted once.
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -35,6 +37,7 @@ class TestResult:
     probabilities: np.ndarray
     class_names: tuple[str, ...]
     features: np.ndarray | None = None
+    tta_views: tuple[str, ...] | None = None
 
     @classmethod
     def from_probabilities(cls, y_true: np.ndarray, probabilities: np.ndarray,
@@ -67,6 +70,7 @@ class TestResult:
             "examples": int(len(self.y_true)),
             "confusion_matrix": self.confusion_matrix.tolist(),
             "report": self.report,
+            **({"tta": list(self.tta_views)} if self.tta_views else {}),
         }
 
     def report_markdown(self) -> str:

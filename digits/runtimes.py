@@ -64,17 +64,26 @@ class Runtime(abc.ABC):
 
     format = "keras"
     batch_size = 256
+    tta = False  # average over test-time augmented copies (`digits.tta`)
 
     def __init__(self, path: str):
         self.path = str(path)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """(N, 28, 28, 1) or (N, 28, 28) float32 images in [0, 1] -> (N, 10) probabilities."""
+        """(N, 28, 28, 1) or (N, 28, 28) float32 images in [0, 1] -> (N, 10) probabilities;
+        averaged over `digits.tta`'s copies of each image when `tta` is set."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 3:
             x = x[..., None]
         if len(x) == 0:
             return np.zeros((0, 10), np.float32)
+        if self.tta:
+            from digits import tta
+
+            return tta.averaged(self._predict_once, x)
+        return self._predict_once(x)
+
+    def _predict_once(self, x: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(self._predict_batch(x[k: k + self.batch_size]),
                                           dtype=np.float32)
                                for k in range(0, len(x), self.batch_size)])

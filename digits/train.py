@@ -31,6 +31,7 @@ def build_parser() -> cli.ArgumentParser:
                         help="run name under the log dir (default: the model name)")
     cli.add_data_arguments(parser)
     cli.add_trainer_arguments(parser, DEFAULT_EPOCHS)
+    cli.add_tta_argument(parser)
     cli.add_callback_arguments(parser)
     return parser
 
@@ -96,7 +97,7 @@ def run(argv: list[str] | None = None) -> int:
     config = {"command": "train", "dataset": args.dataset, "test_dataset": args.test_dataset,
               "validation_split": args.validation_split}
     trainer.fit(model, data, config=config)
-    result = trainer.test(best_model(trainer, model), data)
+    result = trainer.test(best_model(trainer, model), data, tta=args.tta)
     report(trainer, result)
     return 0
 

@@ -349,22 +349,25 @@ class Trainer:
     def eval_batch_size(self) -> int:
         return self.settings.eval_batch_size
 
-    def validate(self, model, data: Dataset) -> TestResult:
-        """Evaluate on `data.val` with one prediction pass; returns a `TestResult`."""
+    def validate(self, model, data: Dataset, tta: bool = False) -> TestResult:
+        """Evaluate on `data.val` with one prediction pass (one per view of `digits.tta`
+        with `tta=True`); returns a `TestResult`."""
         self.data = self.data or data
-        result = self._evaluate(model, data.val, "validation", self.limit_val_batches)
+        result = self._evaluate(model, data.val, "validation", self.limit_val_batches, tta)
         self._announce("validate", "on_validation_end", result)
         return result
 
-    def test(self, model, data: Dataset) -> TestResult:
+    def test(self, model, data: Dataset, tta: bool = False) -> TestResult:
         """Evaluate on `data.test` with one prediction pass; returns a `TestResult`.
 
-        The result (accuracy, loss, confusion matrix, per-class report) goes to every callback's
-        `on_test_end` and into the `test` section of metrics.json.
+        With `tta=True` each image's probabilities are averaged over the copies of
+        `digits.tta.VIEWS` (one prediction pass each). The result (accuracy, loss, confusion
+        matrix, per-class report) goes to every callback's `on_test_end` and into the `test`
+        section of metrics.json.
         """
         self.data = data
         self.model = self.model or model
-        result = self._evaluate(model, data.test, "test", self.limit_test_batches)
+        result = self._evaluate(model, data.test, "test", self.limit_test_batches, tta)
         self.test_result = result
         self._announce("test", "on_test_end", result)
         self.state.write_metrics(status="finished")
@@ -392,7 +395,8 @@ class Trainer:
         batches = make_pipeline(split, self.eval_batch_size)
         return np.asarray(model.predict(batches, verbose=0), dtype=np.float32)
 
-    def _evaluate(self, model, split: Split | None, stage: str, limit: int | None) -> TestResult:
+    def _evaluate(self, model, split: Split | None, stage: str, limit: int | None,
+                  tta: bool = False) -> TestResult:
         if split is None:
             raise ConfigError(f"the dataset has no {stage} split")
         check_model_fits_data(model, self.data)
@@ -401,11 +405,17 @@ class Trainer:
         features = None
         if stage == "test" and any(getattr(c, "wants_features", False) for c in self.callbacks):
             features, probabilities = self.features_and_probabilities(model, split)
-        if features is None:
+        if tta:
+            from digits import tta as augmentation
+
+            probabilities = augmentation.averaged(lambda x: self.predict(model, x), split.x)
+        elif features is None:
             probabilities = self._predict_split(model, split)
         names = self.data.class_names if self.data is not None else None
         result = TestResult.from_probabilities(split.y, probabilities, names)
         result.features = features
+        if tta:
+            result.tta_views = augmentation.VIEWS
         return result
 
     def features_and_probabilities(self, model, split: Split):

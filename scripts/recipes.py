@@ -38,13 +38,14 @@ def run_one(flags: list[str], seed: int, dataset: str, test_dataset: str, log_di
     if done.returncode != 0:
         raise SystemExit(f"error: {' '.join(command)} failed:\n{done.stderr[-2000:]}")
     run = sorted((log_dir / "run").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
+    row_path = {"run": str(run)}
     metrics = json.loads((run / "metrics.json").read_text())
     state = json.loads((run / "state" / "trainer.json").read_text())
     best = state["callbacks"]["Checkpoint"]["best_epoch"]
     history = metrics["history"]
     return {"val_accuracy": history["val_accuracy"][best - 1],
             "val_loss": history["val_loss"][best - 1], "best_epoch": best,
-            "test_accuracy": metrics["test"]["accuracy"], "seconds": seconds}
+            "test_accuracy": metrics["test"]["accuracy"], "seconds": seconds, **row_path}
 
 
 def summary(rows: list[dict]) -> str:
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="mnist-5k")
     parser.add_argument("--test-dataset", default=str(ROOT.parent / "shared/data/mnist"))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="keep each run's directory (its model.keras) as DIR/VARIANT/seed_S")
     args = parser.parse_args(argv)
     rows = [json.loads(line) for line in args.out.read_text().splitlines()] \
         if args.out.is_file() else []
@@ -78,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             if (name, seed) in done:
                 continue
             with tempfile.TemporaryDirectory() as tmp:
+                log_dir = args.keep / name / f"seed_{seed}" if args.keep else Path(tmp)
                 row = {"variant": name, "flags": flags, "seed": seed,
                        **run_one(shlex.split(flags), seed, args.dataset, args.test_dataset,
-                                 Path(tmp))}
+                                 log_dir)}
             rows.append(row)
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -45,10 +45,10 @@ def test_keras_keeps_one_average_per_trainable_variable_among_the_optimizer_vari
     for (v, a) in pairs:
         a.assign(v.numpy() + 1.0)
     average.use_average()
-    assert all(np.array_equal(v.numpy(), b + 1.0) for (v, _), b in zip(pairs, before))
-    assert all(np.array_equal(a.numpy(), b) for (_, a), b in zip(pairs, before))
+    assert all(np.array_equal(v.numpy(), b + 1.0) for (v, _), b in zip(pairs, before, strict=True))
+    assert all(np.array_equal(a.numpy(), b) for (_, a), b in zip(pairs, before, strict=True))
     average.use_training()  # an exact swap: no rounding either way
-    assert all(np.array_equal(v.numpy(), b) for (v, _), b in zip(pairs, before))
+    assert all(np.array_equal(v.numpy(), b) for (v, _), b in zip(pairs, before, strict=True))
     plain = build_model("cnn", filters=4, dense_units=8)
     plain.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy")
     assert WeightAverage.of(plain) is None
@@ -70,7 +70,7 @@ def test_validation_checkpoint_and_the_final_model_use_the_average(tmp_path, sma
     average = trainer.weight_average
     assert not average.in_model
     # After the fit the model holds the average (Keras' finalize_variable_values) ...
-    for (_, a), v in zip(average.pairs(), model.trainable_variables):
+    for (_, a), v in zip(average.pairs(), model.trainable_variables, strict=True):
         np.testing.assert_array_equal(v.numpy(), a.numpy())
     # ... which is what the last validation pass scored.
     last_val_loss = trainer.history["val_loss"][-1]
