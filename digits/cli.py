@@ -72,6 +72,13 @@ seed_int = setting_type("seed", "a seed from 0 to 2147483647")
 batch_int = setting_type("batch_size", "a batch size from 1 to 65536")
 fraction = number_type(float, 0.0, 0.9, lo_open=True, label="a fraction in (0, 0.9]")
 learning_rate = setting_type("learning_rate", "a learning rate in (0, 10]")
+
+
+def learning_rate_or_auto(text: str):
+    """A learning rate, or "auto": the learning-rate range test's suggestion."""
+    return "auto" if text == "auto" else learning_rate(text)
+
+
 port_number = number_type(int, 0, 65535, label="a port from 0 to 65535")
 worker_count = number_type(int, 1, 64, label="a number of workers from 1 to 64")
 
@@ -227,9 +234,14 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int) 
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=positive_int, default=epochs_default, metavar="N",
                        help=f"epochs to train (default: {epochs_default})")
-    group.add_argument("--learning-rate", type=learning_rate,
+    group.add_argument("--learning-rate", type=learning_rate_or_auto,
                        default=settings.DEFAULTS.learning_rate, metavar="LR",
-                       help="initial learning rate, decayed by a cosine schedule (default: 0.002)")
+                       help="initial learning rate, decayed by a cosine schedule, or auto: "
+                            "the suggestion of a learning-rate range test run first "
+                            "(default: 0.002)")
+    group.add_argument("--find-lr", action="store_true",
+                       help="run the learning-rate range test only: plot the loss against "
+                            "the learning rate (PNG, TensorBoard), print the suggestion, exit")
     group.add_argument("--optimizer", choices=settings.OPTIMIZERS,
                        default=settings.DEFAULTS.optimizer,
                        help="optimizer (default: adam)")

@@ -52,11 +52,11 @@ def run(argv: list[str] | None = None) -> int:
     # Everything the user gave is checked before a run directory exists, the cheap checks
     # (no TensorFlow yet) first.
     from callbacks.registry import resolve
+    from digits.config import DEFAULTS
     from digits.data import load_dataset
     from digits.errors import DatasetError, ModelError
     from digits.models import model_hyperparameters
     from digits.run_directory import check_writable_dir
-    from digits.trainer import Trainer
 
     hyperparameters = dict(args.hp)
     accepted = model_hyperparameters(args.model)  # an unknown model fails before loading data
@@ -71,18 +71,47 @@ def run(argv: list[str] | None = None) -> int:
     if data.train is None:
         raise DatasetError(f"dataset {args.dataset!r} has no training data, only a test part")
     callbacks = resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
-    trainer = Trainer(
+    name = args.name or args.model
+    learning_rate = args.learning_rate
+    if args.find_lr or learning_rate == "auto":
+        learning_rate = None if args.find_lr or args.no_resume \
+            else earlier_automatic_rate(args.log_dir, name)
+        if learning_rate is None:
+            sweeping = make_trainer(args, [], name, DEFAULTS.learning_rate)
+            found = find_learning_rate(sweeping, args, data, hyperparameters)
+            if args.find_lr:
+                return 0
+            learning_rate = found.suggestion
+        else:
+            print(f"learning rate {learning_rate:.2g}, as the unfinished run of this command "
+                  "found it", file=sys.stderr, flush=True)
+    trainer = make_trainer(args, callbacks, name, learning_rate)
+    model = trainer.build_model(args.model, **hyperparameters)
+    data.announce()  # only now: a refused input gets its one `error:` line and nothing else
+    config = {"command": "train", "dataset": args.dataset, "test_dataset": args.test_dataset,
+              "validation_split": args.validation_split,
+              **({"learning_rate": "auto"} if args.learning_rate == "auto" else {})}
+    trainer.fit(model, data, config=config)
+    result = trainer.test(best_model(trainer, model), data, tta=args.tta)
+    report(trainer, result)
+    return 0
+
+
+def make_trainer(args, callbacks: list, name: str, learning_rate: float):
+    from digits.trainer import Trainer
+
+    return Trainer(
         max_epochs=args.epochs,
         callbacks=callbacks,
         log_dir=args.log_dir,
-        name=args.name or args.model,
+        name=name,
         seed=args.seed,
         deterministic=args.deterministic,
         batch_size=args.batch_size,
         precision=args.precision,
         strategy=None if args.strategy == "none" else args.strategy,
         optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
+        learning_rate=learning_rate,
         label_smoothing=args.label_smoothing,
         ema_decay=args.ema,
         fast_dev_run=args.fast_dev_run,
@@ -92,14 +121,38 @@ def run(argv: list[str] | None = None) -> int:
         profile_batch=args.profile_batch,
         resume=not args.no_resume,
     )
-    model = trainer.build_model(args.model, **hyperparameters)
-    data.announce()  # only now: a refused input gets its one `error:` line and nothing else
-    config = {"command": "train", "dataset": args.dataset, "test_dataset": args.test_dataset,
-              "validation_split": args.validation_split}
-    trainer.fit(model, data, config=config)
-    result = trainer.test(best_model(trainer, model), data, tta=args.tta)
-    report(trainer, result)
-    return 0
+
+
+def find_learning_rate(trainer, args, data, hyperparameters: dict):
+    """The learning-rate range test on a throwaway model; prints what it found and where."""
+    from digits import lr_finder
+    from digits.errors import ConfigError
+
+    found, where = lr_finder.run(trainer, trainer.build_model(args.model, **hyperparameters),
+                                 data)
+    print(lr_finder.describe(found) + (f"; plot: {where.file('lr_finder.png')}" if where else ""),
+          flush=True)
+    if found.suggestion is None and not args.find_lr:
+        raise ConfigError("the learning-rate range test found no learning rate at which the "
+                          "loss fell; give one with --learning-rate")
+    return found
+
+
+def earlier_automatic_rate(log_dir: str, name: str) -> float | None:
+    """The learning rate an unfinished `--learning-rate auto` run of this name chose, so that
+    the same command resumes it instead of sweeping again (a sweep is not bit-reproducible,
+    and a different rate would start a new run)."""
+    from digits.run_directory import RunDirectory
+
+    latest = RunDirectory.latest(log_dir, name)
+    if latest is None:
+        return None
+    config = latest.read_json("config.json") or {}
+    metrics = latest.read_json("metrics.json") or {}
+    if config.get("learning_rate") != "auto" or metrics.get("status") == "finished":
+        return None
+    rate = (config.get("trainer") or {}).get("learning_rate")
+    return float(rate) if isinstance(rate, (int, float)) else None
 
 
 def best_model(trainer, model):
