@@ -80,6 +80,7 @@ def learning_rate_or_auto(text: str):
 
 
 port_number = number_type(int, 0, 65535, label="a port from 0 to 65535")
+ensemble_size = number_type(int, 1, 20, label="an ensemble size from 1 to 20")
 worker_count = number_type(int, 1, 64, label="a number of workers from 1 to 64")
 
 

@@ -32,6 +32,9 @@ def build_parser() -> cli.ArgumentParser:
     cli.add_data_arguments(parser)
     cli.add_trainer_arguments(parser, DEFAULT_EPOCHS)
     cli.add_tta_argument(parser)
+    parser.add_argument("--ensemble", type=cli.ensemble_size, default=1, metavar="N",
+                        help="train N models from seeds SEED..SEED+N-1 on the same split and "
+                             "save one model averaging their probabilities (default: 1)")
     cli.add_callback_arguments(parser)
     return parser
 
@@ -85,19 +88,69 @@ def run(argv: list[str] | None = None) -> int:
         else:
             print(f"learning rate {learning_rate:.2g}, as the unfinished run of this command "
                   "found it", file=sys.stderr, flush=True)
-    trainer = make_trainer(args, callbacks, name, learning_rate)
-    model = trainer.build_model(args.model, **hyperparameters)
-    data.announce()  # only now: a refused input gets its one `error:` line and nothing else
     config = {"command": "train", "dataset": args.dataset, "test_dataset": args.test_dataset,
               "validation_split": args.validation_split,
               **({"learning_rate": "auto"} if args.learning_rate == "auto" else {})}
+    if args.ensemble > 1:
+        data.announce()
+        def fresh_callbacks() -> list:
+            return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
+
+        return train_ensemble(args, data, fresh_callbacks, name, learning_rate, hyperparameters,
+                              config)
+    trainer = make_trainer(args, callbacks, name, learning_rate)
+    model = trainer.build_model(args.model, **hyperparameters)
+    data.announce()  # only now: a refused input gets its one `error:` line and nothing else
     trainer.fit(model, data, config=config)
     result = trainer.test(best_model(trainer, model), data, tta=args.tta)
     report(trainer, result)
     return 0
 
 
-def make_trainer(args, callbacks: list, name: str, learning_rate: float):
+def train_ensemble(args, data, callbacks, name: str, learning_rate: float,
+                   hyperparameters: dict, config: dict) -> int:
+    """`--ensemble N`: N members (seeds SEED..SEED+N-1, one split), each its own resumable run;
+    a member already finished with the same configuration is reused; then the averaging
+    model, tested and saved under `<name>-ensemble/version_<n>`."""
+    from digits import ensemble
+    from digits.models import load_model
+
+    config = {**config, "split_seed": args.seed}  # every member trains on this one split
+    members, results = [], []
+    for k in range(args.ensemble):
+        member = ensemble.member_name(name, k)
+        trainer = make_trainer(args, callbacks(), member, learning_rate,
+                               seed=args.seed + k)
+        model = trainer.build_model(args.model, **hyperparameters)
+        done = None if args.fast_dev_run else ensemble.finished_member(
+            args.log_dir, member, trainer.resolved_config(model, data, config))
+        if done is not None:
+            print(f"member {k + 1} of {args.ensemble}: reusing {done.path}", flush=True)
+            model = load_model(str(done.file("model.keras")))
+            result = trainer.test(model, data, tta=args.tta)
+        else:
+            print(f"member {k + 1} of {args.ensemble} (seed {args.seed + k})", flush=True)
+            trainer.fit(model, data, config=config)
+            result = trainer.test(best_model(trainer, model), data, tta=args.tta)
+            report(trainer, result)
+        members.append(model)
+        results.append(result)
+    averaged = ensemble.build_ensemble(members, name="ensemble")
+    tester = make_trainer(args, [], f"{name}-ensemble", learning_rate)
+    result = tester.test(averaged, data, tta=args.tta)
+    where = ensemble.save(averaged, result, results, args.log_dir, f"{name}-ensemble",
+                          config) if not args.fast_dev_run else None
+    print(result.report_text())
+    for k, r in enumerate(results):
+        print(f"member {k + 1} (seed {args.seed + k}): test accuracy {r.accuracy:.4f}")
+    print(f"ensemble of {len(members)}: test accuracy {result.accuracy:.4f} on "
+          f"{len(result.y_true)} images; run directory: {where or '(fast dev run: nothing kept)'}")
+    sys.stdout.flush()
+    return 0
+
+
+def make_trainer(args, callbacks: list, name: str, learning_rate: float,
+                 seed: int | None = None):
     from digits.trainer import Trainer
 
     return Trainer(
@@ -105,7 +158,7 @@ def make_trainer(args, callbacks: list, name: str, learning_rate: float):
         callbacks=callbacks,
         log_dir=args.log_dir,
         name=name,
-        seed=args.seed,
+        seed=args.seed if seed is None else seed,
         deterministic=args.deterministic,
         batch_size=args.batch_size,
         precision=args.precision,

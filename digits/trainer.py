@@ -281,7 +281,7 @@ class Trainer:
         """
         self._check_fit(model, data, initial_epoch)
         self.model, self.data = model, data
-        self.config = self._resolved_config(model, data, config)
+        self.config = self.resolved_config(model, data, config)
         if initial_epoch:
             self.config["trainer"]["initial_epoch"] = int(initial_epoch)
         self._seed_everything()
@@ -523,7 +523,9 @@ class Trainer:
             self._predicted = (step, split.y, self.predict(model, split.x))
         return self._predicted[1:]
 
-    def _resolved_config(self, model, data: Dataset, extra: dict | None) -> dict:
+    def resolved_config(self, model, data: Dataset, extra: dict | None = None) -> dict:
+        """What `fit` records in config.json (and compares to resume): the model's spec, the
+        settings, the data's summary, the callbacks, and `extra`."""
         spec = getattr(model, "_digits_spec", {"model": getattr(model, "name", "model")})
         return {
             **spec,

@@ -1,0 +1,82 @@
+"""Ensembles: several models trained alike, their probabilities averaged, saved as one model.
+
+`digits.train --ensemble N` trains N members on the same training and validation split, each
+from its own seed (its weights, data order, dropout and augmentation), each a run of its own
+(`<name>-member<k>/version_<n>`, resumable like any run, and a member that already finished
+with the same configuration is reused, so an interrupted ensemble command carries on where it
+stopped). The members' best-by-validation models are then joined into one Keras model that
+averages their probabilities (the members as nested models and Keras' `Average` layer: no
+Lambda, so it loads in safe mode), tested, and saved as `<name>-ensemble/version_<n>/model.keras`
+beside a metrics.json holding each member's test result and the ensemble's.
+
+Different seeds were chosen over snapshots of one cyclic schedule (BENCHMARKS.md, "Recipes"):
+the snapshots of one run share its early epochs and disagree less.
+"""
+
+from __future__ import annotations
+
+import json
+
+from digits.errors import ConfigError
+
+MAX_MEMBERS = 20
+
+
+def member_name(name: str, index: int) -> str:
+    return f"{name}-member{index}"
+
+
+def build_ensemble(members: list, name: str = "ensemble"):
+    """One Keras model averaging the probabilities of `members` (models of one input shape
+    and one output shape).
+
+    Example:
+        >>> ensemble = build_ensemble([model_a, model_b])
+        >>> ensemble.save("ensemble.keras")         # loads with safe_mode=True
+    """
+    import keras
+
+    if len(members) < 2:
+        raise ConfigError("an ensemble needs at least two members")
+    inputs = keras.Input(members[0].input_shape[1:], name="image")
+    outputs = []
+    for k, member in enumerate(members):
+        # A fresh functional wrapper names each member uniquely within the ensemble.
+        wrapped = keras.Model(member.input, member.output, name=f"member_{k}")
+        outputs.append(wrapped(inputs))
+    averaged = keras.layers.Average(name="average", dtype="float32")(outputs)
+    return keras.Model(inputs, averaged, name=name)
+
+
+def finished_member(log_dir, name: str, config: dict):
+    """The latest finished run of `name` with this configuration (its model is reused), or
+    None."""
+    from digits.run_directory import RunDirectory
+
+    latest = RunDirectory.latest(log_dir, name)
+    if latest is None or not latest.file("model.keras").is_file():
+        return None
+    metrics = latest.read_json("metrics.json") or {}
+    previous = latest.read_json("config.json") or {}
+    ignore = {"callbacks"}
+    same = {k: v for k, v in previous.items() if k not in ignore} == json.loads(
+        json.dumps({k: v for k, v in config.items() if k not in ignore}, default=str))
+    return latest if metrics.get("status") == "finished" and same else None
+
+
+def save(model, result, member_results: list, log_dir, name: str, config: dict):
+    """Write the ensemble's model.keras and metrics.json (each member's test and the
+    ensemble's) into a new run directory `<log_dir>/<name>/version_<n>`; returns its path."""
+    from digits.atomic import atomic_path
+    from digits.run_directory import RunDirectory
+
+    run = RunDirectory.create(log_dir, name)
+    with atomic_path(run.file("model.keras"), suffix=".keras") as tmp:
+        model.save(tmp)
+    run.write_json("config.json", {**config, "members": len(member_results)})
+    run.write_json("metrics.json", {
+        "status": "finished",
+        "members": [{"test": {"accuracy": r.accuracy, "loss": r.loss}} for r in member_results],
+        "test": result.to_dict(),
+    })
+    return run.path
