@@ -32,6 +32,10 @@ def build_parser() -> cli.ArgumentParser:
     cli.add_data_arguments(parser)
     cli.add_trainer_arguments(parser, DEFAULT_EPOCHS)
     cli.add_tta_argument(parser)
+    parser.add_argument("--refit", action="store_true",
+                        help="after training, train a fresh model on training + validation "
+                             "images for the epoch count validation chose (the best epoch), "
+                             "and test that one too (<name>-refit/version_<n>)")
     parser.add_argument("--ensemble", type=cli.ensemble_size, default=1, metavar="N",
                         help="train N models from seeds SEED..SEED+N-1 on the same split and "
                              "save one model averaging their probabilities (default: 1)")
@@ -91,11 +95,11 @@ def run(argv: list[str] | None = None) -> int:
     config = {"command": "train", "dataset": args.dataset, "test_dataset": args.test_dataset,
               "validation_split": args.validation_split,
               **({"learning_rate": "auto"} if args.learning_rate == "auto" else {})}
+    def fresh_callbacks() -> list:  # a second run (a member, the refit) gets its own
+        return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
+
     if args.ensemble > 1:
         data.announce()
-        def fresh_callbacks() -> list:
-            return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
-
         return train_ensemble(args, data, fresh_callbacks, name, learning_rate, hyperparameters,
                               config)
     trainer = make_trainer(args, callbacks, name, learning_rate)
@@ -104,7 +108,41 @@ def run(argv: list[str] | None = None) -> int:
     trainer.fit(model, data, config=config)
     result = trainer.test(best_model(trainer, model), data, tta=args.tta)
     report(trainer, result)
+    if args.refit:
+        refit(args, data, fresh_callbacks, name, learning_rate, hyperparameters, config, trainer)
     return 0
+
+
+def refit(args, data, callbacks, name: str, learning_rate: float, hyperparameters: dict,
+          config: dict, chosen_by) -> None:
+    """`--refit`: a fresh model (same seed and settings) trained on the training and the
+    validation images together for the epoch count the first run's validation chose, then
+    tested and saved as `<name>-refit/version_<n>/model.keras`. Its validation figures are
+    not held out (those images are trained on), so it keeps its last epoch, not a "best"."""
+    import numpy as np
+
+    from callbacks.checkpoint import Checkpoint
+    from digits.atomic import atomic_path
+    from digits.data import Dataset, Split
+
+    epochs = next((c.best_epoch for c in chosen_by.callbacks
+                   if isinstance(c, Checkpoint) and c.best_epoch), None) or args.epochs
+    merged = Dataset(Split(np.concatenate([data.train.x, data.val.x]),
+                           np.concatenate([data.train.y, data.val.y])),
+                     data.val, data.test, data.name, data.description + "; validation images "
+                     "trained on too (refit)")
+    trainer = make_trainer(args, [c for c in callbacks() if not isinstance(c, Checkpoint)],
+                           f"{name}-refit", learning_rate, epochs=epochs,
+                           enable_checkpointing=False)
+    model = trainer.build_model(args.model, **hyperparameters)
+    print(f"refit: {epochs} epoch{'s' * (epochs != 1)} (validation's choice) on {len(merged.train):,} images "
+          "(training + validation)", flush=True)
+    trainer.fit(model, merged, config={**config, "refit_of": str(chosen_by.run.path)
+                                       if chosen_by.run is not None else None})
+    if trainer.run is not None and not args.fast_dev_run:
+        with atomic_path(trainer.run.file("model.keras"), suffix=".keras") as tmp:
+            model.save(tmp)
+    report(trainer, trainer.test(model, merged, tta=args.tta))
 
 
 def train_ensemble(args, data, callbacks, name: str, learning_rate: float,
@@ -150,11 +188,11 @@ def train_ensemble(args, data, callbacks, name: str, learning_rate: float,
 
 
 def make_trainer(args, callbacks: list, name: str, learning_rate: float,
-                 seed: int | None = None):
+                 seed: int | None = None, epochs: int | None = None, **more):
     from digits.trainer import Trainer
 
     return Trainer(
-        max_epochs=args.epochs,
+        max_epochs=args.epochs if epochs is None else epochs,
         callbacks=callbacks,
         log_dir=args.log_dir,
         name=name,
@@ -173,6 +211,7 @@ def make_trainer(args, callbacks: list, name: str, learning_rate: float,
         steps_per_execution=args.steps_per_execution,
         profile_batch=args.profile_batch,
         resume=not args.no_resume,
+        **more,
     )
 
 
