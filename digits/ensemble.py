@@ -80,3 +80,50 @@ def save(model, result, member_results: list, log_dir, name: str, config: dict):
         "test": result.to_dict(),
     })
     return run.path
+
+
+def train_and_join(count: int, member_trainer, build, data, config: dict, ensemble_name: str,
+                   tta: bool = False):
+    """Train (or reuse) `count` members and save their average; what `digits.train
+    --ensemble` and `digits.tune --final-ensemble` share. `member_trainer(k)` gives member k's
+    Trainer (its own name and seed), `build(trainer)` its fresh model. Prints each member's
+    report and test accuracy, and the ensemble's; returns the ensemble's `TestResult`."""
+    import sys
+
+    from digits.models import load_model
+    from digits.train import best_model, report
+
+    members, results, trainers = [], [], []
+    for k in range(count):
+        trainer = member_trainer(k)
+        model = build(trainer)
+        done = None if trainer.fast_dev_run else finished_member(
+            trainer.log_dir, trainer.name, trainer.resolved_config(model, data, config))
+        if done is not None:
+            print(f"member {k + 1} of {count}: reusing {done.path}", flush=True)
+            model = load_model(str(done.file("model.keras")))
+            result = trainer.test(model, data, tta=tta)
+        else:
+            print(f"member {k + 1} of {count} (seed {trainer.seed})", flush=True)
+            trainer.fit(model, data, config=config)
+            result = trainer.test(best_model(trainer, model), data, tta=tta)
+            report(trainer, result)
+        members.append(model)
+        results.append(result)
+        trainers.append(trainer)
+    averaged = build_ensemble(members, name="ensemble")
+    from digits.trainer import Trainer
+
+    # A tester of its own: a member's Trainer would write the ensemble's test into its run.
+    tester = Trainer(callbacks=[], enable_checkpointing=False, verbose=False,
+                     batch_size=trainers[0].batch_size, precision=trainers[0].precision)
+    result = tester.test(averaged, data, tta=tta)
+    where = None if trainers[0].fast_dev_run else save(
+        averaged, result, results, trainers[0].log_dir, ensemble_name, config)
+    print(result.report_text())
+    for trainer, r in zip(trainers, results, strict=True):
+        print(f"member {trainer.name} (seed {trainer.seed}): test accuracy {r.accuracy:.4f}")
+    print(f"ensemble of {count}: test accuracy {result.accuracy:.4f} on "
+          f"{len(result.y_true)} images; run directory: {where or '(fast dev run: nothing kept)'}")
+    sys.stdout.flush()
+    return result

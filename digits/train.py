@@ -151,39 +151,16 @@ def train_ensemble(args, data, callbacks, name: str, learning_rate: float,
     a member already finished with the same configuration is reused; then the averaging
     model, tested and saved under `<name>-ensemble/version_<n>`."""
     from digits import ensemble
-    from digits.models import load_model
 
-    config = {**config, "split_seed": args.seed}  # every member trains on this one split
-    members, results = [], []
-    for k in range(args.ensemble):
-        member = ensemble.member_name(name, k)
-        trainer = make_trainer(args, callbacks(), member, learning_rate,
-                               seed=args.seed + k)
-        model = trainer.build_model(args.model, **hyperparameters)
-        done = None if args.fast_dev_run else ensemble.finished_member(
-            args.log_dir, member, trainer.resolved_config(model, data, config))
-        if done is not None:
-            print(f"member {k + 1} of {args.ensemble}: reusing {done.path}", flush=True)
-            model = load_model(str(done.file("model.keras")))
-            result = trainer.test(model, data, tta=args.tta)
-        else:
-            print(f"member {k + 1} of {args.ensemble} (seed {args.seed + k})", flush=True)
-            trainer.fit(model, data, config=config)
-            result = trainer.test(best_model(trainer, model), data, tta=args.tta)
-            report(trainer, result)
-        members.append(model)
-        results.append(result)
-    averaged = ensemble.build_ensemble(members, name="ensemble")
-    tester = make_trainer(args, [], f"{name}-ensemble", learning_rate)
-    result = tester.test(averaged, data, tta=args.tta)
-    where = ensemble.save(averaged, result, results, args.log_dir, f"{name}-ensemble",
-                          config) if not args.fast_dev_run else None
-    print(result.report_text())
-    for k, r in enumerate(results):
-        print(f"member {k + 1} (seed {args.seed + k}): test accuracy {r.accuracy:.4f}")
-    print(f"ensemble of {len(members)}: test accuracy {result.accuracy:.4f} on "
-          f"{len(result.y_true)} images; run directory: {where or '(fast dev run: nothing kept)'}")
-    sys.stdout.flush()
+    def member_trainer(k: int):
+        return make_trainer(args, callbacks(), ensemble.member_name(name, k), learning_rate,
+                            seed=args.seed + k)
+
+    ensemble.train_and_join(
+        args.ensemble, member_trainer, lambda trainer: trainer.build_model(args.model,
+                                                                            **hyperparameters),
+        data, {**config, "split_seed": args.seed},  # every member trains on this one split
+        ensemble_name=f"{name}-ensemble", tta=args.tta)
     return 0
 
 

@@ -108,6 +108,9 @@ def build_parser() -> cli.ArgumentParser:
     output.add_argument("--final-epochs", type=cli.non_negative_int, default=DEFAULT_FINAL_EPOCHS,
                         metavar="N", help="retrain the best hyperparameters for N epochs, then test "
                                           f"(default: {DEFAULT_FINAL_EPOCHS}; 0: skip)")
+    output.add_argument("--final-ensemble", type=cli.ensemble_size, default=1, metavar="N",
+                        help="retrain the best hyperparameters N times (seeds SEED..SEED+N-1) "
+                             "and test the model averaging them (default: 1)")
     # The main job runs on the embedded digits unless told otherwise: "auto" would download
     # the full 60,000 where it can, which makes a default search about 13 times longer.
     cli.add_data_arguments(parser, default_dataset="mnist-5k")
@@ -503,7 +506,7 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
     of trained again.
     """
     from callbacks.hparams import HParams, with_hparams
-    from digits import train
+    from digits import ensemble, train
     from digits.run_directory import RunDirectory
     from digits.trainer import Trainer
     from tuner.display import plural
@@ -511,7 +514,7 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
     values = dict(record["hyperparameters"])
     final = {"best_trial": record["trial_id"], "hyperparameters": values,
              "epochs": args.final_epochs}
-    latest = RunDirectory.latest(project_dir, "best")
+    latest = RunDirectory.latest(project_dir, "best") if args.final_ensemble == 1 else None
     if latest is not None:
         metrics = latest.read_json("metrics.json") or {}
         config = latest.read_json("config.json") or {}
@@ -522,31 +525,40 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
             return
 
     model_values = {k: v for k, v in values.items() if k not in TRAINER_HYPERPARAMETERS}
-    trainer = Trainer(
-        max_epochs=args.final_epochs,
-        callbacks=with_hparams(run_callbacks(), HParams(values, group="best")),
-        log_dir=project_dir,
-        name="best",
-        seed=args.seed,
-        deterministic=args.deterministic,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        label_smoothing=args.label_smoothing,
-        ema_decay=args.ema,
-        optimizer=values["optimizer"],
-        learning_rate=float(values["learning_rate"]),
-        limit_train_batches=args.limit_train_batches,
-        limit_val_batches=args.limit_val_batches,
-        steps_per_execution=args.steps_per_execution,
-        profile_batch=args.profile_batch,
-        resume=True,
-    )
-    print(f"retraining the best hyperparameters (trial {record['trial_id']}) for "
-          f"{plural(args.final_epochs, 'epoch')} on "
-          "the same training split, then testing", flush=True)
-    model = trainer.build_model(MODEL, **model_values)
     config = {"command": "tune", "dataset": args.dataset, "test_dataset": args.test_dataset,
               "validation_split": args.validation_split, "tune_final": final}
+
+    def final_trainer(member: int | None = None):
+        return Trainer(
+            max_epochs=args.final_epochs,
+            callbacks=with_hparams(run_callbacks(), HParams(values, group="best")),
+            log_dir=project_dir,
+            name="best" if member is None else ensemble.member_name("best", member),
+            seed=args.seed + (member or 0),
+            deterministic=args.deterministic,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            label_smoothing=args.label_smoothing,
+            ema_decay=args.ema,
+            optimizer=values["optimizer"],
+            learning_rate=float(values["learning_rate"]),
+            limit_train_batches=args.limit_train_batches,
+            limit_val_batches=args.limit_val_batches,
+            steps_per_execution=args.steps_per_execution,
+            profile_batch=args.profile_batch,
+            resume=True,
+        )
+    members = f", {args.final_ensemble} times (an ensemble)" if args.final_ensemble > 1 else ""
+    print(f"retraining the best hyperparameters (trial {record['trial_id']}) for "
+          f"{plural(args.final_epochs, 'epoch')}{members} on "
+          "the same training split, then testing", flush=True)
+    if args.final_ensemble > 1:
+        ensemble.train_and_join(args.final_ensemble, final_trainer,
+                                lambda trainer: trainer.build_model(MODEL, **model_values), data,
+                                {**config, "split_seed": args.seed}, ensemble_name="best-ensemble")
+        return
+    trainer = final_trainer()
+    model = trainer.build_model(MODEL, **model_values)
     trainer.fit(model, data, config=config)
     result = trainer.test(train.best_model(trainer, model), data)
     train.report(trainer, result)

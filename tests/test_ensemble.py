@@ -45,7 +45,7 @@ def test_train_ensemble_reports_each_member_saves_one_model_and_reuses_finished_
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "member 1 of 2 (seed 0)" in first.stdout and "member 2 of 2 (seed 1)" in first.stdout
-    assert "member 2 (seed 1): test accuracy" in first.stdout
+    assert "member cnn-member1 (seed 1): test accuracy" in first.stdout
     ensemble_dir = tmp_path / "cnn-ensemble" / "version_0"
     metrics = json.loads((ensemble_dir / "metrics.json").read_text())
     assert metrics["status"] == "finished" and len(metrics["members"]) == 2
@@ -53,6 +53,9 @@ def test_train_ensemble_reports_each_member_saves_one_model_and_reuses_finished_
     for k in (0, 1):
         member = json.loads((tmp_path / f"cnn-member{k}/version_0/config.json").read_text())
         assert member["trainer"]["seed"] == k and member["split_seed"] == 0  # one split
+        own = json.loads((tmp_path / f"cnn-member{k}/version_0/metrics.json").read_text())
+        assert f"member cnn-member{k} (seed {k}): test accuracy {own['test']['accuracy']:.4f}" \
+            in first.stdout
     # The same command again reuses both finished members and trains nothing.
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]

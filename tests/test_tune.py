@@ -180,6 +180,21 @@ def test_running_the_same_command_again_redoes_nothing(search):
 
 
 @pytest.mark.slow
+def test_final_ensemble_retrains_the_best_twice_and_tests_their_average(search):
+    project, _, _, argv = search
+    proc = run_cli(*argv, "--final-ensemble", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " started" not in proc.stdout  # the search itself is done
+    assert "1 epoch, 2 times (an ensemble)" in proc.stdout
+    seeds = [json.loads((project / f"best-member{k}/version_0/config.json").read_text())
+             ["trainer"]["seed"] for k in (0, 1)]
+    assert seeds == [0, 1]
+    metrics = json.loads((project / "best-ensemble/version_0/metrics.json").read_text())
+    assert len(metrics["members"]) == 2 and metrics["test"]["examples"] == 500
+    assert f"ensemble of 2: test accuracy {metrics['test']['accuracy']:.4f}" in proc.stdout
+
+
+@pytest.mark.slow
 def test_other_settings_on_the_same_project_are_refused(search):
     project, _, _, argv = search
     changed = [a if a != "random" else "grid" for a in argv]
