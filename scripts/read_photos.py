@@ -9,7 +9,7 @@ validation split that `digits.train --test-dataset` holds out of the embedded 5,
 
 Usage:
     python scripts/read_photos.py --model A.keras [--model B.keras ...] [--count 300]
-                                  [--source official|validation] [--kinds photo,number]
+                                  [--source official|validation] [--kinds photo,number] [--tta]
                                   [--markdown] [--json out.json]
 
 Example:
@@ -98,6 +98,8 @@ def parse_args(argv):
     parser.add_argument("--source", choices=tuple(SEED_BASE), default="official")
     parser.add_argument("--kinds", default=None, help="comma-separated (default: all)")
     parser.add_argument("--min-probability", type=float, default=None)
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation (digits.tta), as digits.predict --tta")
     parser.add_argument("--official", default=str(OFFICIAL_MNIST), help="the official test set")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
@@ -115,6 +117,7 @@ def main(argv=None) -> int:
     results = {}
     for path in args.model:
         reader = Reader.load(path, min_probability=threshold)
+        reader.runtime.tta = args.tta
         results[path] = [measure(reader, kind, args.count, args.source, mnist, scans) for kind in kinds]
         for r in results[path]:
             print(f"{path}: {r['kind']:7s} {100 * r['accuracy']:6.2f}%  digits "
