@@ -44,8 +44,14 @@ def compile_model(model, config: TrainerConfig, steps_per_epoch: int, strategy=N
         build_optimizer(model, strategy)
         return spe
     total_steps = max(1, steps_per_epoch * config.max_epochs)
-    lr = (keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.01)
-          if config.lr_schedule == "cosine" else config.learning_rate)
+    if config.lr_schedule == "constant":
+        lr = config.learning_rate
+    elif config.lr_cycles > 1:  # restarts: each cycle decays from the full rate again
+        lr = keras.optimizers.schedules.CosineDecayRestarts(
+            config.learning_rate, total_steps // config.lr_cycles, t_mul=1.0, m_mul=1.0,
+            alpha=0.01)
+    else:
+        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.01)
     with strategy.scope():
         optimizer = make_optimizer(config.optimizer, lr, config.ema_decay)  # its variables belong in the scope
         model.compile(

@@ -98,6 +98,7 @@ class TrainerConfig:
     optimizer: str = "adam"
     learning_rate: float = 2e-3
     lr_schedule: str = "cosine"
+    lr_cycles: int = 1
     label_smoothing: float = 0.1
     ema_decay: float | None = None
     fast_dev_run: bool = False
@@ -123,6 +124,10 @@ class TrainerConfig:
         check_choice("strategy", self.strategy, STRATEGIES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        COUNT.check("lr_cycles", self.lr_cycles)
+        if self.max_epochs % self.lr_cycles:
+            raise ConfigError(f"lr_cycles must divide the epochs ({self.max_epochs}) into equal "
+                              f"cycles, got {self.lr_cycles!r}")
         if self.profile_batch is not None:
             check_profile_batch(self.profile_batch)
             object.__setattr__(self, "profile_batch", tuple(int(b) for b in self.profile_batch))
@@ -147,6 +152,7 @@ class TrainerConfig:
             "precision": self.precision, "strategy": self.strategy,
             "optimizer": self.optimizer, "learning_rate": self.learning_rate,
             "lr_schedule": self.lr_schedule, "label_smoothing": self.label_smoothing,
+            **({"lr_cycles": self.lr_cycles} if self.lr_cycles != 1 else {}),
             **({"ema_decay": self.ema_decay} if self.ema_decay is not None else {}),
             "steps_per_execution": self.steps_per_execution,
             "fused_batch_norm": self.fused_batch_norm,

@@ -9,8 +9,10 @@ averages their probabilities (the members as nested models and Keras' `Average` 
 Lambda, so it loads in safe mode), tested, and saved as `<name>-ensemble/version_<n>/model.keras`
 beside a metrics.json holding each member's test result and the ensemble's.
 
-Different seeds were chosen over snapshots of one cyclic schedule (BENCHMARKS.md, "Recipes"):
-the snapshots of one run share its early epochs and disagree less.
+With `--snapshots` the members are instead snapshots of one run whose cosine learning rate
+restarts N times (Huang et al. 2017, "Snapshot ensembles"): the last epoch of each cycle
+(`callbacks.snapshots.CycleSnapshots`), N members for the price of one run; BENCHMARKS.md
+("Training recipes") has which wins.
 """
 
 from __future__ import annotations
@@ -88,8 +90,6 @@ def train_and_join(count: int, member_trainer, build, data, config: dict, ensemb
     --ensemble` and `digits.tune --final-ensemble` share. `member_trainer(k)` gives member k's
     Trainer (its own name and seed), `build(trainer)` its fresh model. Prints each member's
     report and test accuracy, and the ensemble's; returns the ensemble's `TestResult`."""
-    import sys
-
     from digits.models import load_model
     from digits.train import best_model, report
 
@@ -111,19 +111,31 @@ def train_and_join(count: int, member_trainer, build, data, config: dict, ensemb
         members.append(model)
         results.append(result)
         trainers.append(trainer)
-    averaged = build_ensemble(members, name="ensemble")
+    labels = [f"{trainer.name} (seed {trainer.seed})" for trainer in trainers]
+    return join(members, labels, results, data, config, ensemble_name, trainers[0], tta)
+
+
+def join(members: list, labels: list[str], results: list, data, config: dict,
+         ensemble_name: str, like, tta: bool = False):
+    """The model averaging `members`, tested on `data.test` and saved as
+    `<log_dir>/<ensemble_name>/version_<n>` (nothing with fast_dev_run), with each member's
+    result (`labels` name them) printed beside it; `like` is a member's Trainer (log dir,
+    batch size, precision). Returns the ensemble's `TestResult`."""
+    import sys
+
     from digits.trainer import Trainer
 
+    averaged = build_ensemble(members, name="ensemble")
     # A tester of its own: a member's Trainer would write the ensemble's test into its run.
     tester = Trainer(callbacks=[], enable_checkpointing=False, verbose=False,
-                     batch_size=trainers[0].batch_size, precision=trainers[0].precision)
+                     batch_size=like.batch_size, precision=like.precision)
     result = tester.test(averaged, data, tta=tta)
-    where = None if trainers[0].fast_dev_run else save(
-        averaged, result, results, trainers[0].log_dir, ensemble_name, config)
+    where = None if like.fast_dev_run else save(averaged, result, results, like.log_dir,
+                                                ensemble_name, config)
     print(result.report_text())
-    for trainer, r in zip(trainers, results, strict=True):
-        print(f"member {trainer.name} (seed {trainer.seed}): test accuracy {r.accuracy:.4f}")
-    print(f"ensemble of {count}: test accuracy {result.accuracy:.4f} on "
+    for label, r in zip(labels, results, strict=True):
+        print(f"member {label}: test accuracy {r.accuracy:.4f}")
+    print(f"ensemble of {len(members)}: test accuracy {result.accuracy:.4f} on "
           f"{len(result.y_true)} images; run directory: {where or '(fast dev run: nothing kept)'}")
     sys.stdout.flush()
     return result

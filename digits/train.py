@@ -39,6 +39,10 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--ensemble", type=cli.ensemble_size, default=1, metavar="N",
                         help="train N models from seeds SEED..SEED+N-1 on the same split and "
                              "save one model averaging their probabilities (default: 1)")
+    parser.add_argument("--snapshots", action="store_true",
+                        help="with --ensemble N: the members are the ends of N cosine "
+                             "learning-rate cycles of one run (EPOCHS/N epochs each) instead "
+                             "of N runs")
     cli.add_callback_arguments(parser)
     return parser
 
@@ -98,6 +102,10 @@ def run(argv: list[str] | None = None) -> int:
     def fresh_callbacks() -> list:  # a second run (a member, the refit) gets its own
         return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
 
+    if args.snapshots:
+        data.announce()
+        return train_snapshot_ensemble(args, data, callbacks, name, learning_rate,
+                                       hyperparameters, config)
     if args.ensemble > 1:
         data.announce()
         return train_ensemble(args, data, fresh_callbacks, name, learning_rate, hyperparameters,
@@ -164,6 +172,38 @@ def train_ensemble(args, data, callbacks, name: str, learning_rate: float,
     return 0
 
 
+def train_snapshot_ensemble(args, data, callbacks: list, name: str, learning_rate: float,
+                            hyperparameters: dict, config: dict) -> int:
+    """`--ensemble N --snapshots`: one run whose cosine learning rate restarts N times, a
+    snapshot at the end of each cycle; their average tested and saved under
+    `<name>-ensemble/version_<n>`."""
+    from callbacks.snapshots import CycleSnapshots
+    from digits import ensemble
+    from digits.errors import ConfigError
+    from digits.models import load_model
+
+    if args.ensemble < 2:
+        raise ConfigError("--snapshots needs --ensemble N with N >= 2 (the snapshots to average)")
+    snapshots = CycleSnapshots(args.ensemble)
+    trainer = make_trainer(args, [*callbacks, snapshots], name, learning_rate,
+                           lr_cycles=args.ensemble)
+    model = trainer.build_model(args.model, **hyperparameters)
+    trainer.fit(model, data, config=config)
+    # The snapshots are tested quietly; the ensemble's report is the one printed.
+    tester = make_trainer(args, [], name, learning_rate, enable_checkpointing=False,
+                          verbose=False, resume=False)
+    members, results, labels = [], [], []
+    for k in range(1, args.ensemble + 1):
+        path = snapshots.path(k) if not trainer.fast_dev_run else None
+        member = load_model(str(path)) if path is not None and path.is_file() else model
+        members.append(member)
+        results.append(tester.test(member, data, tta=args.tta))
+        labels.append(f"snapshot {k} (epoch {k * args.epochs // args.ensemble})")
+    trainer.finish()
+    ensemble.join(members, labels, results, data, config, f"{name}-ensemble", trainer, args.tta)
+    return 0
+
+
 def make_trainer(args, callbacks: list, name: str, learning_rate: float,
                  seed: int | None = None, epochs: int | None = None, **more):
     from digits.trainer import Trainer
@@ -187,8 +227,7 @@ def make_trainer(args, callbacks: list, name: str, learning_rate: float,
         limit_val_batches=args.limit_val_batches,
         steps_per_execution=args.steps_per_execution,
         profile_batch=args.profile_batch,
-        resume=not args.no_resume,
-        **more,
+        **{"resume": not args.no_resume, **more},
     )
 
 

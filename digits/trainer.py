@@ -54,6 +54,8 @@ class Trainer:
         optimizer: "adam", "adamw", "sgd" or "rmsprop", used when the model is not compiled.
         learning_rate: initial learning rate (default 2e-3).
         lr_schedule: "cosine" (decay to zero over the run, default) or "constant".
+        lr_cycles: with "cosine", restart the decay this many times: equal cycles over the
+            run, each from the full learning rate (default 1: one decay over the whole run).
         label_smoothing: smoothing of the training targets, in [0, 0.5] (default 0.1; 0 is
             plain cross-entropy). Used when the model is not compiled.
         ema_decay: keep an exponential moving average of the weights with this decay (e.g.
@@ -102,6 +104,7 @@ class Trainer:
         optimizer: str = "adam",
         learning_rate: float = 2e-3,
         lr_schedule: str = "cosine",
+        lr_cycles: int = 1,
         label_smoothing: float = 0.1,
         ema_decay: float | None = None,
         fast_dev_run: bool = False,
@@ -118,7 +121,7 @@ class Trainer:
         self.settings = TrainerConfig(
             max_epochs=max_epochs, seed=seed, deterministic=deterministic,
             batch_size=batch_size, precision=precision, strategy=strategy, optimizer=optimizer,
-            learning_rate=learning_rate, lr_schedule=lr_schedule,
+            learning_rate=learning_rate, lr_schedule=lr_schedule, lr_cycles=lr_cycles,
             label_smoothing=label_smoothing, ema_decay=ema_decay, fast_dev_run=fast_dev_run,
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
             limit_test_batches=limit_test_batches, steps_per_execution=steps_per_execution,

@@ -64,3 +64,34 @@ def test_train_ensemble_reports_each_member_saves_one_model_and_reuses_finished_
                         "--dataset", "mnist-5k", "--json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+
+
+def test_cosine_cycles_restart_the_learning_rate():
+    from digits.compiling import compile_model
+    from digits.config import TrainerConfig
+    from digits.models import build_model
+
+    model = build_model("cnn", filters=4, dense_units=8)
+    compile_model(model, TrainerConfig(max_epochs=4, lr_cycles=2, learning_rate=1e-3), 10)
+    schedule = model.optimizer.learning_rate if callable(model.optimizer.learning_rate) \
+        else model.optimizer._learning_rate  # noqa: SLF001 - Keras keeps the schedule here
+    rates = [float(schedule(step)) for step in (0, 19, 20, 39)]
+    assert rates[0] == pytest.approx(1e-3) and rates[2] == pytest.approx(1e-3)  # full rate again
+    assert rates[1] < 2e-5 and rates[3] < 2e-5  # and decays to 1% by its end
+
+
+def test_snapshot_ensemble_averages_the_ends_of_one_runs_cycles(tmp_path):
+    proc = run_cli("digits.train", "--dataset", "mnist-5k", "--ensemble", "2", "--snapshots",
+                   "--epochs", "2", "--limit-train-batches", "3", "--hp", "filters=8",
+                   "--no-default-callbacks", "--log-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "cnn" / "version_0"
+    assert (run / "snapshot_1.keras").is_file() and (run / "snapshot_2.keras").is_file()
+    assert json.loads((run / "config.json").read_text())["trainer"]["lr_cycles"] == 2
+    assert json.loads((run / "metrics.json").read_text())["status"] == "finished"
+    metrics = json.loads((tmp_path / "cnn-ensemble/version_0/metrics.json").read_text())
+    assert len(metrics["members"]) == 2
+    assert "member snapshot 1 (epoch 1): test accuracy" in proc.stdout
+    odd = run_cli("digits.train", "--dataset", "mnist-5k", "--ensemble", "3", "--snapshots",
+                  "--epochs", "4", "--log-dir", str(tmp_path))
+    assert odd.returncode == 2 and "lr_cycles must divide the epochs (4)" in odd.stderr
