@@ -31,15 +31,16 @@ def build_parser() -> cli.ArgumentParser:
                         help="run name under the log dir (default: the model name)")
     cli.add_data_arguments(parser)
     cli.add_trainer_arguments(parser, DEFAULT_EPOCHS)
-    cli.add_tta_argument(parser)
-    parser.add_argument("--refit", action="store_true",
+    recipes = parser.add_argument_group("recipes (see README, \"Training recipes\")")
+    cli.add_tta_argument(recipes)
+    recipes.add_argument("--refit", action="store_true",
                         help="after training, train a fresh model on training + validation "
                              "images for the epoch count validation chose (the best epoch), "
                              "and test that one too (<name>-refit/version_<n>)")
-    parser.add_argument("--ensemble", type=cli.ensemble_size, default=1, metavar="N",
+    recipes.add_argument("--ensemble", type=cli.ensemble_size, default=1, metavar="N",
                         help="train N models from seeds SEED..SEED+N-1 on the same split and "
                              "save one model averaging their probabilities (default: 1)")
-    parser.add_argument("--snapshots", action="store_true",
+    recipes.add_argument("--snapshots", action="store_true",
                         help="with --ensemble N: the members are the ends of N cosine "
                              "learning-rate cycles of one run (EPOCHS/N epochs each) instead "
                              "of N runs")

@@ -43,9 +43,28 @@ def run_one(flags: list[str], seed: int, dataset: str, test_dataset: str, log_di
     state = json.loads((run / "state" / "trainer.json").read_text())
     best = state["callbacks"]["Checkpoint"]["best_epoch"]
     history = metrics["history"]
+    ensembles = sorted((log_dir / "run-ensemble").glob("version_*/metrics.json"))
+    if ensembles:  # --ensemble: the averaged model is what the variant produced
+        ensemble = json.loads(ensembles[-1].read_text())
+        return {"val_accuracy": validation_accuracy(ensembles[-1].parent / "model.keras",
+                                                    dataset, test_dataset, seed),
+                "val_loss": None, "best_epoch": None,
+                "test_accuracy": ensemble["test"]["accuracy"], "seconds": seconds,
+                "members_test": [m["test"]["accuracy"] for m in ensemble["members"]],
+                "run": str(ensembles[-1].parent)}
     return {"val_accuracy": history["val_accuracy"][best - 1],
             "val_loss": history["val_loss"][best - 1], "best_epoch": best,
             "test_accuracy": metrics["test"]["accuracy"], "seconds": seconds, **row_path}
+
+
+def validation_accuracy(model_path: Path, dataset: str, test_dataset: str, seed: int) -> float:
+    """A saved model's accuracy on the validation split `digits.train --seed SEED` held out."""
+    from digits.data import load_dataset
+    from digits.runtimes import load_runtime
+
+    data = load_dataset(dataset, test_dataset=test_dataset, seed=seed, announce=False)
+    predicted = load_runtime(model_path).predict(data.val.x).argmax(axis=1)
+    return float((predicted == data.val.y).mean())
 
 
 def summary(rows: list[dict]) -> str:
