@@ -67,8 +67,7 @@ def run(argv: list[str] | None = None) -> int:
             # The model is loaded once, and only when there is an image to read.
             from digits.reading import Reader
 
-            reader = Reader.load(args.model, min_probability=args.min_probability)
-            reader.runtime.tta = args.tta
+            reader = Reader.load(args.model, min_probability=args.min_probability, tta=args.tta)
         readings = dict(zip([p for p, _ in found], reader.read([f for _, f in found]), strict=True)) \
             if found else {}
         for path in chunk:

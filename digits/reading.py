@@ -139,10 +139,14 @@ class Reader:
         self.min_probability = min_probability
 
     @classmethod
-    def load(cls, path: str, threads: int | None = None, **kwargs) -> Reader:
+    def load(cls, path: str, threads: int | None = None, tta: bool = False, **kwargs) -> Reader:
+        """A Reader of the model at `path` (any format); `tta` averages each digit's
+        probabilities over `digits.tta`'s copies."""
         from digits.runtimes import load_runtime
 
-        return cls(load_runtime(path, threads=threads), **kwargs)
+        runtime = load_runtime(path, threads=threads)
+        runtime.tta = tta
+        return cls(runtime, **kwargs)
 
     def classify(self, inputs: np.ndarray) -> np.ndarray:
         """(N, 28, 28) inputs -> (N, 10) probabilities."""

@@ -42,6 +42,7 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--port", type=cli.port_number, default=8000,
                         help="port (default: 8000; 0 picks a free one)")
     cli.add_min_probability_argument(parser)
+    cli.add_tta_argument(parser)
     parser.add_argument("--workers", type=cli.worker_count, default=1, metavar="N",
                         help="processes answering requests, each with its own copy of the "
                              "model (default: 1; one per core serves the most requests)")
@@ -79,8 +80,8 @@ def run(argv: list[str] | None = None) -> int:
     from digits.service import ENVIRONMENT, create_app
 
     # Loaded here even with workers: a model that does not load is one error line, at once.
-    reader = Reader.load(args.model, min_probability=args.min_probability)
-    settings = {"model": args.model, "min_probability": args.min_probability,
+    reader = Reader.load(args.model, min_probability=args.min_probability, tta=args.tta)
+    settings = {"model": args.model, "min_probability": args.min_probability, "tta": args.tta,
                 "max_request_bytes": args.max_request_mb * 1024 * 1024}
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -172,7 +172,7 @@ def app_from_environment():
 
     quiet_tensorflow()
     settings = json.loads(os.environ[ENVIRONMENT])
-    reader = Reader.load(settings["model"], threads=1,
+    reader = Reader.load(settings["model"], threads=1, tta=settings.get("tta", False),
                          min_probability=settings["min_probability"])
     return create_app(reader, max_request_bytes=settings["max_request_bytes"])
 

@@ -108,6 +108,7 @@ def build_parser() -> cli.ArgumentParser:
     output.add_argument("--final-epochs", type=cli.non_negative_int, default=DEFAULT_FINAL_EPOCHS,
                         metavar="N", help="retrain the best hyperparameters for N epochs, then test "
                                           f"(default: {DEFAULT_FINAL_EPOCHS}; 0: skip)")
+    cli.add_tta_argument(output)
     output.add_argument("--final-ensemble", type=cli.ensemble_size, default=1, metavar="N",
                         help="retrain the best hyperparameters N times (seeds SEED..SEED+N-1) "
                              "and test the model averaging them (default: 1)")
@@ -555,12 +556,13 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
     if args.final_ensemble > 1:
         ensemble.train_and_join(args.final_ensemble, final_trainer,
                                 lambda trainer: trainer.build_model(MODEL, **model_values), data,
-                                {**config, "split_seed": args.seed}, ensemble_name="best-ensemble")
+                                {**config, "split_seed": args.seed}, ensemble_name="best-ensemble",
+                                tta=args.tta)
         return
     trainer = final_trainer()
     model = trainer.build_model(MODEL, **model_values)
     trainer.fit(model, data, config=config)
-    result = trainer.test(train.best_model(trainer, model), data)
+    result = trainer.test(train.best_model(trainer, model), data, tta=args.tta)
     train.report(trainer, result)
 
 

@@ -116,8 +116,7 @@ def main(argv=None) -> int:
     threshold = MIN_PROBABILITY if args.min_probability is None else args.min_probability
     results = {}
     for path in args.model:
-        reader = Reader.load(path, min_probability=threshold)
-        reader.runtime.tta = args.tta
+        reader = Reader.load(path, min_probability=threshold, tta=args.tta)
         results[path] = [measure(reader, kind, args.count, args.source, mnist, scans) for kind in kinds]
         for r in results[path]:
             print(f"{path}: {r['kind']:7s} {100 * r['accuracy']:6.2f}%  digits "

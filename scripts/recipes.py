@@ -1,7 +1,8 @@
 """Compare training recipes: each variant's `digits.train` over several seeds, side by side.
 
 Every run is the real command in its own process (the default callbacks off, the checkpoint
-on: the model tested is the best by validation loss, as `digits.train` tests it). Each line
+on: the model tested is the best by validation loss, as `digits.train` tests it; each image
+predicted once, `--no-tta`, unless a variant's flags say `--tta`). Each line
 of the output file is one run: the variant, seed, validation accuracy and loss of the
 checkpointed epoch (what a choice may be made on), test accuracy (what is reported, never
 chosen on) and wall time. Runs already in the file are skipped, so the script resumes.
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_one(flags: list[str], seed: int, dataset: str, test_dataset: str, log_dir: Path) -> dict:
     command = [sys.executable, "-m", "digits.train", "--dataset", dataset, "--test-dataset",
                test_dataset, "--seed", str(seed), "--no-default-callbacks", "--no-resume",
-               "--log-dir", str(log_dir), "--name", "run", *flags]
+               "--log-dir", str(log_dir), "--name", "run", "--no-tta", *flags]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1"}
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -49,7 +49,8 @@ def test_probabilities_are_the_mean_over_the_views():
 
 
 def test_evaluate_and_predict_with_tta_on_a_trained_model(reader_model, mnist5k, tmp_path):
-    plain = run_cli("digits.evaluate", "--model", reader_model, "--dataset", "mnist-5k", "--json")
+    plain = run_cli("digits.evaluate", "--model", reader_model, "--dataset", "mnist-5k", "--json",
+                    "--no-tta")
     averaged = run_cli("digits.evaluate", "--model", reader_model, "--dataset", "mnist-5k",
                        "--json", "--tta")
     assert plain.returncode == 0 and averaged.returncode == 0, averaged.stderr[-2000:]
