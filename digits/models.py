@@ -41,21 +41,26 @@ def _head(layers, x, num_classes: int):
 
 @_register("cnn")
 def cnn(
-    conv_blocks: int = 2,
+    conv_blocks: int = 3,
     filters: int = 32,
     kernel_size: int = 3,
     convs_per_block: int = 2,
     batch_norm: bool = True,
-    dropout: float = 0.25,
-    dense_units: int = 128,
+    dropout: float = 0.0,
+    dense_units: int = 256,
     dense_dropout: float = 0.4,
-    augment: float = 1.0,
+    augment: float = 0.5,
     ink_augment: float = 1.0,
     elastic: float = 0.0,
     num_classes: int = 10,
     seed: int | None = None,
 ):
-    """The default: conv blocks (Conv-BN-ReLU x2, MaxPool, Dropout), a dense head, augmentation.
+    """The default: conv blocks (Conv-BN-ReLU x2, MaxPool), a dense head, augmentation.
+
+    The defaults are what the default architecture search chose on validation (three blocks of
+    32/64/128 filters, no dropout after the blocks, a 256-unit head, augmentation 0.5); on the
+    embedded digits they read the official test set 99.42-99.43% against 99.06-99.21% for the
+    earlier two-block default (BENCHMARKS.md, "Training recipes").
 
     Args:
         conv_blocks: number of conv blocks, 1-3; filters double with each block.
