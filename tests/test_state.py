@@ -63,7 +63,7 @@ def test_a_file_of_another_model_is_refused_and_changes_nothing(tmp_path, small_
         load_variables(wider, path)
     for a, b in zip(before, values(wider), strict=True):
         np.testing.assert_array_equal(a, b)
-    deeper = fresh_like(trainer, conv_blocks=3)
+    deeper = fresh_like(trainer, conv_blocks=2)  # other layers: another count
     with pytest.raises(ValueError, match="it holds .* variables, the model and optimizer have"):
         load_variables(deeper, path)
 
