@@ -17,11 +17,7 @@ restarts N times (Huang et al. 2017, "Snapshot ensembles"): the last epoch of ea
 
 from __future__ import annotations
 
-import json
-
 from digits.errors import ConfigError
-
-MAX_MEMBERS = 20
 
 
 def member_name(name: str, index: int) -> str:
@@ -54,16 +50,13 @@ def finished_member(log_dir, name: str, config: dict):
     """The latest finished run of `name` with this configuration (its model is reused), or
     None."""
     from digits.run_directory import RunDirectory
+    from digits.run_state import same_configuration
 
     latest = RunDirectory.latest(log_dir, name)
     if latest is None or not latest.file("model.keras").is_file():
         return None
-    metrics = latest.read_json("metrics.json") or {}
-    previous = latest.read_json("config.json") or {}
-    ignore = {"callbacks"}
-    same = {k: v for k, v in previous.items() if k not in ignore} == json.loads(
-        json.dumps({k: v for k, v in config.items() if k not in ignore}, default=str))
-    return latest if metrics.get("status") == "finished" and same else None
+    finished = (latest.read_json("metrics.json") or {}).get("status") == "finished"
+    return latest if finished and same_configuration(latest, config) else None
 
 
 def save(model, result, member_results: list, log_dir, name: str, config: dict):

@@ -58,15 +58,6 @@ def learning_rates(start: float, end: float, steps: int) -> np.ndarray:
     return start * (end / start) ** (np.arange(steps) / max(1, steps - 1))
 
 
-def smooth(losses, beta: float = SMOOTHING) -> list[float]:
-    """The debiased exponential moving average of `losses` (fastai's `SmoothenValue`)."""
-    average, out = 0.0, []
-    for i, loss in enumerate(losses, start=1):
-        average = beta * average + (1 - beta) * loss
-        out.append(average / (1 - beta ** i))
-    return out
-
-
 def centred(losses, sigma: float) -> list[float]:
     """`losses` smoothed by a Gaussian of `sigma` steps centred on each step (no lag)."""
     from scipy.ndimage import gaussian_filter1d
@@ -103,7 +94,7 @@ def range_test(model, batches, steps: int = 100, start: float = 1e-6, end: float
     rates = learning_rates(start, end, steps)
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
     taken, losses = [], []
-    lowest = math.inf
+    lowest, average = math.inf, 0.0
     iterator = iter(batches)
     for rate in rates:
         try:
@@ -116,7 +107,9 @@ def range_test(model, batches, steps: int = 100, start: float = 1e-6, end: float
         loss = float(logs["loss"])
         taken.append(float(rate))
         losses.append(loss)
-        running = smooth(losses)[-1]
+        # fastai's debiased running average (its SmoothenValue), for the divergence check
+        average = SMOOTHING * average + (1 - SMOOTHING) * loss
+        running = average / (1 - SMOOTHING ** len(losses))
         if not math.isfinite(running) or running > DIVERGED * lowest:
             break
         lowest = min(lowest, running)

@@ -315,18 +315,26 @@ def resumable(run: RunDirectory, config: dict) -> bool:
     metrics = run.read_json("metrics.json") or {}
     if metrics.get("status") == "finished":
         return False
-    previous = run.read_json("config.json")
-    if previous is None:
+    same = same_configuration(run, config)
+    if run.read_json("config.json") is None:
         return False
-    ignore = {"callbacks"}
-    same = {k: v for k, v in previous.items() if k not in ignore} == json.loads(
-        json.dumps({k: v for k, v in config.items() if k not in ignore}, default=str))
     states = [run.read_json(f"{STATE_DIR}/{name}") for name in (STATE_FILE, PREVIOUS_STATE_FILE)]
     if states == [None, None]:
         return same
     return same and any(isinstance(state, dict) and isinstance(state.get("weights"), str)
                         and run.file(STATE_DIR).joinpath(state["weights"]).is_file()
                         for state in states)
+
+
+def same_configuration(run: RunDirectory, config: dict) -> bool:
+    """Whether `run` recorded this configuration in its config.json (the callbacks aside:
+    adding a display does not change what a run computes)."""
+    previous = run.read_json("config.json")
+    if previous is None:
+        return False
+    ignore = {"callbacks"}
+    return {k: v for k, v in previous.items() if k not in ignore} == json.loads(
+        json.dumps({k: v for k, v in config.items() if k not in ignore}, default=str))
 
 
 def seed_states(model) -> list:

@@ -82,7 +82,10 @@ def run(argv: list[str] | None = None) -> int:
                         validation_split=args.validation_split, seed=args.seed, announce=False)
     if data.train is None:
         raise DatasetError(f"dataset {args.dataset!r} has no training data, only a test part")
-    callbacks = resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
+    def fresh_callbacks() -> list:  # a second run (a member, the refit) gets its own
+        return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
+
+    callbacks = fresh_callbacks()
     name = args.name or args.model
     learning_rate = args.learning_rate
     if args.find_lr or learning_rate == "auto":
@@ -100,9 +103,6 @@ def run(argv: list[str] | None = None) -> int:
     config = {"command": "train", "dataset": args.dataset, "test_dataset": args.test_dataset,
               "validation_split": args.validation_split,
               **({"learning_rate": "auto"} if args.learning_rate == "auto" else {})}
-    def fresh_callbacks() -> list:  # a second run (a member, the refit) gets its own
-        return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
-
     if args.snapshots:
         data.announce()
         return train_snapshot_ensemble(args, data, callbacks, name, learning_rate,
