@@ -270,8 +270,9 @@ def add_shared_training_arguments(group) -> None:
                             "the weights with this decay, e.g. 0.99 (default: off)")
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic TensorFlow ops (reproducible, slower)")
-    group.add_argument("--precision", choices=settings.PRECISIONS,
-                       default="float32", help="Keras dtype policy (default: float32)")
+    group.add_argument("--precision", choices=settings.PRECISIONS, default="auto",
+                       help="Keras dtype policy (default: auto = mixed_bfloat16 on a CPU with "
+                            "native bfloat16, AVX512_BF16 or AMX, else float32)")
     group.add_argument("--steps-per-execution", type=steps_per_execution, default="auto",
                        metavar="N", help="batches per compiled call (default: auto = 32)")
     group.add_argument("--limit-train-batches", type=positive_int, default=None, metavar="N",

@@ -14,7 +14,8 @@ import re
 
 from digits.errors import ConfigError
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# "auto": mixed_bfloat16 on a CPU with native bfloat16, else float32 (`digits.precision`).
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = (None, "mirrored")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("cosine", "constant")
@@ -93,7 +94,7 @@ class TrainerConfig:
     seed: int = 0
     deterministic: bool = False
     batch_size: int = 128
-    precision: str = "float32"
+    precision: str = "auto"
     strategy: str | None = None
     optimizer: str = "adam"
     learning_rate: float = 2e-3

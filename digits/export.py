@@ -116,8 +116,15 @@ def export(source, fmt: str, output: Path, quantize: str | None, data) -> dict:
 
     Written beside `output` under a temporary name, loaded back and checked there, and only then
     renamed into place (replacing an old export only once the new one is complete).
+
+    A source that computes in bfloat16 is exported, and checked against, as its float32 copy
+    (`digits.precision`): exported runtimes (ONNX Runtime, TFLite) have few bfloat16 kernels,
+    and the weights are float32 under every policy, so nothing is rounded.
     """
+    from digits.precision import float32_copy
     from digits.runtimes import load_runtime, sidecar_path
+
+    source.model = float32_copy(source.model)
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

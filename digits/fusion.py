@@ -101,8 +101,12 @@ def _fused_call(layer):
                 or inputs.dtype == tf.float64):
             return keras_call(layer, inputs, training=training, mask=mask)
 
-        # As Keras: statistics in float32, also for float16/bfloat16 activations.
-        x = tf.cast(inputs, tf.float32)
+        # As Keras: statistics in float32, also for float16/bfloat16 activations. The kernel
+        # takes 16-bit activations itself and keeps its statistics, scale and offset in
+        # float32, so they stay 16-bit: no casts around it, and Grappler can fuse the ReLU
+        # that follows (under mixed_bfloat16 the casts and the unfused ReLU were a third of
+        # the step's non-convolution time, BENCHMARKS.md).
+        x = inputs if inputs.dtype in (tf.bfloat16, tf.float16) else tf.cast(inputs, tf.float32)
         shape = tf.shape(x)
         # The fused kernel takes NHWC; normalizing the last axis over every other axis is the
         # same over (N*..., 1, 1, C).

@@ -233,6 +233,9 @@ def load_model(path: str):
                 "and Keras safe mode is on"
             ) from None
         raise ModelError(f"{path}: cannot load model: {message[:300]}") from None
+    from digits.precision import for_this_machine
+
+    model = for_this_machine(model)  # bfloat16 computing only where the CPU has it natively
     try:
         input_shape = tuple(model.input_shape[1:])
         output_shape = tuple(model.output_shape[1:])

@@ -28,6 +28,7 @@ from digits.data import Dataset, Split, make_pipeline
 from digits.dispatch import Dispatcher, HookTimer
 from digits.errors import CallbackRaised, ConfigError, TrainingStopped
 from digits.models import check_model_fits_data
+from digits.precision import dtype_policy, resolve_precision
 from digits.results import TestResult
 from digits.run_directory import RunDirectory, check_writable_dir  # noqa: F401 - public here too
 from digits.run_state import RunState
@@ -48,8 +49,10 @@ class Trainer:
         seed: seeds Python, NumPy, TensorFlow and the data order (default 0).
         deterministic: make TensorFlow ops deterministic (slower, reproducible to the bit).
         batch_size: training batch size (default 128).
-        precision: "float32", "mixed_float16" or "mixed_bfloat16"; set before the model is built
-            (use `trainer.build_model`).
+        precision: "auto" (the default: "mixed_bfloat16" on a CPU with native bfloat16,
+            AVX512_BF16 or AMX, and no GPU; else "float32"), "float32", "mixed_float16" or
+            "mixed_bfloat16"; set before the model is built (use `trainer.build_model`).
+            `trainer.precision` is the resolved policy (`digits.precision`).
         strategy: None or "mirrored" (one host, many GPUs).
         optimizer: "adam", "adamw", "sgd" or "rmsprop", used when the model is not compiled.
         learning_rate: initial learning rate (default 2e-3).
@@ -99,7 +102,7 @@ class Trainer:
         seed: int = 0,
         deterministic: bool = False,
         batch_size: int = 128,
-        precision: str = "float32",
+        precision: str = "auto",
         strategy: str | None = None,
         optimizer: str = "adam",
         learning_rate: float = 2e-3,
@@ -120,7 +123,8 @@ class Trainer:
     ) -> None:
         self.settings = TrainerConfig(
             max_epochs=max_epochs, seed=seed, deterministic=deterministic,
-            batch_size=batch_size, precision=precision, strategy=strategy, optimizer=optimizer,
+            batch_size=batch_size, precision=resolve_precision(precision), strategy=strategy,
+            optimizer=optimizer,
             learning_rate=learning_rate, lr_schedule=lr_schedule, lr_cycles=lr_cycles,
             label_smoothing=label_smoothing, ema_decay=ema_decay, fast_dev_run=fast_dev_run,
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
@@ -159,14 +163,8 @@ class Trainer:
         self._predicted: tuple | None = None  # (step, labels, probabilities) of validation
         self._strategy = None
         self._started = time.time()
-        self._apply_precision()
 
     # -- setup -------------------------------------------------------------------------
-
-    def _apply_precision(self) -> None:
-        import keras
-
-        keras.mixed_precision.set_dtype_policy(self.precision)
 
     @property
     def strategy(self):
@@ -180,15 +178,16 @@ class Trainer:
         return self._strategy
 
     def build_model(self, name: str = "cnn", **hyperparameters):
-        """Build `digits.build_model(name, ...)` under this Trainer's precision and strategy."""
+        """Build `digits.build_model(name, ...)` under this Trainer's precision and strategy
+        (Keras' global dtype policy is this Trainer's while the model is built, and back to
+        what it was after)."""
         from digits.models import build_model
 
-        self._apply_precision()
         hyperparameters.setdefault("seed", self.seed)
         # Initializers without a seed of their own draw from Keras' global generator, which is
         # seeded at random in a fresh process unless it is seeded here.
         self._seed_everything()
-        with self.strategy.scope():
+        with self.strategy.scope(), dtype_policy(self.precision):
             model = build_model(name, **hyperparameters)
         model._digits_spec = {"model": name, "hyperparameters": {
             k: v for k, v in hyperparameters.items() if k != "seed"}}

@@ -187,6 +187,10 @@ def _run_search(args, argv, role) -> int:
 
     # Every trial builds a new model, so TensorFlow's "retracing" notices are expected noise.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    from digits.precision import resolve_precision
+
+    # The search records the policy its trials compute in, not "auto".
+    args.precision = resolve_precision(args.precision)
     from callbacks.registry import resolve
     from digits.data import load_dataset
     from digits.errors import DatasetError

@@ -88,6 +88,12 @@ def test_quick_run_writes_every_measured_section_and_goal_as_json(tmp_path):
     # The cnn (the model with BatchNormalization) is timed with Keras' own BN ops too.
     assert models["cnn"]["spe_auto_keras_bn"]["train_images_per_second"] > 0
     assert models["cnn"]["fused_over_keras_bn_train"] > 0
+    # ... and in mixed bfloat16; each row's GFLOP/s is held against the CPU's matmul peak.
+    assert models["cnn"]["bf16_over_float32_train"] > 0
+    peaks = report["sections"]["throughput"]["peaks"]
+    assert set(peaks) == {"float32", "bfloat16"} and peaks["float32"]["gflop_per_second"] > 0
+    assert 0 < models["cnn"]["spe_auto"]["share_of_peak"] < 2
+    assert overhead["contenders"]["B"]["first_epoch_overhead_seconds"] is None  # 1-epoch fits
     assert report["sections"]["throughput"]["threads"][0]["train_images_per_second"] > 0
     assert report["sections"]["throughput"]["gpu"] is None or report["machine"]["gpus"]
     scale = report["sections"]["scale"]

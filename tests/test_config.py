@@ -39,7 +39,7 @@ def test_every_choice_flag_offers_the_settings_choices():
     cli.add_trainer_arguments(parser, epochs_default=40)
     choices = {a.dest: tuple(a.choices) for a in parser._actions if a.choices}
     assert choices["optimizer"] == ("adam", "adamw", "sgd", "rmsprop")
-    assert choices["precision"] == ("float32", "mixed_float16", "mixed_bfloat16")
+    assert choices["precision"] == ("auto", "float32", "mixed_float16", "mixed_bfloat16")
     assert choices["strategy"] == ("none", "mirrored")
     defaults = {a.dest: a.default for a in parser._actions}
     for name in ("batch_size", "learning_rate", "label_smoothing", "optimizer"):
@@ -91,7 +91,10 @@ def test_the_trainer_exposes_each_setting_read_only(tmp_path):
 
     trainer = Trainer(batch_size=64, optimizer="sgd", log_dir=tmp_path, verbose=False)
     assert (trainer.batch_size, trainer.optimizer, trainer.max_epochs) == (64, "sgd", 40)
-    assert trainer.settings == TrainerConfig(batch_size=64, optimizer="sgd")
+    # "auto" is resolved once, by the Trainer: its settings hold the policy it computes in.
+    assert trainer.settings == TrainerConfig(batch_size=64, optimizer="sgd",
+                                             precision=trainer.precision)
+    assert trainer.precision in ("float32", "mixed_bfloat16")
     with pytest.raises(AttributeError):
         trainer.batch_size = 32
 

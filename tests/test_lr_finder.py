@@ -39,8 +39,10 @@ def test_find_lr_on_the_embedded_digits_suggests_a_sane_rate_and_draws_it(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     where = tmp_path / "cnn" / "lr_finder" / "version_0"
     found = json.loads((where / "lr_finder.json").read_text())
-    # Adam on the default cnn: the architecture search settled on 2e-3.
-    assert 2e-4 < found["suggestion"] < 1e-2, found["suggestion"]
+    # The steep part of the default cnn's curve: the loss falls from 3 to 1 between about
+    # 3e-5 and 1e-3 (suggested here: 2.2e-4 in float32, 1.1e-4 in mixed bfloat16; 2026-12-05);
+    # it is flat above 1e-3 up to the divergence near 0.3. Adam's default here is 2e-3.
+    assert 5e-5 < found["suggestion"] < 1e-2, found["suggestion"]
     assert f"suggested learning rate {found['suggestion']:.2g}" in proc.stdout
     rates = found["learning_rates"]
     assert rates[0] == 1e-6 and np.all(np.diff(rates) > 0)

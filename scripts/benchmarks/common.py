@@ -58,6 +58,7 @@ class Sizes:
     throughput_images: dict = dataclasses.field(
         default_factory=lambda: {"seed-cnn": 1024, "cnn": 1024, "mlp": 4500})
     thread_images: int = 1024
+    peak_matmul_size: int = 4096
     xla_images: int = 512  # XLA trains the cnn ~9x slower here: 4 batches tell the ratio
     thread_configs: bool = True
     xla_model: str = "cnn"
@@ -91,7 +92,7 @@ class Sizes:
         return cls(epochs=1, repeats=1, overhead_repeats=1, c_repeats=1, warm_up=False,
                    overhead_train=128,
                    throughput_images={"seed-cnn": 128, "cnn": 128, "mlp": 128},
-                   thread_images=128, xla_images=128, thread_configs=False, xla_model="mlp",
+                   thread_images=128, xla_images=128, peak_matmul_size=512, thread_configs=False, xla_model="mlp",
                    startup_repeats=1, scale_sizes=(1_000,), accuracy_epochs=1,
                    accuracy_train=128, accuracy_test=500, fashion_epochs=1, fashion_train=1_000,
                    predict_images=20, predict_repeats=2, deploy_epochs=1,
@@ -306,6 +307,18 @@ def trainer_defaults() -> dict:
     return {"batch_size": config.batch_size, "learning_rate": config.learning_rate,
             "eval_batch_size": config.eval_batch_size,
             "label_smoothing": config.label_smoothing}
+
+
+def build_like_trainer(name: str, **hyperparameters):
+    """`digits.build_model(name)` under the dtype policy a default Trainer resolves to on this
+    machine ("auto": mixed_bfloat16 on a CPU with native bfloat16), as `Trainer.build_model`
+    builds it."""
+    import digits
+    from digits.config import TrainerConfig
+    from digits.precision import dtype_policy, resolve_precision
+
+    with dtype_policy(resolve_precision(TrainerConfig().precision)):
+        return digits.build_model(name, **hyperparameters)
 
 
 def compile_like_trainer(model, train_images: int, epochs: int, steps_per_execution="auto",

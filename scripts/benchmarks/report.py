@@ -25,6 +25,17 @@ def goals(sections: dict) -> list[dict]:
             b_a is not None and b_a <= 0.80)
         add("C: Trainer without callbacks vs raw Keras fit", c, "<= 1.02",
             c is not None and c <= 1.02)
+        first = sections["overhead"]["contenders"]["B"].get("first_epoch_overhead_seconds")
+        add("B's first epoch minus a steady one, seconds", first, "<= 0.5 s",
+            first is not None and first <= 0.5)
+    if "throughput" in sections:
+        cnn = sections["throughput"]["models"].get("cnn", {})
+        bf16 = cnn.get("bf16_over_float32_train")
+        add("cnn training, mixed_bfloat16 over float32", bf16, ">= 1.5x",
+            bf16 is not None and bf16 >= 1.5)
+        share = cnn.get("spe_auto", {}).get("share_of_peak")
+        add("cnn float32 training, share of the float32 matmul peak", share, ">= 70%",
+            share is not None and share >= 0.70)
     if "callbacks" in sections:
         cm = sections["callbacks"]["callbacks"].get("confusion_matrix")
         if cm:

@@ -27,15 +27,18 @@ from benchmarks.common import (
 
 def measure_model(name: str, images: int, spe, data, jit_compile: bool = False,
                   confusion_metric: bool = True, hyperparameters: dict | None = None,
-                  fused_batch_norm: bool = True) -> dict:
-    """Build, compile and warm up a model (one epoch, one prediction pass) on the first
-    `images` training images; returns a function that measures one more of each."""
+                  fused_batch_norm: bool = True, precision: str = "float32") -> dict:
+    """Build (under the dtype policy `precision`), compile and warm up a model (one epoch, one
+    prediction pass) on the first `images` training images; returns a function that measures
+    one more of each."""
 
     from digits.data import make_pipeline
+    from digits.precision import dtype_policy
 
     split = data.train.take(images)
     fresh_start()
-    model = digits.build_model(name, **(hyperparameters or {}))
+    with dtype_policy(precision):
+        model = digits.build_model(name, **(hyperparameters or {}))
     used = compile_like_trainer(model, len(split), 1, spe, jit_compile=jit_compile,
                                 confusion_metric=confusion_metric,
                                 fused_batch_norm=fused_batch_norm)
@@ -59,7 +62,60 @@ def measure_model(name: str, images: int, spe, data, jit_compile: bool = False,
                 "train_cpu_ms_per_image": 1000 * train_cpu / len(split)}
 
     return {"measure": measure, "steps_per_execution": used, "warm_up_seconds": warm_up,
-            "jit_compile": bool(model.jit_compile), "images": len(split)}
+            "jit_compile": bool(model.jit_compile), "images": len(split),
+            "train_gflop_per_image": training_gflop_per_image(model)}
+
+
+def training_gflop_per_image(model) -> float:
+    """GFLOP one training image costs, counted by hand from the layers: a multiply-add is 2
+    FLOP; a convolution or dense layer's forward pass, and twice that for its backward pass
+    (the gradients of its input and of its weights). Normalisation, activations, pooling and
+    the optimizer are left out (they are a few percent)."""
+    forward = 0
+    for layer in _leaf_layers(model):
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            _, height, width, out_channels = layer.output.shape
+            kernel = layer.kernel.shape  # (kh, kw, in, out)
+            forward += 2 * height * width * kernel[0] * kernel[1] * kernel[2] * out_channels
+        elif kind == "Dense":
+            forward += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return 3 * forward / 1e9
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def matmul_peak(dtype: str, n: int = 4096, repeats: int = 5) -> dict:
+    """This CPU's matmul speed in TensorFlow: GFLOP/s of an n x n by n x n product in `dtype`
+    ("float32" or "bfloat16"), the median of `repeats` after one warm-up: the peak a network's
+    training can be held against."""
+    import statistics
+
+    import tensorflow as tf
+
+    generator = tf.random.Generator.from_seed(0)
+    a = tf.cast(generator.normal((n, n)), dtype)
+    b = tf.cast(generator.normal((n, n)), dtype)
+    # Summed so that only a number comes back (the sum is n*n additions against n**3).
+    product = tf.function(lambda a, b: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b),
+                                                             tf.float32)))
+    product(a, b).numpy()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(a, b).numpy()
+        samples.append(time.perf_counter() - start)
+    seconds = statistics.median(samples)
+    return {"dtype": dtype, "n": n, "seconds": seconds, "gflop_per_second": 2 * n**3 / seconds / 1e9}
+
+
+PEAK_DTYPES = ("float32", "bfloat16")
 
 
 def thread_configs(quick: bool) -> list[tuple[str, dict, dict]]:
@@ -84,15 +140,19 @@ def thread_configs(quick: bool) -> list[tuple[str, dict, dict]]:
 
 def section_throughput(bench: Bench) -> dict:
     sizes, data = bench.sizes, bench.data.mnist5k()
+    progress("throughput: this CPU's matmul peak, float32 and bfloat16")
+    peaks = {dtype: matmul_peak(dtype, n=sizes.peak_matmul_size) for dtype in PEAK_DTYPES}
     models = {}
     for name in THROUGHPUT_MODELS:
         images = sizes.throughput_images[name]
         progress(f"throughput: {name}, steps_per_execution 1 vs auto, {images} images")
         contenders = {"1": measure_model(name, images, 1, data),
                       "auto": measure_model(name, images, "auto", data)}
-        if name == "cnn":  # the one with BatchNormalization: the fused kernel vs Keras' ops
+        if name == "cnn":  # the default: Keras' batch norm ops, and mixed bfloat16
             contenders["auto_keras_bn"] = measure_model(name, images, "auto", data,
                                                         fused_batch_norm=False)
+            contenders["auto_bf16"] = measure_model(name, images, "auto", data,
+                                                    precision="mixed_bfloat16")
         samples: dict[str, list] = {k: [] for k in contenders}
         for round_ in range(sizes.repeats):
             for key in list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]:
@@ -102,8 +162,18 @@ def section_throughput(bench: Bench) -> dict:
             **{f"spe_{k}": {**summarise(v), "steps_per_execution": contenders[k]["steps_per_execution"]}
                for k, v in samples.items()},
         }
+        for key, contender in contenders.items():
+            entry = models[name][f"spe_{key}"]
+            peak = peaks["bfloat16" if key.endswith("bf16") else "float32"]["gflop_per_second"]
+            entry["train_gflop_per_second"] = (entry["train_images_per_second"]
+                                               * contender["train_gflop_per_image"])
+            entry["share_of_peak"] = entry["train_gflop_per_second"] / peak
         models[name]["auto_over_1_train"] = ratio(models[name]["spe_auto"]["train_images_per_second"],
                                                   models[name]["spe_1"]["train_images_per_second"])
+        if "spe_auto_bf16" in models[name]:
+            models[name]["bf16_over_float32_train"] = ratio(
+                models[name]["spe_auto_bf16"]["train_images_per_second"],
+                models[name]["spe_auto"]["train_images_per_second"])
         if "spe_auto_keras_bn" in models[name]:
             models[name]["fused_over_keras_bn_train"] = ratio(
                 models[name]["spe_auto"]["train_images_per_second"],
@@ -139,7 +209,7 @@ def section_throughput(bench: Bench) -> dict:
         entry["vs_default"] = ratio(entry["train_images_per_second"], baseline)
 
     gpu = section_gpu(bench) if bench.machine["gpus"] else None
-    return {"models": models, "xla": xla, "threads": threads, "gpu": gpu}
+    return {"peaks": peaks, "models": models, "xla": xla, "threads": threads, "gpu": gpu}
 
 
 def section_gpu(bench: Bench) -> dict:
@@ -165,10 +235,10 @@ def section_gpu(bench: Bench) -> dict:
 def throughput_tables(result: dict) -> list[Table]:
     gpu = result.get("gpu")
     headers = ("model", "steps/execution", "train img/s", "inference img/s", "train CPU ms/img",
-               "GPU train img/s (f32 / mixed)")
+               "train GFLOP/s (share of matmul peak)", "GPU train img/s (f32 / mixed)")
     rows = []
     for name, m in result["models"].items():
-        for key in ("spe_1", "spe_auto", "spe_auto_keras_bn"):
+        for key in ("spe_1", "spe_auto", "spe_auto_keras_bn", "spe_auto_bf16"):
             if key not in m:
                 continue
             s = m[key]
@@ -177,17 +247,28 @@ def throughput_tables(result: dict) -> list[Table]:
                 g = gpu[name]
                 gpu_text = (f"{per_second(g['float32']['train_images_per_second'])} / "
                             f"{per_second(g['mixed_float16']['train_images_per_second'])}")
-            setting = f"{s['steps_per_execution']}" + {"spe_1": "", "spe_auto": " (auto)",
-                                                      "spe_auto_keras_bn": " (auto), Keras' own "
-                                                      "BatchNormalization ops"}[key]
+            setting = f"{s['steps_per_execution']}" + {
+                "spe_1": "", "spe_auto": " (auto)",
+                "spe_auto_keras_bn": " (auto), Keras' own BatchNormalization ops",
+                "spe_auto_bf16": " (auto), mixed_bfloat16"}[key]
+            flops = (f"{s['train_gflop_per_second']:.0f} ({100 * s['share_of_peak']:.0f}% of "
+                     f"{'bfloat16' if key.endswith('bf16') else 'float32'})"
+                     if "share_of_peak" in s else "")
             rows.append((name, setting,
                          per_second(s["train_images_per_second"]),
                          per_second(s["inference_images_per_second"]),
-                         f"{s['train_cpu_ms_per_image']:.2f}", gpu_text))
-        rows.append((name, "auto / 1", times(m["auto_over_1_train"]), "", "", ""))
+                         f"{s['train_cpu_ms_per_image']:.2f}", flops, gpu_text))
+        rows.append((name, "auto / 1", times(m["auto_over_1_train"]), "", "", "", ""))
         if "fused_over_keras_bn_train" in m:
             rows.append((name, "fused BatchNormalization / Keras' own",
-                         times(m["fused_over_keras_bn_train"]), "", "", ""))
+                         times(m["fused_over_keras_bn_train"]), "", "", "", ""))
+        if "bf16_over_float32_train" in m:
+            rows.append((name, "mixed_bfloat16 / float32", times(m["bf16_over_float32_train"]),
+                         "", "", "", ""))
+    peaks = result.get("peaks") or {}
+    peak_text = "; ".join(f"{dtype} {p['gflop_per_second']:.0f} GFLOP/s" for dtype, p in
+                          peaks.items())
+    size = next(iter(peaks.values()))["n"] if peaks else 0
     xla = result["xla"]
     xla_rows = [
         (f"XLA {label}", per_second(xla[label]["train_images_per_second"]),
@@ -204,7 +285,10 @@ def throughput_tables(result: dict) -> list[Table]:
               ["Training on the Trainer's pipeline, compiled as the Trainer compiles (with fused "
                "batch normalization unless the row says otherwise); inference through "
                "`Trainer.predict` (batches of 512). Medians of alternating epochs after a "
-               "warm-up."]),
+               "warm-up.", "Training GFLOP/s: images/s times a hand count of the convolutions' "
+               "and dense layers' FLOP per training image (forward, and twice that backward), "
+               f"against this CPU's matmul peak in TensorFlow (a {size}x{size} product, median "
+               f"of 5: {peak_text or 'not measured'})."]),
         Table(f"XLA (jit_compile=True), {xla['model']}"
               + (" without augmentation" if xla["model"] == "cnn" else ""), ("", "train img/s",
               "inference img/s", "warm-up (compile)"), xla_rows,
