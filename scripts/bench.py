@@ -84,6 +84,7 @@ from benchmarks import (  # noqa: E402
     deploy,
     fashion,
     overhead,
+    peer,
     predict,
     scale,
     search,
@@ -111,6 +112,7 @@ SECTION_FUNCTIONS = {
     "scale": (scale.section_scale, scale.scale_tables),
     "accuracy": (accuracy.section_accuracy, accuracy.accuracy_tables),
     "predict": (predict.section_predict, predict.predict_tables),
+    "peer": (peer.section_peer, peer.peer_tables),
     "fashion": (fashion.section_fashion, fashion.fashion_tables),
     "deploy": (deploy.section_deploy, deploy.deploy_tables),
     "search": (search.section_search, search.search_tables),
@@ -120,7 +122,8 @@ DEFAULT_SECTIONS = SECTIONS[:-3]  # fashion, deploy and search run when named
 SIZE_OPTIONS = ("epochs", "repeats", "overhead_repeats", "c_repeats", "accuracy_epochs",
                 "fashion_epochs")  # command-line options that override a `Sizes` field
 WORKERS = {"throughput": throughput.worker_throughput, "first-step": startup.worker_first_step,
-           "scale": scale.worker_scale}
+           "scale": scale.worker_scale, "peer-digits": peer.worker_peer_digits,
+           "peer-lightning": peer.worker_peer_lightning}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -137,3 +137,12 @@ def test_an_unknown_section_is_refused_before_anything_runs():
     assert proc.returncode == 2
     assert "unknown section(s) speed" in proc.stderr
 
+
+
+def test_the_peer_section_says_what_is_missing_and_measures_nothing(monkeypatch):
+    peer = load_bench_module("peer")
+    monkeypatch.setattr(peer, "peers_installed", lambda: ["lightning"])
+    result = peer.section_peer(bench=None)  # returns before it touches the bench
+    assert result["skipped"].startswith("lightning not installed")
+    [table] = peer.peer_tables(result)
+    assert table.rows == [(f"skipped: {result['skipped']}",)]

@@ -110,3 +110,15 @@ def test_epochs_reported_by_the_trial_are_kept_and_the_warning_silenced(oracle, 
     assert oracle.trials[trial.trial_id].score == 1.0 and trial.status == "COMPLETED"
     assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)
                 and "update_trial" in str(w.message)]
+
+
+def test_the_first_random_point_is_the_spaces_defaults_and_only_once(oracle):
+    oracle.hyperparameters.get("units")  # declared in the fixture: Int 1-4, default 1
+    oracle.hyperparameters.Choice("act", ["tanh", "relu"], default="relu")
+    internals.start_from_defaults(oracle)
+    oracle.max_trials = 3
+    first = oracle.create_trial("tuner0")
+    assert first.hyperparameters.values == {"units": 1, "act": "relu"}
+    # Other tuners ask next (one asking again while its trial runs gets the same trial back).
+    later = [oracle.create_trial(f"tuner{k}").hyperparameters.values for k in (1, 2)]
+    assert {"units": 1, "act": "relu"} not in later  # drawn at random, no repeat of the first

@@ -288,26 +288,27 @@ def test_failures_in_a_row_stop_the_search_and_overwrite_starts_it_over(tmp_path
             "--project", "p"]
     proc = run_cli(*argv)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The first trial is the space's defaults (with the pins: a model that fits); the two
+    # random ones after it are too big.
     assert proc.stderr.strip().splitlines()[-1].startswith(
-        "error: the search stopped: 2 trials failed in a row; the last one, trial 1: "
+        "error: the search stopped: 2 trials failed in a row; the last one, trial 2: "
         "FailedTrialError: Oversized model:")
     recorded = trials(tmp_path / "p")
-    assert sorted(recorded) == ["0", "1"]
-    assert {r["status"] for r in recorded.values()} == {"FAILED"}
-    assert not (tmp_path / "p" / "best_hyperparameters.json").exists()
+    assert sorted(recorded) == ["0", "1", "2"]
+    assert [recorded[t]["status"] for t in "012"] == ["COMPLETED", "FAILED", "FAILED"]
 
     # The same command continues: the failed trials are kept, and the next one (a model
     # that fits) completes; then the next two fail in a row again.
     again = run_cli(*argv)
-    assert "resumed: 0 finished trials reloaded, not rerun; 2 failed trials kept as failed" \
-        in again.stdout
-    assert "(id 0) started" not in again.stdout and "(id 2) started" in again.stdout
-    assert trials(tmp_path / "p")["2"]["status"] == "COMPLETED"
+    assert "resumed: 1 finished trial reloaded, not rerun; 2 failed trials kept as failed" \
+        in again.stdout, again.stdout[-3000:]
+    assert "(id 0) started" not in again.stdout and "(id 3) started" in again.stdout
+    assert trials(tmp_path / "p")["3"]["status"] == "COMPLETED"
 
-    # --overwrite starts over: the same first two trials, failing again, and nothing else.
+    # --overwrite starts over: the same first three trials, and nothing else.
     fresh = run_cli(*argv, "--overwrite")
     assert fresh.returncode == 1 and "resumed" not in fresh.stdout
-    assert sorted(trials(tmp_path / "p")) == ["0", "1"]
+    assert sorted(trials(tmp_path / "p")) == ["0", "1", "2"]
 
 
 # ----------------------------------------------------------------------------- bad input

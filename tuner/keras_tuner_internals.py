@@ -123,3 +123,25 @@ def skip_in_failure_count(oracle, trial_ids) -> None:
             oracle.end_order = order
 
     oracle._check_consecutive_failures = check_without_skipped
+
+
+def start_from_defaults(oracle) -> None:
+    """Make the oracle's first random point the space's defaults (the hand-picked model, with
+    any pins), so that every search measures the default beside what it samples and can only
+    choose something else by beating it on the objective at the same budget.
+
+    Assumes: oracles draw each new random point from `Oracle._random_values()`, a dict of the
+    active values or None (RandomSearch, Hyperband's new trials, BayesianOptimization's first
+    points; GridSearch walks its grid and does not call it), and `Oracle._duplicate(values)`
+    says whether those values were already tried, also after a search is reloaded.
+    """
+    draw = oracle._random_values
+
+    def defaults_first():
+        defaults = {hp.name: hp.default for hp in oracle.hyperparameters.space
+                    if oracle.hyperparameters.is_active(hp)}
+        if defaults and not oracle._duplicate(defaults):
+            return defaults
+        return draw()
+
+    oracle._random_values = defaults_first

@@ -33,7 +33,7 @@ from digits.errors import ConfigError
 from tuner import space
 from tuner.display import format_seconds
 from tuner.distributed import Role, SearchStopped, settle_after_failure_limit
-from tuner.keras_tuner_internals import run_and_update_trial, trial_module
+from tuner.keras_tuner_internals import run_and_update_trial, start_from_defaults, trial_module
 from tuner.pruning import read_pruned
 from tuner.records import RECORD, failure_limit_message, read_record, short_reason
 
@@ -312,6 +312,8 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
             tuner.oracle.max_trials = max_trials  # a cap on top of Hyperband's own schedule
     else:
         tuner = TUNERS[kind](max_trials=max_trials, **common)
+    if isinstance(tuner.oracle, keras_tuner.Oracle):
+        start_from_defaults(tuner.oracle)  # the first trial is the hand-picked model
     if max_seconds is not None and isinstance(tuner.oracle, keras_tuner.Oracle):
         TimeBudget(tuner.oracle, max_seconds, display).install()
     if pruner != "none" and isinstance(tuner.oracle, keras_tuner.Oracle):

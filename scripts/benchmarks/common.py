@@ -59,6 +59,7 @@ class Sizes:
         default_factory=lambda: {"seed-cnn": 1024, "cnn": 1024, "mlp": 4500})
     thread_images: int = 1024
     peak_matmul_size: int = 4096
+    peer_repeats: int = 3  # peer: alternating fresh-process fits of digits and Lightning
     xla_images: int = 512  # XLA trains the cnn ~9x slower here: 4 batches tell the ratio
     thread_configs: bool = True
     xla_model: str = "cnn"
@@ -92,7 +93,7 @@ class Sizes:
         return cls(epochs=1, repeats=1, overhead_repeats=1, c_repeats=1, warm_up=False,
                    overhead_train=128,
                    throughput_images={"seed-cnn": 128, "cnn": 128, "mlp": 128},
-                   thread_images=128, xla_images=128, peak_matmul_size=512, thread_configs=False, xla_model="mlp",
+                   thread_images=128, xla_images=128, peak_matmul_size=512, peer_repeats=1, thread_configs=False, xla_model="mlp",
                    startup_repeats=1, scale_sizes=(1_000,), accuracy_epochs=1,
                    accuracy_train=128, accuracy_test=500, fashion_epochs=1, fashion_train=1_000,
                    predict_images=20, predict_repeats=2, deploy_epochs=1,
