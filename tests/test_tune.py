@@ -24,7 +24,7 @@ from tests.conftest import ROOT, run_cli
 
 # Real data, tiny work: a few batches per epoch, a small pinned architecture, few callbacks.
 # One trial at a time: these check what a single process prints and keeps.
-TINY = ["--parallel-trials", "1",
+TINY = ["--final-ensemble", "1", "--parallel-trials", "1",
         "--dataset", "mnist-5k", "--limit-train-batches", "3", "--limit-val-batches", "1",
         "--hp", "filters=8", "--hp", "dense_units=32", "--no-default-callbacks",
         "--callbacks", "tensorboard,confusion_matrix,nan_guard,rich_summary,rich_report"]

@@ -22,8 +22,8 @@ from tests.conftest import ROOT
 from tuner.distributed import Role, role_from_environment
 
 LAUNCHER = ROOT / "scripts" / "distributed_tune.py"
-TINY = ["--dataset", "mnist-5k", "--tuner", "random", "--limit-train-batches", "3",
-        "--limit-val-batches", "1", "--hp", "filters=8", "--hp", "dense_units=32",
+TINY = ["--final-ensemble", "1", "--dataset", "mnist-5k", "--tuner", "random",
+        "--limit-train-batches", "3", "--limit-val-batches", "1", "--hp", "filters=8", "--hp", "dense_units=32",
         "--no-default-callbacks", "--callbacks", "tensorboard,nan_guard"]
 
 
