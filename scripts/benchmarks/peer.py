@@ -169,7 +169,10 @@ def worker_peer_lightning(args: dict) -> dict:
     bounds = [*epoch_starts, end]
     return {"fit_seconds": end - start,
             "epoch_seconds": [b - a for a, b in itertools.pairwise(bounds)],
-            "parameters": sum(p.numel() for p in network.parameters()),
+            # Counted as Keras counts: batch norm's moving mean and variance included.
+            "parameters": sum(p.numel() for p in network.parameters()) + sum(
+                b.numel() for name, b in network.named_buffers() if name.endswith(
+                    ("running_mean", "running_var"))),
             "precision": str(trainer.precision), "train_images": len(data.train),
             "versions": {"lightning": lightning.__version__, "torch": torch.__version__}}
 
