@@ -94,14 +94,16 @@ def test_the_failure_count_runs_over_end_order_and_can_skip_trials(oracle):
     assert oracle.end_order == ["a", "b", "c"]  # restored
 
 
-def test_epochs_reported_by_the_trial_are_kept_and_the_warning_silenced(oracle, recwarn):
+def test_epochs_reported_by_the_trial_are_kept_and_the_warning_silenced(oracle, recwarn,
+                                                                         tmp_path):
     class Reporting(keras_tuner.engine.base_tuner.BaseTuner):
         def run_trial(self, trial):
             for step, value in enumerate([3.0, 1.0, 2.0]):
                 self.oracle.update_trial(trial.trial_id, {"val_loss": value}, step=step)
             return {"val_loss": 2.0}
 
-    tuner = Reporting(oracle=oracle, directory=str(oracle.directory), project_name="project")
+    # The oracle's own directory (its files stay under tmp_path, not in the working tree).
+    tuner = Reporting(oracle=oracle, directory=str(tmp_path), project_name="project")
     trial = oracle.create_trial("tuner0")
     internals.run_and_update_trial(tuner, trial)
     oracle.end_trial(trial)
