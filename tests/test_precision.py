@@ -97,3 +97,20 @@ def test_a_bfloat16_file_loads_in_float32_without_native_bfloat16(bfloat16_file,
     assert not precision.is_mixed(load_model(str(bfloat16_file)))
     cpu(True)
     assert precision.is_mixed(load_model(str(bfloat16_file)))
+
+
+def test_an_ensemble_of_bfloat16_members_loads_as_float32_where_it_must(bfloat16_file, cpu,
+                                                                       tmp_path, mnist5k):
+    """The main job's file: members nested in an averaging model, each computing in bfloat16."""
+    from digits.ensemble import build_ensemble
+    from digits.models import load_model
+
+    members = [keras.saving.load_model(bfloat16_file, compile=False) for _ in range(2)]
+    path = tmp_path / "ensemble.keras"
+    build_ensemble(members).save(path)
+    cpu(False)
+    model = load_model(str(path))
+    assert not precision.is_mixed(model)
+    x = mnist5k.test.x[:32]
+    np.testing.assert_allclose(model.predict_on_batch(x), members[0].predict_on_batch(x),
+                               atol=3e-2)  # both members are the same model
