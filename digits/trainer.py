@@ -410,7 +410,10 @@ class Trainer:
         if tta:
             from digits import tta as augmentation
 
-            probabilities = augmentation.averaged(lambda x: self.predict(model, x), split.x)
+            # The features' pass gave the images' own probabilities: one view fewer to predict.
+            probabilities = augmentation.averaged(lambda x: self.predict(model, x), split.x,
+                                                  identity=probabilities if features is not None
+                                                  else None)
         elif features is None:
             probabilities = self._predict_split(model, split)
         names = self.data.class_names if self.data is not None else None

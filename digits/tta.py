@@ -43,8 +43,11 @@ def view(images: np.ndarray, name: str) -> np.ndarray:
 
 
 def averaged(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
-             views: tuple[str, ...] = VIEWS) -> np.ndarray:
+             views: tuple[str, ...] = VIEWS, identity: np.ndarray | None = None) -> np.ndarray:
     """`predict`'s probabilities (N, classes) averaged over `views` of `images` (N, 28, 28, 1).
+
+    `identity`: the probabilities of the images as they are, where the caller has them already
+    (the Trainer's test pass that also collects features): that view is not predicted again.
 
     Example:
         >>> probabilities = averaged(runtime.predict, images)
@@ -56,6 +59,7 @@ def averaged(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
         return predict(images)
     total = None
     for name in views:
-        p = np.asarray(predict(view(images, name)), dtype=np.float64)
+        known = identity if name == "identity" else None
+        p = np.asarray(predict(view(images, name)) if known is None else known, dtype=np.float64)
         total = p if total is None else total + p
     return (total / len(views)).astype(np.float32)

@@ -67,3 +67,36 @@ def test_evaluate_and_predict_with_tta_on_a_trained_model(reader_model, mnist5k,
     read = run_cli("digits.predict", "--model", reader_model, "--json", "--tta", str(path))
     assert read.returncode == 0, read.stderr[-2000:]
     assert json.loads(read.stdout)[0]["text"] == "7"
+
+
+def test_known_identity_probabilities_are_not_predicted_again():
+    x = np.random.default_rng(1).random((4, 28, 28, 1)).astype(np.float32)
+    calls = []
+
+    def predict(images):
+        calls.append(images)
+        return np.full((len(images), 10), 0.1, np.float32)
+
+    known = np.zeros((4, 10), np.float32)
+    known[:, 3] = 1.0
+    p = tta.averaged(predict, x, identity=known)
+    assert len(calls) == len(tta.VIEWS) - 1 and not any(c is x for c in calls)
+    expected = (known + (len(tta.VIEWS) - 1) * 0.1) / len(tta.VIEWS)
+    np.testing.assert_allclose(p, expected, rtol=1e-6)
+
+
+def test_the_trainers_test_with_features_and_tta_predicts_each_view_once(tmp_path, small_data):
+    """The embeddings callback's pass (features and probabilities) is the identity view."""
+    from callbacks.embeddings import Embeddings
+    from digits.trainer import Trainer
+
+    trainer = Trainer(max_epochs=1, callbacks=[Embeddings()], log_dir=tmp_path,
+                      limit_train_batches=1, limit_val_batches=1, verbose=False)
+    model = trainer.build_model("cnn", filters=4, conv_blocks=1, dense_units=16)
+    trainer.fit(model, small_data)
+    predicted = []
+    plain = trainer.predict
+    trainer.predict = lambda m, x: predicted.append(len(x)) or plain(m, x)
+    result = trainer.test(model, small_data, tta=True)
+    assert predicted == [len(small_data.test)] * (len(tta.VIEWS) - 1)
+    assert result.features is not None and result.tta_views == tta.VIEWS
