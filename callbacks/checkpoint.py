@@ -38,6 +38,8 @@ class Checkpoint(MonitorCallback):
         self.tie_breaker = "val_loss"
         self.best_loss: float | None = None
         self.best_epoch: int | None = None
+        # What the best model is when no epoch ended with it ("the mean of epochs 31-40").
+        self.best_label: str | None = None
 
     def _better(self, value: float, loss: float | None) -> bool:
         if self.best is None:
@@ -62,8 +64,29 @@ class Checkpoint(MonitorCallback):
         loss = float(loss) if loss is not None and math.isfinite(float(loss)) else None
         if self._better(float(value), loss):
             self.best, self.best_loss, self.best_epoch = float(value), loss, epoch + 1
-            with atomic_path(self.trainer.run.file(self.filename), suffix=".keras") as tmp:
-                self.model.save(tmp)
+            self.best_label = None
+            self._save()
+
+    def offer(self, logs: dict, epochs: int, label: str) -> bool | None:
+        """A model that no epoch ended with (the Trainer's averaged weights, validated with
+        `logs` after `epochs` epochs): saved, as the best, if its monitored metric is better.
+        Returns whether it was kept (None: nothing to compare or nowhere to save)."""
+        value = self.monitored(logs)
+        if not math.isfinite(value) or self.trainer is None or self.trainer.run is None \
+                or self.trainer.fast_dev_run:
+            return None
+        loss = logs.get(self.tie_breaker)
+        loss = float(loss) if loss is not None and math.isfinite(float(loss)) else None
+        if not self._better(float(value), loss):
+            return False
+        self.best, self.best_loss, self.best_epoch = float(value), loss, int(epochs)
+        self.best_label = label
+        self._save()
+        return True
+
+    def _save(self) -> None:
+        with atomic_path(self.trainer.run.file(self.filename), suffix=".keras") as tmp:
+            self.model.save(tmp)
 
     @property
     def path(self):

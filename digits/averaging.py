@@ -1,4 +1,5 @@
-"""Averaged weights: the optimizer's exponential moving average, used to validate and save.
+"""Averaged weights: the optimizer's exponential moving average, used to validate and save,
+and stochastic weight averaging over a run's last epochs (`StochasticWeightAverage`).
 
 Keras keeps the average inside the optimizer (`use_ema=True`): after each update the compiled
 training step moves `average = decay * average + (1 - decay) * weight`, so it costs no Python
@@ -15,6 +16,8 @@ that assumption.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 
 def optimizer_with_averages(model):
@@ -69,3 +72,80 @@ class WeightAverage:
             training = variable.numpy().copy()
             variable.assign(average.numpy())
             average.assign(training)
+
+
+class StochasticWeightAverage:
+    """Stochastic weight averaging (Izmailov et al. 2018): the plain mean of the weights at
+    the end of each of the run's last epochs, then batch-norm statistics recomputed for it.
+
+    The Trainer makes one for a fit with `swa_epochs`: `update` at the end of each averaged
+    epoch (before the run's state is saved: the running mean and its count are variables of
+    the state, `variables`, so a resumed run ends with the same average), and after the last
+    epoch `apply` puts the mean into the model and `recalibrate` gives its batch norms the
+    statistics of the mean's own activations (the ones the layers kept belong to the
+    training weights). Lightning's `StochasticWeightAveraging` is the anchor; unlike it,
+    the Trainer validates the averaged model and keeps it only if validation prefers it.
+
+    Example:
+        >>> average = StochasticWeightAverage(model)
+        >>> average.update()                      # after each averaged epoch
+        >>> average.apply(); average.recalibrate(batches)
+    """
+
+    def __init__(self, model) -> None:
+        import keras
+
+        self.model = model
+        self.weights = list(model.trainable_variables)
+        self.means = [keras.Variable(np.zeros(tuple(v.shape), np.float32), trainable=False,
+                                     name=f"swa_mean_{i}") for i, v in enumerate(self.weights)]
+        self.count = keras.Variable(0, dtype="int64", trainable=False, name="swa_count")
+
+    @property
+    def variables(self) -> list:
+        """What a resumed run needs: the running means and how many epochs they hold."""
+        return [*self.means, self.count]
+
+    @property
+    def epochs(self) -> int:
+        return int(self.count.numpy())
+
+    def update(self) -> None:
+        """Add the model's current weights to the mean (in float32, whatever they train in)."""
+        n = self.epochs
+        for mean, weight in zip(self.means, self.weights, strict=True):
+            value = np.asarray(weight.numpy(), np.float32)
+            mean.assign(value if n == 0 else mean.numpy() + (value - mean.numpy()) / (n + 1))
+        self.count.assign(n + 1)
+
+    def apply(self) -> None:
+        """Put the mean into the model (nothing changes before the first `update`)."""
+        if self.epochs:
+            for mean, weight in zip(self.means, self.weights, strict=True):
+                weight.assign(mean.numpy().astype(weight.dtype))
+
+    def recalibrate(self, batches) -> int:
+        """Recompute every batch norm's moving statistics as the mean of the batch statistics
+        over `batches` (an iterable of (x, y), in training mode: the augmentation and
+        dropout that the training weights saw, as Lightning's `bn_update`). Returns the
+        number of batches seen (0: a model without batch norm is left as it is)."""
+        import keras
+
+        layers = [layer for layer in self.model._flatten_layers(include_self=False)
+                  if isinstance(layer, keras.layers.BatchNormalization)]
+        if not layers:
+            return 0
+        momenta = [layer.momentum for layer in layers]
+        seen = 0
+        try:
+            for x, _ in batches:
+                # momentum n/(n+1): the moving statistics become the running mean of the
+                # batches' statistics (PyTorch's momentum=None).
+                for layer in layers:
+                    layer.momentum = seen / (seen + 1)
+                self.model(x, training=True)
+                seen += 1
+        finally:
+            for layer, momentum in zip(layers, momenta, strict=True):
+                layer.momentum = momentum
+        return seen

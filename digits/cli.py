@@ -221,6 +221,7 @@ def add_callback_arguments(parser: argparse.ArgumentParser) -> None:
 
 label_smoothing = setting_type("label_smoothing", "a label smoothing in [0, 0.5]")
 ema_decay = setting_type("ema_decay", "a decay in (0, 0.9999]")
+swa_lr = setting_type("swa_lr", "a learning rate in (0, 10]")
 probability = number_type(float, 0.0, 1.0, label="a probability in [0, 1]")
 
 
@@ -268,6 +269,14 @@ def add_shared_training_arguments(group) -> None:
     group.add_argument("--ema", type=ema_decay, default=None, metavar="DECAY",
                        help="validate, checkpoint and test an exponential moving average of "
                             "the weights with this decay, e.g. 0.99 (default: off)")
+    group.add_argument("--swa", type=positive_int, default=None, metavar="EPOCHS",
+                       help="stochastic weight averaging: average the weights of the last "
+                            "EPOCHS epochs, trained at a constant --swa-lr, recompute the "
+                            "batch-norm statistics, keep the average if validation prefers it "
+                            "(digits.tune: in the final retraining; default: off)")
+    group.add_argument("--swa-lr", type=swa_lr, default=None, metavar="LR",
+                       help="with --swa: the learning rate of the averaged epochs (default: a "
+                            "tenth of the initial learning rate)")
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic TensorFlow ops (reproducible, slower)")
     group.add_argument("--precision", choices=settings.PRECISIONS, default="auto",

@@ -43,15 +43,7 @@ def compile_model(model, config: TrainerConfig, steps_per_epoch: int, strategy=N
         model.steps_per_execution = spe
         build_optimizer(model, strategy)
         return spe
-    total_steps = max(1, steps_per_epoch * config.max_epochs)
-    if config.lr_schedule == "constant":
-        lr = config.learning_rate
-    elif config.lr_cycles > 1:  # restarts: each cycle decays from the full rate again
-        lr = keras.optimizers.schedules.CosineDecayRestarts(
-            config.learning_rate, total_steps // config.lr_cycles, t_mul=1.0, m_mul=1.0,
-            alpha=0.01)
-    else:
-        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.01)
+    lr = learning_rate_schedule(config, steps_per_epoch)
     with strategy.scope():
         optimizer = make_optimizer(config.optimizer, lr, config.ema_decay)  # its variables belong in the scope
         model.compile(
@@ -64,6 +56,35 @@ def compile_model(model, config: TrainerConfig, steps_per_epoch: int, strategy=N
         )
     build_optimizer(model, strategy)
     return spe
+
+
+def learning_rate_schedule(config: TrainerConfig, steps_per_epoch: int):
+    """The learning rate over the run: `config.learning_rate` decayed by a cosine to 1% of
+    itself (or held constant, or restarted `lr_cycles` times).
+
+    With stochastic weight averaging (`swa_epochs`) the cosine reaches `swa_lr` as the
+    averaged epochs begin and stays there (Keras' `CosineDecay` holds its floor past its
+    steps): a constant rate for the averaged epochs, as in Izmailov et al. 2018 and
+    Lightning's `StochasticWeightAveraging`, so that they explore around the minimum instead
+    of settling into one point (an average of near-identical weights changes nothing).
+    """
+    import keras
+
+    total_steps = max(1, steps_per_epoch * config.max_epochs)
+    if config.swa_epochs is not None:
+        before = steps_per_epoch * config.swa_start_epoch
+        if config.lr_schedule == "constant":
+            return keras.optimizers.schedules.PiecewiseConstantDecay(
+                [before], [config.learning_rate, config.swa_lr])
+        return keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, max(1, before), alpha=config.swa_lr / config.learning_rate)
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    if config.lr_cycles > 1:  # restarts: each cycle decays from the full rate again
+        return keras.optimizers.schedules.CosineDecayRestarts(
+            config.learning_rate, total_steps // config.lr_cycles, t_mul=1.0, m_mul=1.0,
+            alpha=0.01)
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.01)
 
 
 def build_optimizer(model, strategy=None) -> None:

@@ -20,6 +20,8 @@ STRATEGIES = (None, "mirrored")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("cosine", "constant")
 NAME_PATTERN = r"[\w.-]{1,100}"
+# Stochastic weight averaging's learning rate, as a share of the initial one, unless given.
+SWA_LR_FRACTION = 0.1
 FAST_DEV_RUN_BATCHES = 2
 
 
@@ -59,6 +61,7 @@ RANGES = {
     "learning_rate": Range(float, 0.0, 10.0, lo_open=True),
     "label_smoothing": Range(float, 0.0, 0.5),
     "ema_decay": Range(float, 0.0, 0.9999, lo_open=True),
+    "swa_lr": Range(float, 0.0, 10.0, lo_open=True),
     "steps_per_execution": Range(int, 1, 100_000),
     "limit_batches": COUNT,
 }
@@ -102,6 +105,8 @@ class TrainerConfig:
     lr_cycles: int = 1
     label_smoothing: float = 0.1
     ema_decay: float | None = None
+    swa_epochs: int | None = None
+    swa_lr: float | None = None
     fast_dev_run: bool = False
     limit_train_batches: int | None = None
     limit_val_batches: int | None = None
@@ -119,6 +124,7 @@ class TrainerConfig:
         if self.ema_decay is not None:
             RANGES["ema_decay"].check("ema_decay", self.ema_decay)
             object.__setattr__(self, "ema_decay", float(self.ema_decay))
+        self._check_swa()
         if self.steps_per_execution != "auto":
             RANGES["steps_per_execution"].check("steps_per_execution", self.steps_per_execution)
         check_choice("precision", self.precision, PRECISIONS)
@@ -141,6 +147,8 @@ class TrainerConfig:
             set_(self, name, bool(getattr(self, name)))
         if self.fast_dev_run:
             set_(self, "max_epochs", 1)
+            if self.swa_epochs is not None:
+                set_(self, "swa_epochs", 1)
             for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
                 set_(self, name, FAST_DEV_RUN_BATCHES)
 
@@ -155,11 +163,40 @@ class TrainerConfig:
             "lr_schedule": self.lr_schedule, "label_smoothing": self.label_smoothing,
             **({"lr_cycles": self.lr_cycles} if self.lr_cycles != 1 else {}),
             **({"ema_decay": self.ema_decay} if self.ema_decay is not None else {}),
+            **({"swa_epochs": self.swa_epochs, "swa_lr": self.swa_lr}
+               if self.swa_epochs is not None else {}),
             "steps_per_execution": self.steps_per_execution,
             "fused_batch_norm": self.fused_batch_norm,
             "limit_train_batches": self.limit_train_batches,
             "limit_val_batches": self.limit_val_batches,
         }
+
+    def _check_swa(self) -> None:
+        """Stochastic weight averaging: the last `swa_epochs` epochs (1 to all of them) at
+        `swa_lr` (default: a tenth of the learning rate), one averaging scheme at a time."""
+        if self.swa_epochs is None:
+            if self.swa_lr is not None:
+                raise ConfigError("swa_lr needs swa_epochs (the epochs to average)")
+            return
+        COUNT.check("swa_epochs", self.swa_epochs)
+        if self.swa_epochs > self.max_epochs and not self.fast_dev_run:
+            raise ConfigError(f"swa_epochs must be at most the epochs ({self.max_epochs}), "
+                              f"got {self.swa_epochs!r}")
+        if self.ema_decay is not None:
+            raise ConfigError("ema_decay and swa_epochs are two ways of averaging the weights; "
+                              "choose one")
+        if self.lr_cycles != 1:
+            raise ConfigError("swa_epochs sets the schedule's end itself; it cannot be combined "
+                              "with lr_cycles")
+        swa_lr = self.learning_rate * SWA_LR_FRACTION if self.swa_lr is None else self.swa_lr
+        RANGES["swa_lr"].check("swa_lr", swa_lr)
+        object.__setattr__(self, "swa_epochs", int(self.swa_epochs))
+        object.__setattr__(self, "swa_lr", float(swa_lr))
+
+    @property
+    def swa_start_epoch(self) -> int | None:
+        """The epochs trained before the first averaged one (None without averaging)."""
+        return None if self.swa_epochs is None else max(0, self.max_epochs - self.swa_epochs)
 
     @property
     def eval_batch_size(self) -> int:

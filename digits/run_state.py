@@ -124,7 +124,7 @@ class RunState:
         state_dir = t.run.file(STATE_DIR)
         weights_name = f"epoch_{t.current_epoch}{VARIABLES_SUFFIX}"
         # Copied now, written on the background thread while the next epoch trains.
-        variables = snapshot_variables(t.model)
+        variables = snapshot_variables(t.model, t.state_variables())
         commit = json.loads(to_json({
             "epoch": t.current_epoch,
             "weights": weights_name,
@@ -172,6 +172,8 @@ class RunState:
             "stop_reason": t.stop_reason,
             "history": t.history,
         }
+        if t.averaged is not None:
+            metrics["averaged"] = t.averaged
         if t.test_result is not None:
             metrics["test"] = t.test_result.to_dict()
         target = t.run.file("metrics.json")
@@ -234,7 +236,7 @@ class RunState:
         weights = self.trainer.run.file(STATE_DIR) / str(state.get("weights"))
         build_optimizer(model, self.trainer.strategy)  # built when compiled; loading needs it
         if weights.name.endswith(VARIABLES_SUFFIX):
-            load_variables(model, weights)
+            load_variables(model, weights, self.trainer.state_variables())
         else:  # a run saved by digits 0.1's first releases: Keras weights, seeds in JSON
             model.load_weights(weights)
             seeds = state.get("seed_generators") or []
@@ -300,7 +302,10 @@ class Recorder:
         if trainer.weight_average is not None:
             trainer.weight_average.use_training()  # the state holds what trains on
         if not (trainer.stop_reason or "").startswith("fault:"):
-            # A faulted epoch (NaN weights) never replaces the last good state.
+            # A faulted epoch (NaN weights) never replaces the last good state, nor joins
+            # the averaged weights.
+            if trainer.swa is not None and epoch >= trainer.settings.swa_start_epoch:
+                trainer.swa.update()
             self.state.save()
         self.state.write_metrics(status="running", background=True)  # after the state, in order
 

@@ -19,23 +19,26 @@ import numpy as np
 SUFFIX = ".state.npz"
 
 
-def training_variables(model) -> list:
-    """The model's variables (weights, statistics, seed states), then its optimizer's."""
+def training_variables(model, extra=()) -> list:
+    """The model's variables (weights, statistics, seed states), then its optimizer's, then
+    `extra` ones the Trainer keeps beside them (stochastic weight averaging's means)."""
     optimizer = getattr(model, "optimizer", None)
     chosen, seen = [], set()
-    for v in [*model.variables, *(optimizer.variables if optimizer is not None else [])]:
+    for v in [*model.variables, *(optimizer.variables if optimizer is not None else []),
+              *extra]:
         if id(v) not in seen:
             seen.add(id(v))
             chosen.append(v)
     return chosen
 
 
-def snapshot_variables(model) -> dict[str, np.ndarray]:
-    """A copy of `training_variables(model)` as NumPy arrays, ready for `write_variables`.
+def snapshot_variables(model, extra=()) -> dict[str, np.ndarray]:
+    """A copy of `training_variables(model, extra)` as NumPy arrays, ready for
+    `write_variables`.
 
     Taking it costs about 6 ms for the default cnn; training may go on while it is written.
     """
-    variables = training_variables(model)
+    variables = training_variables(model, extra)
     arrays = {f"v{i}": _storable(np.array(v.numpy(), copy=True)) for i, v in enumerate(variables)}
     return {"names": np.array([v.path for v in variables], dtype=str), **arrays}
 
@@ -62,12 +65,12 @@ def check_variables(path: str | os.PathLike, count: int) -> None:
             archive[f"v{i}"]  # decompresses nothing (np.savez stores), but reads each member
 
 
-def load_variables(model, path: str | os.PathLike) -> None:
-    """Assign the variables in `path` to the model and its (built) optimizer.
+def load_variables(model, path: str | os.PathLike, extra=()) -> None:
+    """Assign the variables in `path` to the model, its (built) optimizer and `extra`.
 
     Raises ValueError, naming the first mismatch, when the file does not fit the model.
     """
-    variables = training_variables(model)
+    variables = training_variables(model, extra)
     with np.load(path, allow_pickle=False) as archive:
         names = [str(n) for n in archive["names"]]
         if len(names) != len(variables):

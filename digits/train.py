@@ -134,15 +134,19 @@ def refit(args, data, callbacks, name: str, learning_rate: float, hyperparameter
     from digits.atomic import atomic_path
     from digits.data import Dataset, Split
 
-    epochs = next((c.best_epoch for c in chosen_by.callbacks
-                   if isinstance(c, Checkpoint) and c.best_epoch), None) or args.epochs
+    best = next((c for c in chosen_by.callbacks if isinstance(c, Checkpoint) and c.best_epoch),
+                None)
+    epochs = best.best_epoch if best is not None else args.epochs
+    # Averaged weights are refit as they were chosen; a best single epoch, without them.
+    averaging = {} if best is None or best.best_label is not None else \
+        {"swa_epochs": None, "swa_lr": None}
     merged = Dataset(Split(np.concatenate([data.train.x, data.val.x]),
                            np.concatenate([data.train.y, data.val.y])),
                      data.val, data.test, data.name, data.description + "; validation images "
                      "trained on too (refit)")
     trainer = make_trainer(args, [c for c in callbacks() if not isinstance(c, Checkpoint)],
                            f"{name}-refit", learning_rate, epochs=epochs,
-                           enable_checkpointing=False)
+                           enable_checkpointing=False, **averaging)
     model = trainer.build_model(args.model, **hyperparameters)
     print(f"refit: {epochs} epoch{'s' * (epochs != 1)} (validation's choice) on {len(merged.train):,} images "
           "(training + validation)", flush=True)
@@ -228,7 +232,8 @@ def make_trainer(args, callbacks: list, name: str, learning_rate: float,
         limit_val_batches=args.limit_val_batches,
         steps_per_execution=args.steps_per_execution,
         profile_batch=args.profile_batch,
-        **{"resume": not args.no_resume, **more},
+        **{"resume": not args.no_resume, "swa_epochs": args.swa, "swa_lr": args.swa_lr,
+           **more},
     )
 
 

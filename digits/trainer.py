@@ -65,6 +65,13 @@ class Trainer:
             0.99) and validate, checkpoint and finish with it (`digits.averaging`); None (the
             default) trains without. Used when the model is not compiled; a model compiled
             with an optimizer that has `use_ema=True` gets the same treatment.
+        swa_epochs: stochastic weight averaging over the last N epochs: the learning rate
+            decays to `swa_lr` as they begin and stays there, the weights at the end of each
+            are averaged, and after the fit the average (its batch-norm statistics recomputed
+            over the training images) is validated; the checkpoint keeps it if validation
+            prefers it to every epoch (`digits.averaging`). None (the default): no averaging.
+        swa_lr: the constant learning rate of the averaged epochs (default: a tenth of
+            `learning_rate`).
         fast_dev_run: run two batches of each stage, one epoch, and write nothing heavy.
         limit_train_batches / limit_val_batches / limit_test_batches: cap the batches per stage.
         steps_per_execution: batches per compiled call; "auto" picks 32 (1.2x for seed-cnn and
@@ -110,6 +117,8 @@ class Trainer:
         lr_cycles: int = 1,
         label_smoothing: float = 0.1,
         ema_decay: float | None = None,
+        swa_epochs: int | None = None,
+        swa_lr: float | None = None,
         fast_dev_run: bool = False,
         limit_train_batches: int | None = None,
         limit_val_batches: int | None = None,
@@ -126,7 +135,8 @@ class Trainer:
             batch_size=batch_size, precision=resolve_precision(precision), strategy=strategy,
             optimizer=optimizer,
             learning_rate=learning_rate, lr_schedule=lr_schedule, lr_cycles=lr_cycles,
-            label_smoothing=label_smoothing, ema_decay=ema_decay, fast_dev_run=fast_dev_run,
+            label_smoothing=label_smoothing, ema_decay=ema_decay, swa_epochs=swa_epochs,
+            swa_lr=swa_lr, fast_dev_run=fast_dev_run,
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
             limit_test_batches=limit_test_batches, steps_per_execution=steps_per_execution,
             fused_batch_norm=fused_batch_norm, profile_batch=profile_batch)
@@ -159,6 +169,10 @@ class Trainer:
         # During a fit with averaged weights: swaps them in for validation and the epoch's
         # callbacks, and out before the state is saved (`digits.averaging`).
         self.weight_average = None
+        # During a fit with `swa_epochs`: the running mean of the weights; after it, what
+        # validation said of the mean (`averaged`, also in metrics.json).
+        self.swa = None
+        self.averaged: dict | None = None
         self._callbacks: list | None = None
         self._predicted: tuple | None = None  # (step, labels, probabilities) of validation
         self._strategy = None
@@ -291,6 +305,11 @@ class Trainer:
         self.step_counter = StepCounter(train_steps)
         self.settings.check_profile_range(train_steps)
         compile_model(model, self.settings, train_steps, self.strategy)
+        self.averaged = None
+        if self.settings.swa_epochs is not None:
+            from digits.averaging import StochasticWeightAverage
+
+            self.swa = StochasticWeightAverage(model)  # before the state that restores it
         self.state.open(model, self.config)
         dispatcher = self._dispatcher("fit", [*self.callbacks, self.state.recorder()])
         dispatcher.background = self.state.writes.start()
@@ -304,10 +323,55 @@ class Trainer:
             self.state.writes.raise_failure()
             if self.stop_reason and self.stop_reason.startswith("fault:"):
                 raise TrainingStopped(self.stop_reason.removeprefix("fault: "))
+            if self.swa is not None and self.swa.epochs:
+                self._finish_averaging(model, data)
             dispatcher.trainer_hook("on_fit_end", self)
             self.state.writes.raise_failure()  # what on_fit_end queued, too
             self.state.write_metrics(status="fitted")
         return getattr(model, "history", None)
+
+    def state_variables(self) -> list:
+        """Variables the run's state keeps beside the model's and the optimizer's."""
+        return self.swa.variables if self.swa is not None else []
+
+    def _finish_averaging(self, model, data: Dataset) -> None:
+        """Stochastic weight averaging's end: the mean into the model, its batch-norm
+        statistics recomputed, validated as the epochs were, and offered to the checkpoint.
+
+        It depends only on the saved state (the mean, the seed generators), so a run resumed
+        after its last epoch finishes the same way.
+        """
+        import tensorflow as tf
+
+        from callbacks.checkpoint import Checkpoint
+
+        self.swa.apply()
+        start = time.perf_counter()
+        # Shuffled (a class-sorted dataset would give one-class batches), in an order drawn
+        # from the seed and the epoch after the last: the same on every resume.
+        batches = make_pipeline(data.train, self.batch_size, shuffle=True, seed=self.seed,
+                                epoch=tf.constant(self.max_epochs, tf.int64),
+                                limit_batches=self.settings.train_steps(len(data.train)))
+        recalibrated = self.swa.recalibrate(batches)
+        val = make_pipeline(data.val, self.eval_batch_size, limit_batches=self.limit_val_batches)
+        logs = {k: float(v) for k, v in model.evaluate(val, verbose=0, return_dict=True).items()
+                if np.ndim(v) == 0}
+        logs = {f"val_{k}": v for k, v in logs.items()}
+        first = self.settings.swa_start_epoch + 1
+        last = first + self.swa.epochs - 1
+        label = f"the mean of epochs {first}-{last}" if last > first else f"epoch {first}"
+        kept = None
+        for c in self.callbacks:
+            if isinstance(c, Checkpoint):
+                kept = c.offer(logs, self.current_epoch, label)
+        self.averaged = {"epochs": [first, last], "batch_norm_batches": recalibrated,
+                         "seconds": round(time.perf_counter() - start, 3), **logs,
+                         **({"kept": kept} if kept is not None else {})}
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("val_loss",
+                                                                            "val_accuracy"))
+        verdict = "" if kept is None else (" (kept by the checkpoint)" if kept else
+                                           " (the checkpoint keeps its best epoch)")
+        self.notice(f"averaged weights, {label}: {shown}{verdict}")
 
     def _check_fit(self, model, data: Dataset, initial_epoch: int) -> None:
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \

@@ -157,6 +157,13 @@ def run(argv: list[str] | None = None) -> int:
         return list_callbacks([])
 
     # The cheap checks first, before TensorFlow starts.
+    from digits.errors import ConfigError
+
+    if args.swa is not None and args.swa > args.final_epochs:
+        raise ConfigError(f"--swa {args.swa} averages the final retraining's last epochs: at "
+                          f"most --final-epochs ({args.final_epochs})")
+    if args.swa_lr is not None and args.swa is None:
+        raise ConfigError("--swa-lr needs --swa EPOCHS")
     from tuner.distributed import role_from_environment
 
     role = role_from_environment()
@@ -524,7 +531,8 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
 
     values = dict(record["hyperparameters"])
     final = {"best_trial": record["trial_id"], "hyperparameters": values,
-             "epochs": args.final_epochs}
+             "epochs": args.final_epochs,
+             **({"swa_epochs": args.swa, "swa_lr": args.swa_lr} if args.swa else {})}
     latest = RunDirectory.latest(project_dir, "best") if args.final_ensemble == 1 else None
     if latest is not None:
         metrics = latest.read_json("metrics.json") or {}
@@ -551,6 +559,8 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
             precision=args.precision,
             label_smoothing=args.label_smoothing,
             ema_decay=args.ema,
+            swa_epochs=args.swa,  # the final retraining's: trials are too short to average
+            swa_lr=args.swa_lr,
             optimizer=values["optimizer"],
             learning_rate=float(values["learning_rate"]),
             limit_train_batches=args.limit_train_batches,

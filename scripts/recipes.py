@@ -53,8 +53,16 @@ def run_one(flags: list[str], seed: int, dataset: str, test_dataset: str, log_di
                 "test_accuracy": ensemble["test"]["accuracy"], "seconds": seconds,
                 "members_test": [m["test"]["accuracy"] for m in ensemble["members"]],
                 "run": str(ensembles[-1].parent)}
+    averaged = metrics.get("averaged")
+    if averaged and averaged.get("kept"):  # --swa: the checkpoint kept the averaged weights
+        return {"val_accuracy": averaged["val_accuracy"], "val_loss": averaged["val_loss"],
+                "best_epoch": "swa", "last_epoch_val_loss": history["val_loss"][-1],
+                "best_epoch_val_loss": history["val_loss"][best - 1],
+                "test_accuracy": metrics["test"]["accuracy"], "seconds": seconds, **row_path}
     return {"val_accuracy": history["val_accuracy"][best - 1],
             "val_loss": history["val_loss"][best - 1], "best_epoch": best,
+            **({"averaged_val_loss": averaged["val_loss"],
+                "averaged_val_accuracy": averaged["val_accuracy"]} if averaged else {}),
             "test_accuracy": metrics["test"]["accuracy"], "seconds": seconds, **row_path}
 
 
@@ -69,13 +77,15 @@ def validation_accuracy(model_path: Path, dataset: str, test_dataset: str, seed:
 
 
 def summary(rows: list[dict]) -> str:
-    lines = ["variant | seeds | val acc (mean) | test acc mean (each) | time (mean)"]
+    lines = ["variant | seeds | val acc (mean) | val loss (mean) | test acc mean (each) | "
+             "time (mean)"]
     for variant in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == variant]
         tests = [100 * r["test_accuracy"] for r in mine]
         lines.append(
             f"{variant} | {len(mine)} | "
             f"{100 * statistics.mean(r['val_accuracy'] for r in mine):.2f}% | "
+            f"{statistics.mean(r['val_loss'] or float('nan') for r in mine):.4f} | "
             f"{statistics.mean(tests):.2f}% ({', '.join(f'{t:.2f}' for t in tests)}) | "
             f"{statistics.mean(r['seconds'] for r in mine):.0f} s")
     return "\n".join(lines)

@@ -97,3 +97,118 @@ def test_a_resumed_run_with_averaged_weights_ends_bit_identical(tmp_path, small_
         np.testing.assert_array_equal(a, b)
     for a, b in zip(straight.optimizer.variables, resumed.optimizer.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+# -- stochastic weight averaging (`swa_epochs`, `--swa`) -------------------------------------
+
+
+def test_swa_settings_and_schedule():
+    """The averaged epochs run at a constant swa_lr (a tenth of the rate unless given), reached
+    by the cosine as they begin; averaging twice, or with restarts, is refused."""
+    from digits.compiling import learning_rate_schedule
+    from digits.config import TrainerConfig
+    from digits.errors import ConfigError
+
+    config = TrainerConfig(max_epochs=10, swa_epochs=4, learning_rate=1e-3)
+    assert config.swa_lr == pytest.approx(1e-4) and config.swa_start_epoch == 6
+    assert config.to_dict()["swa_epochs"] == 4 and "swa_epochs" not in TrainerConfig().to_dict()
+    schedule = learning_rate_schedule(config, steps_per_epoch=5)
+    rates = [float(schedule(step)) for step in range(0, 51)]
+    assert rates[0] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(rates[:30], rates[1:31], strict=True))  # decaying
+    assert rates[30:] == pytest.approx([1e-4] * 21)  # epochs 7-10: constant
+    constant = learning_rate_schedule(
+        TrainerConfig(max_epochs=10, swa_epochs=4, swa_lr=3e-4, lr_schedule="constant"), 5)
+    assert [float(constant(s)) for s in (0, 30, 31, 50)] == pytest.approx([2e-3, 2e-3, 3e-4, 3e-4])
+    for bad, message in [({"swa_epochs": 11}, "at most the epochs"),
+                         ({"swa_epochs": 0}, "swa_epochs must be"),
+                         ({"swa_epochs": 2, "ema_decay": 0.9}, "choose one"),
+                         ({"swa_epochs": 2, "lr_cycles": 2}, "lr_cycles"),
+                         ({"swa_lr": 1e-3}, "needs swa_epochs"),
+                         ({"swa_epochs": 2, "swa_lr": 0.0}, "swa_lr must be")]:
+        with pytest.raises(ConfigError, match=message):
+            TrainerConfig(max_epochs=10, **bad)
+    assert TrainerConfig(swa_epochs=5, fast_dev_run=True).swa_epochs == 1
+
+
+def test_swa_is_the_mean_of_the_epochs_weights_and_batch_norm_is_recomputed_for_it():
+    import keras
+
+    from digits.averaging import StochasticWeightAverage
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9)(
+        keras.layers.Dense(2)(inputs)))
+    average = StochasticWeightAverage(model)
+    kernel = model.trainable_variables[0]
+    seen = []
+    for k in range(3):
+        kernel.assign(np.full(kernel.shape, float(k + 1), np.float32) + np.eye(3, 2))
+        seen.append(kernel.numpy().copy())
+        average.update()
+    assert average.epochs == 3 and [v.name for v in average.variables][-1] == "swa_count"
+    kernel.assign(np.zeros(kernel.shape, np.float32))
+    average.apply()
+    np.testing.assert_allclose(kernel.numpy(), np.mean(seen, axis=0), rtol=1e-6)
+    # Batch norm: the plain mean of each batch's statistics, whatever the layer held before.
+    batches = [np.random.default_rng(i).normal(i, 1 + i, (16, 3)).astype(np.float32)
+               for i in range(4)]
+    norm = model.layers[-1]
+    norm.moving_mean.assign(np.full((2,), 100.0, np.float32))
+    assert average.recalibrate((x, None) for x in batches) == 4
+    dense = model.layers[1]
+    activations = [np.asarray(dense(x)) for x in batches]
+    np.testing.assert_allclose(norm.moving_mean.numpy(),
+                               np.mean([a.mean(axis=0) for a in activations], axis=0), rtol=1e-4)
+    np.testing.assert_allclose(norm.moving_variance.numpy(),
+                               np.mean([a.var(axis=0) for a in activations], axis=0), rtol=1e-4)
+    assert norm.momentum == 0.9  # the layer's own momentum is back
+
+
+class FailAtFitEnd(Callback):
+    """Stands in for a crash after the last epoch was saved, before the fit ended."""
+
+    def on_fit_end(self, trainer):
+        raise RuntimeError("crash after the last epoch")
+
+
+def test_swa_run_keeps_the_average_and_resumes_bit_identical(tmp_path, small_data):
+    """Cut off mid-average, and again after its last epoch: the same weights, the same
+    averaged model and the same verdict of validation as a run that went straight through."""
+    import keras
+
+    from digits.errors import CallbackRaised
+
+    hps = {"filters": 4, "dense_units": 32}
+    options = {"swa_epochs": 2, "swa_lr": 5e-4, "limit_val_batches": 4}
+    trainer = make_trainer(tmp_path, "straight", **options)
+    straight = fit(trainer, small_data, **hps)
+    averaged = trainer.averaged
+    assert averaged["epochs"] == [3, 4] and averaged["batch_norm_batches"] == 4
+    assert set(averaged) >= {"val_loss", "val_accuracy", "kept"}
+    assert trainer.run.read_json("metrics.json")["averaged"] == json_round_trip(averaged)
+    checkpoint = next(c for c in trainer.callbacks if type(c).__name__ == "Checkpoint")
+    saved = keras.saving.load_model(trainer.run.file("model.keras"), compile=False)
+    if averaged["kept"]:
+        assert checkpoint.best_label == "the mean of epochs 3-4" and checkpoint.best_epoch == 4
+        for a, b in zip(saved.get_weights(), straight.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    else:
+        assert averaged["val_loss"] >= checkpoint.best and checkpoint.best_label is None
+    with pytest.raises(CallbackRaised):
+        fit(make_trainer(tmp_path, "resumed", [CrashAt(3)], **options), small_data, **hps)
+    with pytest.raises(CallbackRaised):  # resumed from epoch 3, cut off again after epoch 4
+        fit(make_trainer(tmp_path, "resumed", [FailAtFitEnd()], **options), small_data, **hps)
+    last = make_trainer(tmp_path, "resumed", **options)
+    resumed = fit(last, small_data, **hps)
+    assert last.resumed_from_epoch == 4
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert {k: v for k, v in last.averaged.items() if k != "seconds"} == \
+        {k: v for k, v in averaged.items() if k != "seconds"}
+
+
+def json_round_trip(value):
+    import json
+
+    return json.loads(json.dumps(value))

@@ -468,6 +468,13 @@ CASES = [
     spec("callback-path-traversal", "checkpoint(filename='../../escape.keras')", "bad arguments"),
     train("callbacks-empty-list", lambda t: ["--callbacks", ","],
           "comma-separated"),
+    # --- averaged weights
+    train("swa-longer-than-the-run", lambda t: ["--dataset", npz(t), "--swa", "5"],
+          "swa_epochs must be at most the epochs (1)"),
+    train("swa-and-ema-together", lambda t: ["--dataset", npz(t), "--swa", "1", "--ema", "0.9"],
+          "choose one"),
+    Case("tune-swa-longer-than-the-final-retraining", "digits.tune",
+         lambda t: ["--swa", "30", "--final-epochs", "20"], "at most --final-epochs (20)"),
     # --- hyperparameters
     train("hp-not-a-literal", lambda t: ["--hp", "hidden_units=__import__('os')"], "literal"),
     train("hp-unknown-name", lambda t: ["--dataset", npz(t), "--hp", "filters=8"],
