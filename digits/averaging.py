@@ -130,22 +130,31 @@ class StochasticWeightAverage:
         dropout that the training weights saw, as Lightning's `bn_update`). Returns the
         number of batches seen (0: a model without batch norm is left as it is)."""
         import keras
+        import tensorflow as tf
 
         layers = [layer for layer in self.model._flatten_layers(include_self=False)
                   if isinstance(layer, keras.layers.BatchNormalization)]
         if not layers:
             return 0
         momenta = [layer.momentum for layer in layers]
+        statistics = [(layer.moving_mean, layer.moving_variance) for layer in layers]
+        sums = [[np.zeros(tuple(v.shape), np.float64) for v in pair] for pair in statistics]
         seen = 0
         try:
+            for layer in layers:
+                layer.momentum = 0.0  # each pass leaves exactly its batch's statistics
+            forward = tf.function(lambda x: self.model(x, training=True))  # traced once
             for x, _ in batches:
-                # momentum n/(n+1): the moving statistics become the running mean of the
-                # batches' statistics (PyTorch's momentum=None).
-                for layer in layers:
-                    layer.momentum = seen / (seen + 1)
-                self.model(x, training=True)
+                forward(x)
+                for total, pair in zip(sums, statistics, strict=True):
+                    for accumulated, variable in zip(total, pair, strict=True):
+                        accumulated += variable.numpy()
                 seen += 1
         finally:
             for layer, momentum in zip(layers, momenta, strict=True):
                 layer.momentum = momentum
+        if seen:  # the plain mean of the batches' statistics (PyTorch's momentum=None)
+            for total, pair in zip(sums, statistics, strict=True):
+                for accumulated, variable in zip(total, pair, strict=True):
+                    variable.assign((accumulated / seen).astype(np.float32))
         return seen

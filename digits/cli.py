@@ -275,8 +275,8 @@ def add_shared_training_arguments(group) -> None:
                             "batch-norm statistics, keep the average if validation prefers it "
                             "(digits.tune: in the final retraining; default: off)")
     group.add_argument("--swa-lr", type=swa_lr, default=None, metavar="LR",
-                       help="with --swa: the learning rate of the averaged epochs (default: a "
-                            "tenth of the initial learning rate)")
+                       help="with --swa: the learning rate of the averaged epochs (default: "
+                            "half the initial learning rate)")
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic TensorFlow ops (reproducible, slower)")
     group.add_argument("--precision", choices=settings.PRECISIONS, default="auto",

@@ -242,8 +242,8 @@ def _marks(gray: np.ndarray, where: str):
     marks = binarise(ink, noise)
     if marks is None:
         raise ImageError(f"{where}: no digit found (the image is blank)")
-    labels, count = marks
-    components = _candidate_components(labels, count, labels.shape)
+    labels, slices = marks
+    components = _candidate_components(labels, slices, labels.shape)
     if not components:
         raise ImageError(f"{where}: no digit found (nothing digit-like in the image)")
     return gray, ink, dark, labels, components
@@ -306,8 +306,9 @@ def flatten(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     inliers = side * (values - midway) > 0  # to start with: nearer the paper than the ink
     if inliers.sum() < design.shape[1] * 4:
         inliers = np.ones(values.shape, bool)
+    design64 = design.astype(np.float64)
     for _ in range(4):
-        coef = _least_squares(design[inliers], values[inliers])
+        coef = _least_squares(design64[inliers], values[inliers])
         residual = side * (values - design @ coef)  # > 0: towards the paper, < 0: towards the ink
         # (0.01: two grey levels of light the quadratic cannot follow, e.g. a soft spot)
         inliers = residual > -2.5 * max(noise, 0.01)
@@ -325,9 +326,9 @@ def flatten(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
 
 def _least_squares(design: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Least squares through the normal equations: a 6x6 solve (lstsq's SVD costs 10x more)."""
-    gram = design.T.astype(np.float64) @ design
+    gram = design.T @ design
     try:
-        return np.linalg.solve(gram + 1e-9 * np.eye(len(gram)), design.T.astype(np.float64) @ values)
+        return np.linalg.solve(gram + 1e-9 * np.eye(len(gram)), design.T @ values)
     except np.linalg.LinAlgError:
         return np.linalg.lstsq(design, values, rcond=None)[0]
 
@@ -345,8 +346,9 @@ def _surface(coef: np.ndarray, shape: tuple[int, int], fit_shape: tuple[int, int
     return surface
 
 
-def binarise(ink: np.ndarray, noise: float) -> tuple[np.ndarray, int] | None:
-    """Label the ink: (labels, count), or None when nothing stands above the noise.
+def binarise(ink: np.ndarray, noise: float) -> tuple[np.ndarray, list] | None:
+    """Label the ink: (labels, each label's slices or None), or None when nothing stands above
+    the noise.
 
     The threshold is Otsu's (scikit-image) among the pixels that stand clearly above the noise,
     with hysteresis: a mark is every pixel above half that threshold that connects (8 ways) to
@@ -366,8 +368,16 @@ def binarise(ink: np.ndarray, noise: float) -> tuple[np.ndarray, int] | None:
     labels, count = ndimage.label(weak, structure=np.ones((3, 3), bool))
     strong = np.zeros(count + 1, bool)
     strong[labels[ink > threshold]] = True  # (a label of 0 there is paper: set, then cleared)
-    strong[0] = False
-    return np.where(strong[labels], labels, 0), count
+    faint = np.flatnonzero(~strong[1:]) + 1  # weak marks with no strong pixel: paper
+    if faint.size > 64:  # many (a grainy page): one pass over the image is quicker
+        labels = np.where(strong[labels], labels, 0)
+        return labels, ndimage.find_objects(labels, max_label=count)
+    slices = ndimage.find_objects(labels)
+    for index in faint:
+        inside = labels[slices[index - 1]]
+        inside[inside == index] = 0  # (in place, within its box: not a pass over the image)
+        slices[index - 1] = None
+    return labels, slices
 
 
 def ruled_lines(mask: np.ndarray) -> np.ndarray:
@@ -380,7 +390,7 @@ def ruled_lines(mask: np.ndarray) -> np.ndarray:
     h, w = mask.shape
     length = max(20, w // 4)
     runs = np.zeros_like(mask)
-    rows = np.flatnonzero(mask.sum(axis=1) >= length)
+    rows = np.flatnonzero(np.count_nonzero(mask, axis=1) >= length)
     if rows.size == 0:
         return runs
     padded = np.pad(mask[rows], ((0, 0), (1, 1))).astype(np.int8)
@@ -401,15 +411,15 @@ def ruled_lines(mask: np.ndarray) -> np.ndarray:
     return runs
 
 
-def _candidate_components(labels: np.ndarray, count: int, shape: tuple[int, int]) -> list:
+def _candidate_components(labels: np.ndarray, slices: list, shape: tuple[int, int]) -> list:
     """Components that may be (part of) a digit, as (label, box, area): no specks, rules or
-    page edges."""
-    from scipy import ndimage
-
-    if count == 0:
+    page edges. `slices` are the labels' boxes (`ndimage.find_objects`; None: no such label)."""
+    areas = np.zeros(len(slices) + 1, np.int64)
+    for index, sl in enumerate(slices, start=1):
+        if sl is not None:  # counted within its box: a few boxes, not a pass over the image
+            areas[index] = np.count_nonzero(labels[sl] == index)
+    if not areas.any():
         return []
-    areas = np.bincount(labels.ravel(), minlength=count + 1)
-    slices = ndimage.find_objects(labels)
     h, w = shape
     largest = areas[1:].max()
     kept = []

@@ -70,7 +70,7 @@ class Trainer:
             are averaged, and after the fit the average (its batch-norm statistics recomputed
             over the training images) is validated; the checkpoint keeps it if validation
             prefers it to every epoch (`digits.averaging`). None (the default): no averaging.
-        swa_lr: the constant learning rate of the averaged epochs (default: a tenth of
+        swa_lr: the constant learning rate of the averaged epochs (default: half of
             `learning_rate`).
         fast_dev_run: run two batches of each stage, one epoch, and write nothing heavy.
         limit_train_batches / limit_val_batches / limit_test_batches: cap the batches per stage.

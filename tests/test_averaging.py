@@ -103,20 +103,20 @@ def test_a_resumed_run_with_averaged_weights_ends_bit_identical(tmp_path, small_
 
 
 def test_swa_settings_and_schedule():
-    """The averaged epochs run at a constant swa_lr (a tenth of the rate unless given), reached
+    """The averaged epochs run at a constant swa_lr (half the rate unless given), reached
     by the cosine as they begin; averaging twice, or with restarts, is refused."""
     from digits.compiling import learning_rate_schedule
     from digits.config import TrainerConfig
     from digits.errors import ConfigError
 
     config = TrainerConfig(max_epochs=10, swa_epochs=4, learning_rate=1e-3)
-    assert config.swa_lr == pytest.approx(1e-4) and config.swa_start_epoch == 6
+    assert config.swa_lr == pytest.approx(5e-4) and config.swa_start_epoch == 6
     assert config.to_dict()["swa_epochs"] == 4 and "swa_epochs" not in TrainerConfig().to_dict()
     schedule = learning_rate_schedule(config, steps_per_epoch=5)
     rates = [float(schedule(step)) for step in range(0, 51)]
     assert rates[0] == pytest.approx(1e-3)
     assert all(a > b for a, b in zip(rates[:30], rates[1:31], strict=True))  # decaying
-    assert rates[30:] == pytest.approx([1e-4] * 21)  # epochs 7-10: constant
+    assert rates[30:] == pytest.approx([5e-4] * 21)  # epochs 7-10: constant
     constant = learning_rate_schedule(
         TrainerConfig(max_epochs=10, swa_epochs=4, swa_lr=3e-4, lr_schedule="constant"), 5)
     assert [float(constant(s)) for s in (0, 30, 31, 50)] == pytest.approx([2e-3, 2e-3, 3e-4, 3e-4])
