@@ -21,7 +21,8 @@ frame, there may be ruled lines, dust and several digits. The steps, each one a 
 5. Normalise each digit as MNIST was made (`to_mnist_input`): its ink, with anti-aliased grey
    edges, scaled so the longer side is 20 pixels, keeping the aspect ratio, strokes far outside
    MNIST's widths redrawn, and placed on 28x28 with its centre of mass at (14, 14) (measured on
-   the embedded MNIST digits: 13.99, 14.00).
+   the embedded MNIST digits: 13.99, 14.00). A digit whose strokes were redrawn keeps its
+   strokes as drawn as a second input (`FoundDigit.variants`); `digits.reading` averages both.
 
 Example:
     >>> found = find_digits_in_file("house_number.jpg")
@@ -73,6 +74,10 @@ class FoundDigit:
     # For a mark as wide as two digits: ways to read it as two touching digits, left and right.
     # Which reading wins is for the classifier to say (`digits.reading`).
     splits: list[tuple[FoundDigit, FoundDigit]] = dataclasses.field(default_factory=list)
+    # Other inputs of the same digit, read too, their probabilities averaged with `input`'s: the
+    # strokes as drawn, when `input` has them redrawn at MNIST's width (a coarse scan, a fat
+    # marker). Either alone misreads some digits the average reads (BENCHMARKS.md).
+    variants: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -208,9 +213,9 @@ def find_digits(gray: np.ndarray, where: str = "image",
                          f"{MAX_DIGITS} digits (is it a page of text or a textured surface?)")
 
     def digit(box, part, splits=()):
-        return FoundDigit(to_mnist_input(_digit_ink(ink, box, part)),
-                          _scale_box(box, scale, original_size),
-                          [(digit(*left), digit(*right)) for left, right in splits])
+        first, *others = to_mnist_inputs(_digit_ink(ink, box, part))
+        return FoundDigit(first, _scale_box(box, scale, original_size),
+                          [(digit(*left), digit(*right)) for left, right in splits], others)
 
     return FoundDigits([digit(*group) for group in groups], original_size, gray, scale, dark)
 
@@ -614,14 +619,20 @@ def to_mnist_input(ink: np.ndarray) -> np.ndarray:
     """A digit's ink (any size, larger = more ink) -> float32 (28, 28), as MNIST was made.
 
     The ink is scaled to full strength and fitted into a 20x20 box keeping its aspect ratio, with
-    anti-aliasing (Lanczos). Strokes far thinner than MNIST's are redrawn at a normal width
-    (see `normalise_stroke_width`). The box is placed on 28x28 with its centre of
+    anti-aliasing (Lanczos). Strokes far thinner or wider than MNIST's are redrawn at a normal
+    width (see `normalise_stroke_width`). The box is placed on 28x28 with its centre of
     mass at (14, 14).
     """
+    return to_mnist_inputs(ink)[0]
+
+
+def to_mnist_inputs(ink: np.ndarray) -> list[np.ndarray]:
+    """`to_mnist_input`'s input, then, when it redrew the strokes at a normal width, the digit
+    with its strokes as they were: the classifier reads both and averages (`FoundDigit`)."""
     ink = np.asarray(ink, dtype=np.float32)
     strong = ink[ink > 0]
     if strong.size == 0:
-        return np.zeros((28, 28), np.float32)
+        return [np.zeros((28, 28), np.float32)]
     # Full strength at the strokes' cores: MNIST's ink is saturated (half its ink pixels > 0.9).
     level = _upper_quartile(strong)
     ink = np.clip(ink / max(level, 1e-6), 0.0, 1.0)
@@ -632,7 +643,12 @@ def to_mnist_input(ink: np.ndarray) -> np.ndarray:
     if fine.any():
         adjusted = normalise_stroke_width(fine)
         if adjusted is not fine:  # outside MNIST's range: the corrected shape, averaged down
-            box = _resize(adjusted.astype(np.float32), size)
+            return [_on_canvas(_resize(adjusted.astype(np.float32), size)), _on_canvas(box)]
+    return [_on_canvas(box)]
+
+
+def _on_canvas(box: np.ndarray) -> np.ndarray:
+    """A digit scaled into its box -> 28x28, full strength, its centre of mass at (14, 14)."""
     peak = box.max()
     if peak > 0:
         box = box / peak

@@ -91,9 +91,9 @@ def read_digits(found: Sequence[FoundDigits], classify: Classifier,
                 min_probability: float = MIN_PROBABILITY) -> list[ImageReading]:
     """Read every image's digits with two calls of `classify`, whatever the number of images."""
     marks = [digit for image in found for digit in image.digits]
-    whole = _classify(classify, [m.input for m in marks])
+    whole = _classify_marks(classify, marks)
     cuts = [(m, left, right) for m in marks for left, right in m.splits]
-    halves = _classify(classify, [half.input for _, left, right in cuts for half in (left, right)])
+    halves = _classify_marks(classify, [half for _, left, right in cuts for half in (left, right)])
     best_cut: dict[int, tuple[float, list]] = {}
     for k, (mark, left, right) in enumerate(cuts):
         p_left, p_right = halves[2 * k], halves[2 * k + 1]
@@ -154,6 +154,20 @@ class Reader:
 
     def read(self, found: Sequence[FoundDigits]) -> list[ImageReading]:
         return read_digits(found, self.classify, self.min_probability)
+
+
+def _classify_marks(classify: Classifier, marks: list[FoundDigit]) -> np.ndarray:
+    """Each mark's probabilities: its input's, averaged with its variants' (one call)."""
+    variants = [(k, v) for k, m in enumerate(marks) for v in m.variants]
+    probabilities = _classify(classify, [m.input for m in marks] + [v for _, v in variants])
+    mine = probabilities[:len(marks)].copy()
+    if variants:
+        counts = np.ones(len(marks))
+        for (k, _), p in zip(variants, probabilities[len(marks):], strict=True):
+            mine[k] += p
+            counts[k] += 1
+        mine /= counts[:, None]
+    return mine
 
 
 def _classify(classify: Classifier, inputs: list[np.ndarray]) -> np.ndarray:

@@ -240,3 +240,38 @@ def test_a_pixelated_enlargement_is_enlarged_again_smoothly():
     noisy = np.clip(blocky + np.random.default_rng(0).normal(0, 0.01, blocky.shape), 0, 1)
     noisy = noisy.astype(np.float32)  # a camera's noise: no longer exact blocks, left alone
     assert images.smooth_pixelation(noisy) is noisy
+
+
+def test_a_fat_marker_digit_is_read_both_redrawn_and_as_drawn(digits5k):
+    """Strokes far wider than MNIST's are redrawn at its width for `input`; the strokes as drawn
+    stay a variant, and the reading averages the classifier's probabilities over both."""
+    from scipy import ndimage
+
+    strokes = photos.pen_strokes(digits5k.x[4321], 120, np.random.default_rng(5)) > 0.3
+    fat = ndimage.binary_dilation(strokes, iterations=10).astype(np.float32)  # a fat marker
+    found = images.find_digits((0.85 - 0.7 * np.pad(fat, 40)).astype(np.float32))
+    (digit,) = found.digits
+    assert len(digit.variants) == 1
+    redrawn, as_drawn = digit.input, digit.variants[0]
+    assert (as_drawn > 0.5).sum() > 1.3 * (redrawn > 0.5).sum()  # the same digit, fatter
+    # A digit with MNIST's own strokes is read once, as it is.
+    normal = images.find_digits((0.85 - 0.7 * np.pad(strokes.astype(np.float32), 40)))
+    assert normal.digits[0].variants == []
+    # The reading: the mean of the two inputs' probabilities.
+    seen = []
+
+    def classify(inputs):  # the redrawn input: a sure 3; any other: 8, unsure (no cut wins)
+        seen.append(len(inputs))
+        out = np.zeros((len(inputs), 10))
+        for k, x in enumerate(inputs):
+            if np.array_equal(x, redrawn):
+                out[k, 3] = 1.0
+            else:
+                out[k, 8] = 0.6
+        return out
+
+    (reading,) = read_digits([found], classify)
+    assert seen[0] == 2  # both inputs in one call (then the halves of the cuts it may offer)
+    (read,) = reading.digits
+    assert (read.digit, read.probability) == (3, pytest.approx(0.5))
+    assert read.top3[1] == (8, pytest.approx(0.3))
