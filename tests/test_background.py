@@ -202,7 +202,6 @@ def test_work_queued_at_an_epochs_end_starts_after_every_callbacks_epoch_end(
 
 
 def test_ctrl_c_waits_until_the_block_is_done():
-    import os
     import signal
 
     from digits.background import interrupts_deferred
@@ -210,7 +209,9 @@ def test_ctrl_c_waits_until_the_block_is_done():
     done = []
     with pytest.raises(KeyboardInterrupt):
         with interrupts_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
+            # raise_signal runs the handler before it returns; os.kill's signal could reach
+            # another thread and be handled only after the block (a flaky "DID NOT RAISE").
+            signal.raise_signal(signal.SIGINT)
             done.append("the write finished")
     assert done == ["the write finished"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -255,7 +255,7 @@ def test_a_fat_marker_digit_is_read_both_redrawn_and_as_drawn(digits5k):
     redrawn, as_drawn = digit.input, digit.variants[0]
     assert (as_drawn > 0.5).sum() > 1.3 * (redrawn > 0.5).sum()  # the same digit, fatter
     # A digit with MNIST's own strokes is read once, as it is.
-    normal = images.find_digits((0.85 - 0.7 * np.pad(strokes.astype(np.float32), 40)))
+    normal = images.find_digits(0.85 - 0.7 * np.pad(strokes.astype(np.float32), 40))
     assert normal.digits[0].variants == []
     # The reading: the mean of the two inputs' probabilities.
     seen = []
