@@ -10,6 +10,7 @@ validation split that `digits.train --test-dataset` holds out of the embedded 5,
 Usage:
     python scripts/read_photos.py --model A.keras [--model B.keras ...] [--count 300]
                                   [--source official|validation] [--kinds photo,number] [--tta]
+                                  [--each-once]
                                   [--markdown] [--json out.json]
 
 Example:
@@ -48,8 +49,12 @@ def source_digits(source: str, official_dir: Path):
     return (data.val.x, data.val.y), (pictures[:900], labels[:900])
 
 
-def measure(reader, kind: str, count: int, source: str, mnist, scans) -> dict:
-    """Read `count` images of `kind`; whole-reading accuracy, digit accuracy, what went wrong."""
+def measure(reader, kind: str, count: int, source: str, mnist, scans,
+            each_once: bool = False) -> dict:
+    """Read `count` images of `kind`; whole-reading accuracy, digit accuracy, what went wrong.
+
+    Each image draws its digit at random (with replacement); with `each_once`, the scans are
+    every digit of the set once, in order (`count` is then the set's size)."""
     from digits import photos
     from digits.errors import ImageError
     from digits.images import find_digits
@@ -57,10 +62,14 @@ def measure(reader, kind: str, count: int, source: str, mnist, scans) -> dict:
     right = digits_right = digits_total = wrong_length = refused = 0
     flagged_wrong = flagged_right = wrong_digits = right_digits = 0
     seconds = []
+    once = each_once and kind == "scan"
+    if once:
+        count = len(scans[1])
     for start in range(0, count, CHUNK):
         found, truths = [], []
         for i in range(start, min(count, start + CHUNK)):
-            sample = photos.make_sample(kind, *mnist, seed=SEED_BASE[source] + i, digits8=scans)
+            chosen = (scans[0][i: i + 1], scans[1][i: i + 1]) if once else scans
+            sample = photos.make_sample(kind, *mnist, seed=SEED_BASE[source] + i, digits8=chosen)
             gray = photos.gray_levels(sample.image)
             begin = time.perf_counter()
             try:
@@ -98,6 +107,9 @@ def parse_args(argv):
     parser.add_argument("--source", choices=tuple(SEED_BASE), default="official")
     parser.add_argument("--kinds", default=None, help="comma-separated (default: all)")
     parser.add_argument("--min-probability", type=float, default=None)
+    parser.add_argument("--each-once", action="store_true",
+                        help="scans: read every digit of the set once, in order, instead of "
+                             "--count draws with replacement")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation (digits.tta), as digits.predict --tta")
     parser.add_argument("--official", default=str(OFFICIAL_MNIST), help="the official test set")
@@ -117,7 +129,8 @@ def main(argv=None) -> int:
     results = {}
     for path in args.model:
         reader = Reader.load(path, min_probability=threshold, tta=args.tta)
-        results[path] = [measure(reader, kind, args.count, args.source, mnist, scans) for kind in kinds]
+        results[path] = [measure(reader, kind, args.count, args.source, mnist, scans,
+                                 args.each_once) for kind in kinds]
         for r in results[path]:
             print(f"{path}: {r['kind']:7s} {100 * r['accuracy']:6.2f}%  digits "
                   f"{100 * r['digit_accuracy']:6.2f}%  wrong length {r['wrong_length']}  "
@@ -132,7 +145,8 @@ def main(argv=None) -> int:
                         "uncertain_of_wrong": statistics.mean(r["uncertain_of_wrong"] for r in runs),
                         "uncertain_of_right": statistics.mean(r["uncertain_of_right"] for r in runs)})
     if args.markdown:
-        print(f"\n| kind ({args.count} images each, {args.source} digits) | read right, mean of "
+        counted = "each scan once" if args.each_once else f"{args.count} images each"
+        print(f"\n| kind ({counted}, {args.source} digits) | read right, mean of "
               f"{len(args.model)} | range | digits right | uncertain: of wrong / of right digits |")
         print("| --- | --- | --- | --- | --- |")
         for s in summary:

@@ -109,12 +109,13 @@ def test_read_photos_measures_each_kind_as_json(model_path, tmp_path):
 
     out = tmp_path / "reading.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "read_photos.py"), "--model", model_path,
-                           "--count", "6", "--kinds", "photo,number", "--source", "validation",
-                           "--markdown", "--json", str(out)],
+                           "--count", "6", "--kinds", "photo,number,scan", "--source",
+                           "validation", "--each-once", "--markdown", "--json", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert [r["kind"] for r in report["summary"]] == ["photo", "number"]
-    for run in report["runs"][model_path]:
-        assert run["images"] == 6 and 0.0 <= run["accuracy"] <= 1.0 and run["find_ms_median"] > 0
+    assert [r["kind"] for r in report["summary"]] == ["photo", "number", "scan"]
+    for run in report["runs"][model_path]:  # --each-once: every development scan, once
+        assert run["images"] == (900 if run["kind"] == "scan" else 6)
+        assert 0.0 <= run["accuracy"] <= 1.0 and run["find_ms_median"] > 0
     assert "| photo |" in proc.stdout and "| number |" in proc.stdout
