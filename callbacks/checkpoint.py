@@ -51,42 +51,35 @@ class Checkpoint(MonitorCallback):
         return self.is_better(value, self.best)
 
     def on_epoch_end(self, epoch, logs=None):
-        value = self.monitored(logs)
-        if not math.isfinite(value) or self.trainer is None:
-            return
-        if self.trainer.run is None or self.trainer.fast_dev_run:
-            return
-        if (self.trainer.stop_reason or "").startswith("fault:"):
+        if self.trainer is not None and (self.trainer.stop_reason or "").startswith("fault:"):
             # A model that just went NaN can still score a finite val_accuracy (argmax of NaN
             # is class 0); the last good checkpoint must survive it.
+            self.monitored(logs)  # a monitor missing from the metrics is still an error
             return
-        loss = (logs or {}).get(self.tie_breaker)
-        loss = float(loss) if loss is not None and math.isfinite(float(loss)) else None
-        if self._better(float(value), loss):
-            self.best, self.best_loss, self.best_epoch = float(value), loss, epoch + 1
-            self.best_label = None
-            self._save()
+        self._keep_if_better(logs, epoch + 1, None)
 
     def offer(self, logs: dict, epochs: int, label: str) -> bool | None:
         """A model that no epoch ended with (the Trainer's averaged weights, validated with
         `logs` after `epochs` epochs): saved, as the best, if its monitored metric is better.
         Returns whether it was kept (None: nothing to compare or nowhere to save)."""
+        return self._keep_if_better(logs, epochs, label)
+
+    def _keep_if_better(self, logs, epochs: int, label: str | None) -> bool | None:
+        """Save the model if `logs` score better than the best so far; whether it did (None:
+        not a finite score, or nowhere to save)."""
         value = self.monitored(logs)
         if not math.isfinite(value) or self.trainer is None or self.trainer.run is None \
                 or self.trainer.fast_dev_run:
             return None
-        loss = logs.get(self.tie_breaker)
+        loss = (logs or {}).get(self.tie_breaker)
         loss = float(loss) if loss is not None and math.isfinite(float(loss)) else None
         if not self._better(float(value), loss):
             return False
         self.best, self.best_loss, self.best_epoch = float(value), loss, int(epochs)
         self.best_label = label
-        self._save()
-        return True
-
-    def _save(self) -> None:
         with atomic_path(self.trainer.run.file(self.filename), suffix=".keras") as tmp:
             self.model.save(tmp)
+        return True
 
     @property
     def path(self):

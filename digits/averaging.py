@@ -115,7 +115,10 @@ class StochasticWeightAverage:
         n = self.epochs
         for mean, weight in zip(self.means, self.weights, strict=True):
             value = np.asarray(weight.numpy(), np.float32)
-            mean.assign(value if n == 0 else mean.numpy() + (value - mean.numpy()) / (n + 1))
+            if n:
+                so_far = mean.numpy()
+                value = so_far + (value - so_far) / (n + 1)
+            mean.assign(value)
         self.count.assign(n + 1)
 
     def apply(self) -> None:

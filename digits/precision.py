@@ -112,10 +112,8 @@ def for_this_machine(model):
 
 
 def _layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _layers(layer)
+    """Every layer of `model`, nested models' too (Keras' own walk, as `digits.fusion`)."""
+    return model._flatten_layers(include_self=False, recursive=True)
 
 
 def _float32_config(value):

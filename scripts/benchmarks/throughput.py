@@ -72,7 +72,7 @@ def training_gflop_per_image(model) -> float:
     (the gradients of its input and of its weights). Normalisation, activations, pooling and
     the optimizer are left out (they are a few percent)."""
     forward = 0
-    for layer in _leaf_layers(model):
+    for layer in model._flatten_layers(include_self=False, recursive=True):
         kind = type(layer).__name__
         if kind == "Conv2D":
             _, height, width, out_channels = layer.output.shape
@@ -81,14 +81,6 @@ def training_gflop_per_image(model) -> float:
         elif kind == "Dense":
             forward += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
     return 3 * forward / 1e9
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
 
 
 def matmul_peak(dtype: str, n: int = 4096, repeats: int = 5) -> dict:
