@@ -5,12 +5,14 @@ The images are made by `digits.photos` from digits that no model trained on: the
 test set (`--source official`, for the figures we publish; nothing is chosen on them) or the
 validation split that `digits.train --test-dataset` holds out of the embedded 5,000
 (`--source validation`, for choosing settings). Scans of other writers come from scikit-learn's
-8x8 digits: the first 900 for validation, the other 897 for the published figures.
+8x8 digits: the first 900 for validation, the other 897 for the published figures; or, with
+`--scans optdigits.tra`, all of UCI optdigits' training part (3,823 digits by 30 writers, none
+of scikit-learn's 13; https://archive.ics.uci.edu/dataset/80).
 
 Usage:
     python scripts/read_photos.py --model A.keras [--model B.keras ...] [--count 300]
                                   [--source official|validation] [--kinds photo,number] [--tta]
-                                  [--each-once]
+                                  [--each-once] [--scans optdigits.tra]
                                   [--markdown] [--json out.json]
 
 Example:
@@ -27,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
@@ -36,12 +40,30 @@ SEED_BASE = {"validation": 10_000, "official": 777_000}
 CHUNK = 64
 
 
-def source_digits(source: str, official_dir: Path):
+def optdigits(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """UCI optdigits as CSV rows of 64 counts (0-16) and the label, a header line or not."""
+    rows = [line.split(",") for line in Path(path).read_text().splitlines() if line.strip()]
+    if rows and not rows[0][0].strip().isdigit():
+        rows = rows[1:]
+    try:
+        table = np.asarray(rows, dtype=np.int64)
+    except ValueError:  # rows of unequal length, or not numbers
+        table = np.zeros((0, 0))
+    if table.ndim != 2 or table.shape[1] != 65 or len(table) == 0:
+        raise SystemExit(f"error: {path}: expected 65 comma-separated numbers per line")
+    return table[:, :64].reshape(-1, 8, 8).astype(np.float32), table[:, 64]
+
+
+def source_digits(source: str, official_dir: Path, scans_path: str | None = None):
     """(x, y) of MNIST digits and (images, labels) of 8x8 scans, none of them trained on."""
     from digits.data import load_dataset
     from digits.photos import sklearn_digits
 
-    pictures, labels = sklearn_digits()
+    pictures, labels = optdigits(scans_path) if scans_path else sklearn_digits()
+    if scans_path:
+        data = (load_dataset(str(official_dir), announce=False).test if source == "official"
+                else load_dataset("mnist-5k", test_dataset=str(official_dir), announce=False).val)
+        return (data.x, data.y), (pictures, labels)
     if source == "official":
         data = load_dataset(str(official_dir), announce=False)
         return (data.test.x, data.test.y), (pictures[900:], labels[900:])
@@ -110,6 +132,10 @@ def parse_args(argv):
     parser.add_argument("--each-once", action="store_true",
                         help="scans: read every digit of the set once, in order, instead of "
                              "--count draws with replacement")
+    parser.add_argument("--scans", default=None, metavar="CSV",
+                        help="other writers' 8x8 digits in UCI optdigits' format (e.g. its "
+                             "optdigits.tra: 3,823 digits by 30 writers, none of scikit-learn's "
+                             "13), all of them, instead of scikit-learn's")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation (digits.tta), as digits.predict --tta")
     parser.add_argument("--official", default=str(OFFICIAL_MNIST), help="the official test set")
@@ -124,7 +150,7 @@ def main(argv=None) -> int:
     from digits.reading import MIN_PROBABILITY, Reader
 
     kinds = args.kinds.split(",") if args.kinds else list(KINDS)
-    mnist, scans = source_digits(args.source, Path(args.official))
+    mnist, scans = source_digits(args.source, Path(args.official), args.scans)
     threshold = MIN_PROBABILITY if args.min_probability is None else args.min_probability
     results = {}
     for path in args.model:

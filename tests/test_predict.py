@@ -107,15 +107,44 @@ def test_read_photos_measures_each_kind_as_json(model_path, tmp_path):
 
     from tests.conftest import ROOT
 
+    from digits.photos import sklearn_digits
+
+    # Other writers' scans in UCI optdigits' own format (`--scans`): 20 real 8x8 digits.
+    pictures, labels = sklearn_digits()
+    scans = tmp_path / "optdigits.csv"
+    scans.write_text("".join(",".join(map(str, [*p.astype(int).ravel(), y])) + "\n"
+                             for p, y in zip(pictures[-20:], labels[-20:], strict=True)))
     out = tmp_path / "reading.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "read_photos.py"), "--model", model_path,
                            "--count", "6", "--kinds", "photo,number,scan", "--source",
-                           "validation", "--each-once", "--markdown", "--json", str(out)],
+                           "validation", "--each-once", "--scans", str(scans), "--markdown",
+                           "--json", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     assert [r["kind"] for r in report["summary"]] == ["photo", "number", "scan"]
-    for run in report["runs"][model_path]:  # --each-once: every development scan, once
-        assert run["images"] == (900 if run["kind"] == "scan" else 6)
+    for run in report["runs"][model_path]:  # --each-once: every scan of the file, once
+        assert run["images"] == (20 if run["kind"] == "scan" else 6)
         assert 0.0 <= run["accuracy"] <= 1.0 and run["find_ms_median"] > 0
     assert "| photo |" in proc.stdout and "| number |" in proc.stdout
+
+
+def test_read_photos_reads_optdigits_with_or_without_its_header(tmp_path):
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("read_photos", ROOT / "scripts" / "read_photos.py")
+    read_photos = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(read_photos)
+    rows = ["0,1,6,15,12,1,0,0," + ",".join(["3"] * 56) + ",7", ",".join(["16"] * 64) + ",1"]
+    for name, text in (("plain.csv", "\n".join(rows) + "\n"),
+                       ("header.csv", ",".join([f"Block {i}" for i in range(1, 65)] + ["Class"])
+                        + "\n" + "\n".join(rows))):
+        (tmp_path / name).write_text(text)
+        images, labels = read_photos.optdigits(str(tmp_path / name))
+        assert images.shape == (2, 8, 8) and labels.tolist() == [7, 1]
+        assert images[0, 0, :3].tolist() == [0.0, 1.0, 6.0] and images[1].max() == 16.0
+    (tmp_path / "short.csv").write_text("1,2,3\n")
+    with pytest.raises(SystemExit, match="65 comma-separated numbers"):
+        read_photos.optdigits(str(tmp_path / "short.csv"))
