@@ -253,7 +253,8 @@ def gray_levels(image) -> np.ndarray:
 
 
 def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 8x8 digits (UCI; 43 writers, none of them MNIST's): images, labels."""
+    """scikit-learn's 1,797 8x8 digits (UCI optdigits' test part: 13 writers, none of them
+    MNIST's): images, labels."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

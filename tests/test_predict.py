@@ -105,9 +105,8 @@ def test_read_photos_measures_each_kind_as_json(model_path, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
-
     from digits.photos import sklearn_digits
+    from tests.conftest import ROOT
 
     # Other writers' scans in UCI optdigits' own format (`--scans`): 20 real 8x8 digits.
     pictures, labels = sklearn_digits()
