@@ -59,16 +59,16 @@ def source_digits(source: str, official_dir: Path, scans_path: str | None = None
     from digits.data import load_dataset
     from digits.photos import sklearn_digits
 
-    pictures, labels = optdigits(scans_path) if scans_path else sklearn_digits()
-    if scans_path:
-        data = (load_dataset(str(official_dir), announce=False).test if source == "official"
-                else load_dataset("mnist-5k", test_dataset=str(official_dir), announce=False).val)
-        return (data.x, data.y), (pictures, labels)
+    scans = optdigits(scans_path) if scans_path else None
     if source == "official":
-        data = load_dataset(str(official_dir), announce=False)
-        return (data.test.x, data.test.y), (pictures[900:], labels[900:])
-    data = load_dataset("mnist-5k", test_dataset=str(official_dir), announce=False)
-    return (data.val.x, data.val.y), (pictures[:900], labels[:900])
+        mnist, part = load_dataset(str(official_dir), announce=False).test, slice(900, None)
+    else:
+        mnist = load_dataset("mnist-5k", test_dataset=str(official_dir), announce=False).val
+        part = slice(None, 900)
+    if scans is None:
+        pictures, labels = sklearn_digits()
+        scans = pictures[part], labels[part]
+    return (mnist.x, mnist.y), scans
 
 
 def measure(reader, kind: str, count: int, source: str, mnist, scans,
