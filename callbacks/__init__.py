@@ -15,7 +15,7 @@ __all__ = ["Callback", "EveryNEpochs"]
 
 def __getattr__(name: str):
     if name in __all__:
-        import callbacks.base
+        import digits.callbacks.base
 
-        return getattr(callbacks.base, name)
+        return getattr(digits.callbacks.base, name)
     raise AttributeError(f"module 'callbacks' has no attribute {name!r}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
-from callbacks.monitor import MonitorCallback
-from digits.atomic import atomic_path
+from digits.callbacks.monitor import MonitorCallback
+
+from digits.runs.atomic import atomic_path
 
 
 class Checkpoint(MonitorCallback):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+from digits.callbacks.base import EveryNEpochs
+from digits.callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
 
-from callbacks.base import EveryNEpochs
-from callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
-from digits.atomic import atomic_write_text
-from digits.results import (  # noqa: F401 - public here since digits 0.1
+from digits.engine.results import (  # noqa: F401 - public here since digits 0.1
     report_from_confusion_matrix,
     report_markdown,
 )
+from digits.runs.atomic import atomic_write_text
 
 
 def _write_text(writer, tag: str, text: str, step: int) -> None:

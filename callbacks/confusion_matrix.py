@@ -1,23 +1,23 @@
 """Confusion-matrix images in TensorBoard: the validation matrix every few epochs, and the test one.
 
-The picture itself is drawn by `callbacks.drawing` (shared with the `plots` callback, which
+The picture itself is drawn by `digits.callbacks.drawing` (shared with the `plots` callback, which
 writes it as `confusion_matrix.png`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from callbacks.base import EveryNEpochs
-from callbacks.drawing import (  # noqa: F401 - public here since digits 0.1
+from digits.callbacks.base import EveryNEpochs
+from digits.callbacks.drawing import (  # noqa: F401 - public here since digits 0.1
     default_font,
     draw_confusion_matrix,
     png_bytes,
     render_confusion_matrix,
     write_image,
 )
-from callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
-from digits.results import confusion_matrix_from_predictions  # noqa: F401 - public here too
+from digits.callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
+
+from digits.engine.results import confusion_matrix_from_predictions  # noqa: F401 - public here too
 
 
 def validation_confusion_matrix(trainer, model=None) -> np.ndarray | None:

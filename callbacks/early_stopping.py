@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from callbacks.monitor import MonitorCallback
+from digits.callbacks.monitor import MonitorCallback
 
 BEST_WEIGHTS_FILE = "early_stopping.best.weights.h5"
 
@@ -117,7 +117,7 @@ class EarlyStopping(MonitorCallback):
         trainer = self.trainer
         if trainer is None or trainer.run is None or trainer.fast_dev_run:
             return None
-        from digits.run_state import STATE_DIR
+        from digits.runs.state import STATE_DIR
 
         return trainer.run.file(STATE_DIR) / BEST_WEIGHTS_FILE
 
@@ -125,7 +125,7 @@ class EarlyStopping(MonitorCallback):
         path = self._best_weights_path()
         if path is None:
             return
-        from digits.atomic import atomic_path
+        from digits.runs.atomic import atomic_path
 
         with atomic_path(path, suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp)

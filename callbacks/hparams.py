@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callbacks.base import Callback
+from digits.callbacks.base import Callback
 
 # The trainer settings a run's row shows (besides the model and its hyperparameters).
 SETTINGS = ("optimizer", "learning_rate", "lr_schedule", "label_smoothing", "batch_size",

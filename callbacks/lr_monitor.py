@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callbacks.base import Callback
+from digits.callbacks.base import Callback
 
 
 class LearningRateMonitor(Callback):

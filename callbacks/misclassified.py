@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from digits.callbacks.base import Callback
+from digits.callbacks.drawing import default_font, png_bytes, write_image
+from digits.callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
 
-from callbacks.base import Callback
-from callbacks.drawing import default_font, png_bytes, write_image
-from callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
-from digits.atomic import atomic_write_bytes
+from digits.runs.atomic import atomic_write_bytes
 
 _SCALE = 4  # 28 px digits drawn at 112 px
 _TILE_WIDTH = 148

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 
-from callbacks.base import Callback
+from digits.callbacks.base import Callback
+
 from digits.errors import ConfigError
 
 MODES = ("auto", "min", "max")

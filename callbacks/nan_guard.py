@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 
-from callbacks.base import Callback
+from digits.callbacks.base import Callback
 
 
 class NanGuard(Callback):
@@ -29,7 +29,7 @@ class NanGuard(Callback):
         >>> trainer = Trainer(learning_rate=10, optimizer="sgd", callbacks=[NanGuard()])
         >>> trainer.fit(trainer.build_model("mlp"), load_dataset("mnist-5k"))
         Traceback (most recent call last):
-        digits.trainer.TrainingStopped: loss became NaN at epoch 1 (batch 32)
+        digits.engine.trainer.TrainingStopped: loss became NaN at epoch 1 (batch 32)
     """
 
     # First, so that the stop reason is set before any other callback sees the epoch.
@@ -97,7 +97,7 @@ class NanGuard(Callback):
         trainer = self.trainer
         kept = ""
         if trainer is not None and trainer.run is not None and not trainer.fast_dev_run:
-            from callbacks.checkpoint import Checkpoint
+            from digits.callbacks.checkpoint import Checkpoint
 
             for c in trainer.callbacks:
                 if isinstance(c, Checkpoint) and c.path is not None and c.path.is_file():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 
-from callbacks.base import Callback
-from callbacks.drawing import render_confusion_matrix
-from digits.atomic import atomic_write_bytes
+from digits.callbacks.base import Callback
+from digits.callbacks.drawing import render_confusion_matrix
+
+from digits.runs.atomic import atomic_write_bytes
 
 _CURVES = (("loss.png", "loss", "loss"), ("accuracy.png", "accuracy", "accuracy"))
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 
 import numpy as np
-
-from callbacks.base import EveryNEpochs
-from callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
+from digits.callbacks.base import EveryNEpochs
+from digits.callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
 
 
 def curves(counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -84,7 +83,7 @@ class PRCurves(EveryNEpochs):
     def on_test_end(self, trainer, result) -> None:
         if trainer.run is None:
             return
-        from digits.metrics import pr_counts
+        from digits.engine.metrics import pr_counts
 
         write_pr_curves(summary_writer(trainer, "test"), pr_counts(result.y_true,
                                                                     result.probabilities),

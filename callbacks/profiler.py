@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 
-from callbacks.base import Callback
-from callbacks.console import make_console, table_box
-from callbacks.tensorboard import summary_step, summary_writer
-from digits.atomic import atomic_write_text
+from digits.callbacks.base import Callback
+from digits.callbacks.console import make_console, table_box
+from digits.callbacks.tensorboard import summary_step, summary_writer
+
+from digits.runs.atomic import atomic_write_text
 
 
 def rows(timer, stage: str) -> list[tuple[str, str, int, float]]:

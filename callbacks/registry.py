@@ -166,7 +166,7 @@ def create(spec: str):
 
     Example:
         >>> create("confusion_matrix(every_n_epochs=2)")
-        <callbacks.confusion_matrix.ConfusionMatrixImages object at ...>
+        <digits.callbacks.confusion_matrix.ConfusionMatrixImages object at ...>
     """
     target, kwargs = parse_spec(spec)
     if ":" in target:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import time
 
+from digits.callbacks.base import Callback
+from digits.callbacks.console import is_plain, make_console
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
 from rich.text import Text
-
-from callbacks.base import Callback
-from callbacks.console import is_plain, make_console
 
 # The epoch line shows these, in this order, when the logs have them.
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -28,7 +27,7 @@ class RichProgress(Callback):
     `fit` without the Trainer moves it once per call).
 
     Args:
-        console: a rich Console to write to (default: `callbacks.console.make_console()`,
+        console: a rich Console to write to (default: `digits.callbacks.console.make_console()`,
             created when fitting starts, on stdout).
         metrics: the log keys shown on each epoch line, in order, when present (default:
             loss, accuracy, val_loss, val_accuracy, learning_rate).
@@ -98,7 +97,7 @@ class RichProgress(Callback):
         self._progress.start()
 
     def _step_done(self, count: int) -> None:
-        """Called on TensorFlow's thread after each training step (see `digits.step_counter`)."""
+        """Called on TensorFlow's thread after each training step (see `digits.engine.step_counter`)."""
         progress = self._progress
         if progress is not None:
             progress.update(self._epoch_task, completed=self.trainer.step_counter.in_epoch(count))

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+from digits.callbacks.base import Callback
+from digits.callbacks.console import is_plain, make_console
 from rich import box
 from rich.color import Color
 from rich.console import Console, Group, RenderableType
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
-
-from callbacks.base import Callback
-from callbacks.console import is_plain, make_console
 
 
 class RichReport(Callback):
@@ -24,7 +23,7 @@ class RichReport(Callback):
     through `print_report`.
 
     Args:
-        console: a rich Console to write to (default: `callbacks.console.make_console()`,
+        console: a rich Console to write to (default: `digits.callbacks.console.make_console()`,
             created when the report is printed, on stdout).
         title: the heading above the report (default "test").
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 
+from digits.callbacks.base import Callback
+from digits.callbacks.console import is_plain, make_console, table_box
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
-
-from callbacks.base import Callback
-from callbacks.console import is_plain, make_console, table_box
 
 
 class RichSummary(Callback):
@@ -21,7 +20,7 @@ class RichSummary(Callback):
     or `NO_COLOR` is set.
 
     Args:
-        console: a rich Console to write to (default: `callbacks.console.make_console()`,
+        console: a rich Console to write to (default: `digits.callbacks.console.make_console()`,
             created when fitting starts, on stdout).
         layers: include the per-layer table; False prints only the totals and the panel
             (default True).
@@ -109,7 +108,7 @@ def render_run_panel(trainer, console: Console | None = None) -> Panel:
 
 
 def _optimizer(trainer) -> str:
-    from callbacks.lr_monitor import current_learning_rate
+    from digits.callbacks.lr_monitor import current_learning_rate
 
     optimizer = getattr(trainer.model, "optimizer", None)
     if optimizer is None:

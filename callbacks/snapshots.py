@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from callbacks.base import Callback
-from digits.atomic import atomic_path
+from digits.callbacks.base import Callback
+
+from digits.runs.atomic import atomic_path
 
 
 class CycleSnapshots(Callback):

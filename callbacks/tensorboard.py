@@ -11,9 +11,8 @@ import re
 import time
 
 import numpy as np
-
-from callbacks.base import Callback
-from callbacks.lr_monitor import current_learning_rate
+from digits.callbacks.base import Callback
+from digits.callbacks.lr_monitor import current_learning_rate
 
 
 def _writers(trainer) -> dict:

@@ -19,7 +19,7 @@ import os
 import platform
 import sys
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # oneDNN's CPU kernels train the CNN ~1.4x faster on the project's 2-core AVX2 machine, but
 # TensorFlow only turns them on by itself on some x86 CPUs. TensorFlow reads the switch once,
@@ -33,9 +33,9 @@ _LAZY = {
     "Dataset": "digits.data",
     "Split": "digits.data",
     "build_model": "digits.models",
-    "Trainer": "digits.trainer",
-    "RunDirectory": "digits.run_directory",
-    "TestResult": "digits.results",
+    "Trainer": "digits.engine.trainer",
+    "RunDirectory": "digits.runs.directory",
+    "TestResult": "digits.engine.results",
     "DigitsError": "digits.errors",
 }
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tomllib
 
-from digits import config as settings
+from digits.engine import config as settings
 from digits.errors import ConfigError, DigitsError, RunFailure
 
 EXIT_USAGE = 2
@@ -61,7 +61,7 @@ def number_type(kind: type, lo=None, hi=None, lo_open: bool = False, label: str 
 
 
 def setting_type(name: str, label: str):
-    """The argument type of a Trainer setting: its range from `digits.config.RANGES`."""
+    """The argument type of a Trainer setting: its range from `digits.engine.config.RANGES`."""
     r = settings.RANGES[name]
     return number_type(r.kind, r.lo, r.hi, lo_open=r.lo_open, label=label)
 
@@ -171,7 +171,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "
                             "mnist-5k, fashion-mnist, a directory of IDX files or an .npz "
                             f"(default: {default_dataset})")
     group.add_argument("--test-dataset", type=non_empty, default=None, metavar="SPEC",
-                       help="a separate test set, e.g. ../shared/data/mnist (the official 10,000); "
+                       help="a separate test set, e.g. mnist-test (the official 10,000); "
                             "the main dataset then goes whole to training and validation")
     group.add_argument("--validation-split", type=fraction, default=0.1, metavar="F",
                        help="fraction held out for validation, stratified (default: 0.1)")
@@ -180,7 +180,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "
 
 
 def add_saved_model_argument(parser: argparse.ArgumentParser) -> None:
-    """`--model PATH`: a trained model in any format `digits.runtimes` reads."""
+    """`--model PATH`: a trained model in any format `digits.deploy.runtimes` reads."""
     parser.add_argument("--model", required=True, metavar="PATH",
                         help="a .keras model file, or its export by digits.export (SavedModel "
                              "directory, .onnx, .tflite)")

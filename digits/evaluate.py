@@ -1,7 +1,7 @@
 """`python -m digits.evaluate`: report a saved model on a dataset's test split.
 
 Example:
-    python -m digits.evaluate --model logs/cnn/version_0/model.keras --dataset ../shared/data/mnist
+    python -m digits.evaluate --model logs/cnn/version_0/model.keras --dataset mnist-test
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from digits.data import load_dataset
-    from digits.runtimes import KerasRuntime, load_runtime
+    from digits.deploy.runtimes import KerasRuntime, load_runtime
 
     runtime = load_runtime(args.model)
     data = load_dataset(args.dataset, seed=args.seed, announce=False)
@@ -49,13 +49,13 @@ def run(argv: list[str] | None = None) -> int:
         raise DatasetError(f"dataset {args.dataset!r} has no test split")
     data.announce()
     if isinstance(runtime, KerasRuntime):
-        from digits.trainer import Trainer
+        from digits.engine.trainer import Trainer
 
         trainer = Trainer(callbacks=[], batch_size=args.batch_size, enable_checkpointing=False,
                           verbose=False)
         result = trainer.test(runtime.model, data, tta=args.tta)
     else:
-        from digits.results import TestResult
+        from digits.engine.results import TestResult
 
         runtime.batch_size = args.batch_size
         runtime.tta = args.tta
@@ -65,7 +65,7 @@ def run(argv: list[str] | None = None) -> int:
         print(json.dumps({"model": args.model, "format": runtime.format,
                           "dataset": data.summary(), **result.to_dict()}, indent=2))
     else:
-        from callbacks.rich_report import print_report
+        from digits.callbacks.rich_report import print_report
 
         print_report(result)
     return 0

@@ -6,7 +6,7 @@ the exported file is loaded back and run on a test split beside the `.keras` mod
 largest difference of their probabilities, both accuracies, the file sizes and the
 single-image latency of each are printed (and stored beside the export, where
 `digits.serve`'s `/api/model` reads them). `digits.evaluate`, `digits.predict` and
-`digits.serve` read the exported files as they read `.keras` ones (`digits.runtimes`).
+`digits.serve` read the exported files as they read `.keras` ones (`digits.deploy.runtimes`).
 
 Example:
     python -m digits.export --model logs/cnn/version_0/model.keras --format litert --quantize int8
@@ -50,7 +50,7 @@ def build_parser() -> cli.ArgumentParser:
                              "calibrate int8 (default: auto)")
     parser.add_argument("--test-dataset", default=None, metavar="SPEC",
                         help="check on this dataset's test images instead (e.g. "
-                             "../shared/data/mnist, the official 10,000)")
+                             "mnist-test, the official 10,000)")
     parser.add_argument("--seed", type=cli.seed_int, default=0, metavar="N",
                         help="seed of the split, for datasets without their own test part")
     parser.add_argument("--overwrite", action="store_true",
@@ -81,7 +81,7 @@ def run(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--output {output}: a {args.format} file must end in {_suffix(args.format)}")
 
     from digits.data import load_dataset
-    from digits.runtimes import KerasRuntime
+    from digits.deploy.runtimes import KerasRuntime
 
     source = KerasRuntime(args.model)
     data = load_dataset(args.dataset, test_dataset=args.test_dataset, seed=args.seed,
@@ -118,11 +118,11 @@ def export(source, fmt: str, output: Path, quantize: str | None, data) -> dict:
     renamed into place (replacing an old export only once the new one is complete).
 
     A source that computes in bfloat16 is exported, and checked against, as its float32 copy
-    (`digits.precision`): exported runtimes (ONNX Runtime, TFLite) have few bfloat16 kernels,
+    (`digits.speed.precision`): exported runtimes (ONNX Runtime, TFLite) have few bfloat16 kernels,
     and the weights are float32 under every policy, so nothing is rounded.
     """
-    from digits.precision import float32_copy
-    from digits.runtimes import load_runtime, sidecar_path
+    from digits.deploy.runtimes import load_runtime, sidecar_path
+    from digits.speed.precision import float32_copy
 
     source.model = float32_copy(source.model)
 
@@ -138,8 +138,8 @@ def export(source, fmt: str, output: Path, quantize: str | None, data) -> dict:
         try:
             _write(source.model, fmt, work, quantize, data)
         except Exception as e:  # noqa: BLE001 - a converter's failure is the model's, said once
+            from digits.deploy.runtimes import first_line
             from digits.errors import ModelError
-            from digits.runtimes import first_line
 
             raise ModelError(f"{source.path}: cannot export as {fmt}"
                              f"{' ' + quantize if quantize else ''}: {first_line(e)}") from None
@@ -169,7 +169,7 @@ def parity(source, exported, data, fmt: str, quantize: str | None) -> dict:
     single-image latency."""
     import numpy as np
 
-    from digits.results import TestResult
+    from digits.engine.results import TestResult
 
     x, y = data.test.x, data.test.y
     p_source, p_exported = source.predict(x), exported.predict(x)
@@ -224,8 +224,8 @@ def _write(model, fmt: str, path: Path, quantize: str | None, data) -> None:
     """Keras' own export, then the format's own quantizer."""
     import warnings
 
-    from digits.fusion import unfuse_batch_norm
-    from digits.runtimes import quiet_native_output
+    from digits.deploy.runtimes import quiet_native_output
+    from digits.speed.fusion import unfuse_batch_norm
 
     unfuse_batch_norm(model)  # the exporters fold plain BatchNormalization themselves
     model = inference_model(model)
@@ -310,7 +310,7 @@ def _move_into_place(work: Path, output: Path, fmt: str) -> None:
     """Rename the checked export (and its description) onto `output`, the old one last out."""
     import os
 
-    from digits.runtimes import sidecar_path
+    from digits.deploy.runtimes import sidecar_path
 
     old = output.with_name(f".{output.name}.old.tmp")
     _remove(old)
@@ -330,7 +330,7 @@ def _remove(path: Path) -> None:
 
 
 def _suffix(fmt: str) -> str:
-    from digits.runtimes import SUFFIXES
+    from digits.deploy.runtimes import SUFFIXES
 
     return SUFFIXES[fmt]
 

@@ -2,7 +2,7 @@
 
 Photos of paper, scans, screenshots; dark ink on light paper or light on dark; one digit or
 several written in a row, read left to right. Each image is prepared as MNIST was made
-(`digits.images`), read by the model (`digits.reading`), and can be shown as the model saw it
+(`digits.reading.images`), read by the model (`digits.reading`), and can be shown as the model saw it
 (`--explain`).
 
 Example:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from digits.errors import ImageError
-    from digits.images import find_digits_in_file
+    from digits.reading.images import find_digits_in_file
 
     explain_dir = _explain_directory(args.explain) if args.explain else None
     reader, entries, failed, taken = None, [], 0, set()
@@ -101,8 +101,8 @@ def _explain_directory(directory: str):
 
 
 def _write_explanation(directory, image: str, reading, taken: set[str]) -> None:
-    from digits.atomic import atomic_path
-    from digits.explain import explanation, explanation_path
+    from digits.reading.explain import explanation, explanation_path
+    from digits.runs.atomic import atomic_path
 
     try:
         directory.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,11 @@ number, each digit's top three probabilities, and the 28x28 inputs the model saw
 
 - `POST /api/predict`: an image as the raw request body or as a multipart file field; the answer
   is exactly the entry `digits.predict --json` prints for that image (the same code reads it:
-  `digits.images` finds the digits, `digits.reading.Reader` reads them), plus each digit's
+  `digits.reading.images` finds the digits, `digits.reading.Reader` reads them), plus each digit's
   28x28 input as a PNG data URL when asked with `?inputs=1`.
 - `GET /api/health`, `GET /api/model` (the model's path, format, size, test accuracy, classes).
 
-Any model `digits.runtimes` loads is served: a `.keras` file or its SavedModel, ONNX or LiteRT
+Any model `digits.deploy.runtimes` loads is served: a `.keras` file or its SavedModel, ONNX or LiteRT
 export (an int8 `.tflite` is the fast path). Bad requests get a 4xx JSON `{"error": ...}` and
 the server goes on; it binds 127.0.0.1 unless told otherwise and stops cleanly on Ctrl-C or
 SIGTERM.
@@ -76,8 +76,8 @@ def run(argv: list[str] | None = None) -> int:
     except (OSError, OverflowError) as e:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: "
                           f"{getattr(e, 'strerror', None) or e}") from None
+    from digits.deploy.service import ENVIRONMENT, create_app
     from digits.reading import Reader
-    from digits.service import ENVIRONMENT, create_app
 
     # Loaded here even with workers: a model that does not load is one error line, at once.
     reader = Reader.load(args.model, min_probability=args.min_probability, tta=args.tta)
@@ -100,7 +100,7 @@ def run(argv: list[str] | None = None) -> int:
 
         del reader
         os.environ[ENVIRONMENT] = json.dumps(settings)
-        config = uvicorn.Config("digits.service:app_from_environment", factory=True,
+        config = uvicorn.Config("digits.deploy.service:app_from_environment", factory=True,
                                 workers=args.workers, **options)
         import inspect
 

@@ -1,7 +1,7 @@
 """`python -m digits.train`: train a model, test it, and report.
 
 Example:
-    python -m digits.train --dataset mnist-5k --test-dataset ../shared/data/mnist
+    python -m digits.train --dataset mnist-5k --test-dataset mnist-test
 """
 
 from __future__ import annotations
@@ -57,18 +57,18 @@ def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = cli.parse_with_config(parser, argv)
     if args.list_callbacks:
-        from digits.callbacks import main as list_callbacks
+        from digits.callbacks.listing import main as list_callbacks
 
         return list_callbacks([])
 
     # Everything the user gave is checked before a run directory exists, the cheap checks
     # (no TensorFlow yet) first.
-    from callbacks.registry import resolve
-    from digits.config import DEFAULTS
+    from digits.callbacks.registry import resolve
     from digits.data import load_dataset
+    from digits.engine.config import DEFAULTS
     from digits.errors import DatasetError, ModelError
     from digits.models import model_hyperparameters
-    from digits.run_directory import check_writable_dir
+    from digits.runs.directory import check_writable_dir
 
     hyperparameters = dict(args.hp)
     accepted = model_hyperparameters(args.model)  # an unknown model fails before loading data
@@ -130,9 +130,9 @@ def refit(args, data, callbacks, name: str, learning_rate: float, hyperparameter
     not held out (those images are trained on), so it keeps its last epoch, not a "best"."""
     import numpy as np
 
-    from callbacks.checkpoint import Checkpoint
-    from digits.atomic import atomic_path
+    from digits.callbacks.checkpoint import Checkpoint
     from digits.data import Dataset, Split
+    from digits.runs.atomic import atomic_path
 
     best = next((c for c in chosen_by.callbacks if isinstance(c, Checkpoint) and c.best_epoch),
                 None)
@@ -163,7 +163,7 @@ def train_ensemble(args, data, callbacks, name: str, learning_rate: float,
     """`--ensemble N`: N members (seeds SEED..SEED+N-1, one split), each its own resumable run;
     a member already finished with the same configuration is reused; then the averaging
     model, tested and saved under `<name>-ensemble/version_<n>`."""
-    from digits import ensemble
+    from digits.recipes import ensemble
 
     def member_trainer(k: int):
         return make_trainer(args, callbacks(), ensemble.member_name(name, k), learning_rate,
@@ -182,10 +182,10 @@ def train_snapshot_ensemble(args, data, callbacks: list, name: str, learning_rat
     """`--ensemble N --snapshots`: one run whose cosine learning rate restarts N times, a
     snapshot at the end of each cycle; their average tested and saved under
     `<name>-ensemble/version_<n>`."""
-    from callbacks.snapshots import CycleSnapshots
-    from digits import ensemble
+    from digits.callbacks.snapshots import CycleSnapshots
     from digits.errors import ConfigError
     from digits.models import load_model
+    from digits.recipes import ensemble
 
     if args.ensemble < 2:
         raise ConfigError("--snapshots needs --ensemble N with N >= 2 (the snapshots to average)")
@@ -211,7 +211,7 @@ def train_snapshot_ensemble(args, data, callbacks: list, name: str, learning_rat
 
 def make_trainer(args, callbacks: list, name: str, learning_rate: float,
                  seed: int | None = None, epochs: int | None = None, **more):
-    from digits.trainer import Trainer
+    from digits.engine.trainer import Trainer
 
     return Trainer(
         max_epochs=args.epochs if epochs is None else epochs,
@@ -239,8 +239,8 @@ def make_trainer(args, callbacks: list, name: str, learning_rate: float,
 
 def find_learning_rate(trainer, args, data, hyperparameters: dict):
     """The learning-rate range test on a throwaway model; prints what it found and where."""
-    from digits import lr_finder
     from digits.errors import ConfigError
+    from digits.recipes import lr_finder
 
     found, where = lr_finder.run(trainer, trainer.build_model(args.model, **hyperparameters),
                                  data)
@@ -256,7 +256,7 @@ def earlier_automatic_rate(log_dir: str, name: str) -> float | None:
     """The learning rate an unfinished `--learning-rate auto` run of this name chose, so that
     the same command resumes it instead of sweeping again (a sweep is not bit-reproducible,
     and a different rate would start a new run)."""
-    from digits.run_directory import RunDirectory
+    from digits.runs.directory import RunDirectory
 
     latest = RunDirectory.latest(log_dir, name)
     if latest is None:
@@ -271,7 +271,7 @@ def earlier_automatic_rate(log_dir: str, name: str) -> float | None:
 
 def best_model(trainer, model):
     """The checkpointed best-by-validation model when there is one, else the final weights."""
-    from callbacks.checkpoint import Checkpoint
+    from digits.callbacks.checkpoint import Checkpoint
 
     for c in trainer.callbacks:
         if isinstance(c, Checkpoint) and c.path is not None and c.path.is_file():
@@ -285,7 +285,7 @@ def best_model(trainer, model):
 
 def report(trainer, result) -> None:
     """Print the run directory, and the test report unless a rich report already showed it."""
-    from callbacks.rich_report import RichReport
+    from digits.callbacks.rich_report import RichReport
 
     if not any(isinstance(c, RichReport) for c in trainer.callbacks):
         print(result.report_text())

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 
 from digits import cli
-from tuner.pruning import PRUNERS, check_pruner
-from tuner.space import MODEL, TRAINER_HYPERPARAMETERS, check_pins, space_help
+from digits.tuner.pruning import PRUNERS, check_pruner
+from digits.tuner.space import MODEL, TRAINER_HYPERPARAMETERS, check_pins, space_help
 
 TUNERS = ("hyperband", "random", "bayesian", "grid")
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
@@ -152,7 +152,7 @@ def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = cli.parse_with_config(parser, argv)
     if args.list_callbacks:
-        from digits.callbacks import main as list_callbacks
+        from digits.callbacks.listing import main as list_callbacks
 
         return list_callbacks([])
 
@@ -164,12 +164,12 @@ def run(argv: list[str] | None = None) -> int:
                           f"most --final-epochs ({args.final_epochs})")
     if args.swa_lr is not None and args.swa is None:
         raise ConfigError("--swa-lr needs --swa EPOCHS")
-    from tuner.distributed import role_from_environment
+    from digits.tuner.distributed import role_from_environment
 
     role = role_from_environment()
     args.parallel_trials = _parallel_trials(args.parallel_trials, role)
     if role.kind == "worker":
-        from tuner.distributed import stop_when_chief_dies
+        from digits.tuner.distributed import stop_when_chief_dies
 
         stop_when_chief_dies()  # a worker that --parallel-trials started
     elif args.parallel_trials > 1:
@@ -189,7 +189,7 @@ def _with_environment_restored(function):
 
 
 def _run_search(args, argv, role) -> int:
-    from digits.run_directory import check_writable_dir
+    from digits.runs.directory import check_writable_dir
 
     check_pruner(args.pruner, args.tuner)
     pins = check_pins(dict(args.hp))
@@ -200,17 +200,17 @@ def _run_search(args, argv, role) -> int:
 
     # Every trial builds a new model, so TensorFlow's "retracing" notices are expected noise.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    from digits.precision import resolve_precision
+    from digits.speed.precision import resolve_precision
 
     # The search records the policy its trials compute in, not "auto".
     args.precision = resolve_precision(args.precision)
-    from callbacks.registry import resolve
+    from digits.callbacks.registry import resolve
     from digits.data import load_dataset
     from digits.errors import DatasetError
-    from tuner.hypermodel import DigitsHyperModel
-    from tuner.keras_tuner_internals import quiet_trial_tracebacks
-    from tuner.live import make_display
-    from tuner.search import objective_direction, planned_trials
+    from digits.tuner.hypermodel import DigitsHyperModel
+    from digits.tuner.keras_tuner_internals import quiet_trial_tracebacks
+    from digits.tuner.live import make_display
+    from digits.tuner.search import objective_direction, planned_trials
 
     def run_callbacks() -> list:
         return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
@@ -250,7 +250,7 @@ def _run_search(args, argv, role) -> int:
     settings = _search_settings(args, pins)
     overwrite = args.overwrite and role.holds_oracle  # a worker never deletes the chief's files
     if role.holds_oracle and not overwrite:
-        from tuner.search import check_settings
+        from digits.tuner.search import check_settings
 
         check_settings(project_dir, settings)
     tuner = _make_tuner(args, hypermodel, project, max_trials, pins, overwrite, display, role)
@@ -261,7 +261,7 @@ def _run_search(args, argv, role) -> int:
 
     workers = None
     if role.kind == "chief" and args.parallel_trials > 1:
-        from tuner.distributed import TRIALS_PER_PROCESS, LocalWorkers, trials_per_process
+        from digits.tuner.distributed import TRIALS_PER_PROCESS, LocalWorkers, trials_per_process
 
         workers = LocalWorkers(args.parallel_trials, _worker_argv(argv),
                                port=int(role.address.rsplit(":", 1)[1]),
@@ -279,7 +279,7 @@ def _run_search(args, argv, role) -> int:
 def _parallel_trials(value, role) -> int:
     """How many trials this process runs at a time through workers of its own."""
     from digits.errors import ConfigError
-    from tuner.distributed import auto_parallel_trials, has_gpu, usable_cores
+    from digits.tuner.distributed import auto_parallel_trials, has_gpu, usable_cores
 
     if role.kind != "single":
         if value not in ("auto", 1) and role.kind == "chief":
@@ -292,7 +292,7 @@ def _parallel_trials(value, role) -> int:
 def _become_local_chief():
     """This process as the chief of a search on 127.0.0.1 (for --parallel-trials): keras-tuner
     reads its role from the environment when the tuner is made (the caller restores it)."""
-    from tuner.distributed import (
+    from digits.tuner.distributed import (
         ENV_ORACLE_IP,
         ENV_ORACLE_PORT,
         ENV_TUNER_ID,
@@ -327,22 +327,22 @@ def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks,
             workers=None) -> int:
     """Run this process's part of the search, then (the chief, or a lone search) sum it up
     and retrain the best; the command's exit code."""
-    from tuner.distributed import SearchStopped
+    from digits.tuner.distributed import SearchStopped
 
     try:
         with display.session():
             if role.kind == "chief":
-                from tuner.distributed import serve
+                from digits.tuner.distributed import serve
 
                 serve(tuner, display, role.address,
                       watch=workers.check if workers is not None else None)
             else:
-                from tuner.distributed import trials_per_process
+                from digits.tuner.distributed import trials_per_process
 
                 finished = tuner.run_search(data, epochs=args.max_epochs, max_trials=(
                     trials_per_process() if role.kind == "worker" else None))
                 if not finished:
-                    from tuner.distributed import EXIT_RECYCLE
+                    from digits.tuner.distributed import EXIT_RECYCLE
 
                     display.line(f"worker {role.tuner_id}: ran its share of trials; the chief "
                                  "starts it afresh (TensorFlow keeps each trial's graph)")
@@ -369,7 +369,7 @@ def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks,
 
 def _make_tuner(args, hypermodel, project, max_trials, pins, overwrite, display, role):
     from digits.errors import ConfigError
-    from tuner.search import make_tuner
+    from digits.tuner.search import make_tuner
 
     try:
         return make_tuner(
@@ -411,8 +411,8 @@ def _search_settings(args, pins: dict) -> dict:
 def _check_pinned_values(pins: dict) -> None:
     """Build the pinned architecture values once and check the pinned optimizer settings, so a
     value out of range is an input error now rather than a failed trial later."""
+    from digits.engine.trainer import Trainer
     from digits.models import build_model
-    from digits.trainer import Trainer
 
     model_pins = {k: v for k, v in pins.items() if k not in TRAINER_HYPERPARAMETERS}
     if model_pins:
@@ -423,8 +423,8 @@ def _check_pinned_values(pins: dict) -> None:
 
 
 def _announce(args, tuner, role, display, project_dir, planned, settings) -> None:
-    from tuner.display import plural
-    from tuner.search import reload_report, write_settings
+    from digits.tuner.display import plural
+    from digits.tuner.search import reload_report, write_settings
 
     write_settings(project_dir, settings)
     how = f"{plural(planned, 'trial')} planned" if planned else "trials until the space is exhausted"
@@ -433,7 +433,7 @@ def _announce(args, tuner, role, display, project_dir, planned, settings) -> Non
                  f"objective {args.objective} ({direction}); {how}; in {project_dir}")
     report = reload_report(tuner.oracle)
     if report["completed"] or report["failed"] or report["restarted"]:
-        from tuner.pruning import read_pruned
+        from digits.tuner.pruning import read_pruned
 
         pruned = len(set(read_pruned(project_dir)) & set(report["completed"]))
         parts = [f"{plural(len(report['completed']), 'finished trial')} reloaded, not rerun"
@@ -451,14 +451,14 @@ def _announce(args, tuner, role, display, project_dir, planned, settings) -> Non
 
 def _summarize(args, tuner, display, project_dir) -> dict | None:
     """The table of the best trials, failed trials, and best_hyperparameters.json."""
-    from tuner.display import format_values
-    from tuner.search import (
+    from digits.tuner.display import format_values
+    from digits.tuner.search import (
         best_record,
         failed_trials,
         trial_rows,
         write_best_hyperparameters,
     )
-    from tuner.space import SEARCH_SPACE
+    from digits.tuner.space import SEARCH_SPACE
 
     oracle = tuner.oracle
     rows = trial_rows(oracle, project_dir, top=args.top)
@@ -485,10 +485,10 @@ def _summarize(args, tuner, display, project_dir) -> dict | None:
 def _what_mattered(args, oracle, display, project_dir: Path, pins: dict) -> None:
     """Each hyperparameter's share of the objective's spread (terminal and TensorBoard text)
     and `search_history.png` (each trial's score and the best so far)."""
-    from digits.atomic import atomic_write_bytes
-    from tuner.display import plural
-    from tuner.importance import history_png, importance, importance_text
-    from tuner.search import objective_direction, trial_rows
+    from digits.runs.atomic import atomic_write_bytes
+    from digits.tuner.display import plural
+    from digits.tuner.importance import history_png, importance, importance_text
+    from digits.tuner.search import objective_direction, trial_rows
 
     rows = trial_rows(oracle, project_dir)
     if not rows:
@@ -523,11 +523,12 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
     latest such run already trained and tested these hyperparameters, it is reported instead
     of trained again.
     """
-    from callbacks.hparams import HParams, with_hparams
-    from digits import ensemble, train
-    from digits.run_directory import RunDirectory
-    from digits.trainer import Trainer
-    from tuner.display import plural
+    from digits import train
+    from digits.callbacks.hparams import HParams, with_hparams
+    from digits.engine.trainer import Trainer
+    from digits.recipes import ensemble
+    from digits.runs.directory import RunDirectory
+    from digits.tuner.display import plural
 
     values = dict(record["hyperparameters"])
     final = {"best_trial": record["trial_id"], "hyperparameters": values,

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from tuner.distributed import free_port
+from digits.tuner.distributed import free_port
 
 TRIAL_STARTED = re.compile(r"^trial \d+(?:/\d+)? \(id (?P<id>[^)]+)\) started")
 

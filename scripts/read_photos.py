@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How well do trained models read photo-like images? Accuracy per kind, mean over models.
 
-The images are made by `digits.photos` from digits that no model trained on: the official MNIST
+The images are made by `scripts/photos.py` from digits that no model trained on: the official MNIST
 test set (`--source official`, for the figures we publish; nothing is chosen on them) or the
 validation split that `digits.train --test-dataset` holds out of the embedded 5,000
 (`--source validation`, for choosing settings). Scans of other writers come from scikit-learn's
@@ -35,7 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 ROOT = Path(__file__).resolve().parents[1]
-OFFICIAL_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+sys.path.append(str(ROOT))  # `scripts.photos`, the photo-like images
+OFFICIAL_MNIST = ROOT / "digits" / "datasets" / "mnist-test"  # the `mnist-test` spec
 SEED_BASE = {"validation": 10_000, "official": 777_000}
 CHUNK = 64
 
@@ -57,7 +58,7 @@ def optdigits(path: str) -> tuple[np.ndarray, np.ndarray]:
 def source_digits(source: str, official_dir: Path, scans_path: str | None = None):
     """(x, y) of MNIST digits and (images, labels) of 8x8 scans, none of them trained on."""
     from digits.data import load_dataset
-    from digits.photos import sklearn_digits
+    from scripts.photos import sklearn_digits
 
     scans = optdigits(scans_path) if scans_path else None
     if source == "official":
@@ -77,9 +78,9 @@ def measure(reader, kind: str, count: int, source: str, mnist, scans,
 
     Each image draws its digit at random (with replacement); with `each_once`, the scans are
     every digit of the set once, in order (`count` is then the set's size)."""
-    from digits import photos
     from digits.errors import ImageError
-    from digits.images import find_digits
+    from digits.reading.images import find_digits
+    from scripts import photos
 
     right = digits_right = digits_total = wrong_length = refused = 0
     flagged_wrong = flagged_right = wrong_digits = right_digits = 0
@@ -137,7 +138,7 @@ def parse_args(argv):
                              "optdigits.tra: 3,823 digits by 30 writers, none of scikit-learn's "
                              "13), all of them, instead of scikit-learn's")
     parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation (digits.tta), as digits.predict --tta")
+                        help="test-time augmentation (digits.recipes.tta), as digits.predict --tta")
     parser.add_argument("--official", default=str(OFFICIAL_MNIST), help="the official test set")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
@@ -146,8 +147,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from digits.photos import KINDS
     from digits.reading import MIN_PROBABILITY, Reader
+    from scripts.photos import KINDS
 
     kinds = args.kinds.split(",") if args.kinds else list(KINDS)
     mnist, scans = source_digits(args.source, Path(args.official), args.scans)

@@ -69,7 +69,7 @@ def run_one(flags: list[str], seed: int, dataset: str, test_dataset: str, log_di
 def validation_accuracy(model_path: Path, dataset: str, test_dataset: str, seed: int) -> float:
     """A saved model's accuracy on the validation split `digits.train --seed SEED` held out."""
     from digits.data import load_dataset
-    from digits.runtimes import load_runtime
+    from digits.deploy.runtimes import load_runtime
 
     data = load_dataset(dataset, test_dataset=test_dataset, seed=seed, announce=False)
     predicted = load_runtime(model_path).predict(data.val.x).argmax(axis=1)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a variant: its name and the digits.train flags it adds")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--dataset", default="mnist-5k")
-    parser.add_argument("--test-dataset", default=str(ROOT.parent / "shared/data/mnist"))
+    parser.add_argument("--test-dataset", default="mnist-test")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
                         help="keep each run's directory (its model.keras) as DIR/VARIANT/seed_S")

@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tuner.distributed import free_port  # noqa: F401 - shared with the screenshot script and tests
+from digits.tuner.distributed import free_port  # noqa: F401 - shared with the screenshot script and tests
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6006

@@ -1,4 +1,4 @@
-"""Which test-time augmentation helps: each set of `digits.tta` views on validation.
+"""Which test-time augmentation helps: each set of `digits.recipes.tta` views on validation.
 
 For each run directory given (a `digits.train` run with its model.keras and config.json), the
 run's own validation split is rebuilt from its config (dataset, split, seed) and read with each
@@ -26,9 +26,9 @@ SETS = {
 
 
 def main(argv: list[str]) -> int:
-    from digits import tta
     from digits.data import load_dataset
-    from digits.runtimes import load_runtime
+    from digits.deploy.runtimes import load_runtime
+    from digits.recipes import tta
 
     totals = {name: [0, 0, 0.0] for name in SETS}  # right, seen, summed loss
     for run in (Path(a) for a in argv):

@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+OFFICIAL_MNIST = ROOT / "digits" / "datasets" / "mnist-test"  # the `mnist-test` spec
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def centroid_result(mnist5k):
     held-out embedded digits (real images, real imperfect predictions, in milliseconds)."""
     import numpy as np
 
-    from digits.results import TestResult
+    from digits.engine.results import TestResult
 
     x_train = mnist5k.train.x.reshape(len(mnist5k.train), -1)
     centroids = np.stack([x_train[mnist5k.train.y == k].mean(axis=0) for k in range(10)])
@@ -69,9 +69,9 @@ def reader_model(tmp_path_factory, mnist5k):
 
 @pytest.fixture(scope="session")
 def official_test_dir():
-    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.fail(f"the official MNIST test set is missing at {SHARED_MNIST}")
-    return SHARED_MNIST
+    if not (OFFICIAL_MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"the official MNIST test set is missing at {OFFICIAL_MNIST}")
+    return OFFICIAL_MNIST
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,

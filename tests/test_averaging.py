@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from digits.callbacks.base import Callback
 
-from callbacks.base import Callback
 from tests.test_resume import CrashAt, fit, make_trainer, op_determinism_off_afterwards  # noqa: F401
 
 
@@ -23,13 +23,13 @@ class ValidationWeights(Callback):
 
 
 def test_keras_keeps_one_average_per_trainable_variable_among_the_optimizer_variables():
-    """What digits.averaging assumes of Keras' private names, and that the run's state (the
+    """What digits.recipes.averaging assumes of Keras' private names, and that the run's state (the
     optimizer's variables) holds the averages."""
     import keras
 
-    from digits.averaging import WeightAverage
-    from digits.compiling import make_optimizer
+    from digits.engine.compiling import make_optimizer
     from digits.models import build_model
+    from digits.recipes.averaging import WeightAverage
 
     model = build_model("cnn", filters=4, dense_units=8)
     model.compile(optimizer=make_optimizer("adam", 1e-3, ema_decay=0.9),
@@ -105,8 +105,8 @@ def test_a_resumed_run_with_averaged_weights_ends_bit_identical(tmp_path, small_
 def test_swa_settings_and_schedule():
     """The averaged epochs run at a constant swa_lr (half the rate unless given), reached
     by the cosine as they begin; averaging twice, or with restarts, is refused."""
-    from digits.compiling import learning_rate_schedule
-    from digits.config import TrainerConfig
+    from digits.engine.compiling import learning_rate_schedule
+    from digits.engine.config import TrainerConfig
     from digits.errors import ConfigError
 
     config = TrainerConfig(max_epochs=10, swa_epochs=4, learning_rate=1e-3)
@@ -134,7 +134,7 @@ def test_swa_settings_and_schedule():
 def test_swa_is_the_mean_of_the_epochs_weights_and_batch_norm_is_recomputed_for_it():
     import keras
 
-    from digits.averaging import StochasticWeightAverage
+    from digits.recipes.averaging import StochasticWeightAverage
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9)(

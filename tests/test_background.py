@@ -7,10 +7,10 @@ import threading
 import time
 
 import pytest
+from digits.callbacks import Callback
 
-from callbacks import Callback
-from digits import background as background_module
-from digits.background import Background
+from digits.runs import background as background_module
+from digits.runs.background import Background
 
 
 def test_tasks_run_in_order_on_another_thread_and_wait_waits_for_them():
@@ -95,8 +95,8 @@ class EpochStarts(Callback):
 
 def test_the_state_of_an_epoch_is_written_while_the_next_trains_and_whole_at_the_end(
         tmp_path, small_data, monkeypatch):
-    from digits import run_state
-    from digits.trainer import Trainer
+    from digits.engine.trainer import Trainer
+    from digits.runs import state as run_state
 
     writes = []  # (epoch file, thread, finished at)
     real_write = run_state.write_variables
@@ -136,8 +136,8 @@ class FailsInBackground(Callback):
 
 def test_a_callbacks_failing_background_task_stops_the_fit_named_and_keeps_the_last_state(
         tmp_path, small_data):
+    from digits.engine.trainer import Trainer
     from digits.errors import CallbackRaised
-    from digits.trainer import Trainer
 
     trainer = Trainer(max_epochs=4, log_dir=tmp_path, name="bg", batch_size=64,
                       limit_train_batches=2, limit_val_batches=1,
@@ -156,7 +156,7 @@ def test_a_callbacks_failing_background_task_stops_the_fit_named_and_keeps_the_l
 
 
 def test_run_in_background_outside_a_fit_runs_at_once(tmp_path):
-    from digits.trainer import Trainer
+    from digits.engine.trainer import Trainer
 
     ran = []
     Trainer(log_dir=tmp_path, verbose=False).run_in_background(lambda: ran.append(1))
@@ -189,7 +189,7 @@ class SlowEpochEnd(Callback):
 
 def test_work_queued_at_an_epochs_end_starts_after_every_callbacks_epoch_end(
         tmp_path, small_data):
-    from digits.trainer import Trainer
+    from digits.engine.trainer import Trainer
 
     queues, slow = QueuesWork(), SlowEpochEnd()
     trainer = Trainer(max_epochs=2, log_dir=tmp_path, name="bg", batch_size=64,
@@ -204,7 +204,7 @@ def test_work_queued_at_an_epochs_end_starts_after_every_callbacks_epoch_end(
 def test_ctrl_c_waits_until_the_block_is_done():
     import signal
 
-    from digits.background import interrupts_deferred
+    from digits.runs.background import interrupts_deferred
 
     # Python's own Ctrl-C handler, as in a terminal: a suite started in the background by a
     # non-interactive shell inherits SIGINT ignored, and a deferral has nothing to defer then.

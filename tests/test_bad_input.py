@@ -454,7 +454,7 @@ CASES = [
     spec("callback-os-system", "os:system", "standard-library", subprocess=True),
     spec("callback-subprocess-run", "subprocess:run(args=['touch', 'PWNED'])", "standard-library"),
     spec("callback-plain-function", "digits.data:load_dataset", "not a callback class or factory"),
-    spec("callback-class-that-is-not-a-callback", "digits.trainer:RunDirectory",
+    spec("callback-class-that-is-not-a-callback", "digits.engine.trainer:RunDirectory",
          "not a callback"),
     spec("callback-code-in-argument",
          "confusion_matrix(every_n_epochs=__import__('os').system('touch PWNED'))", "literals",

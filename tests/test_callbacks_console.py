@@ -11,13 +11,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from digits.callbacks.console import is_plain, make_console
+from digits.callbacks.rich_progress import RichProgress
+from digits.callbacks.rich_report import print_report, render_report, report_text
+from digits.callbacks.rich_summary import RichSummary
 from rich.console import Console
 
-from callbacks.console import is_plain, make_console
-from callbacks.rich_progress import RichProgress
-from callbacks.rich_report import print_report, render_report, report_text
-from callbacks.rich_summary import RichSummary
-from digits.trainer import Trainer
+from digits.engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 ESCAPE = "\x1b"
@@ -61,9 +61,9 @@ def test_a_ci_log_gets_one_plain_line_per_epoch_a_summary_and_a_report(short_tmp
     # stdout is a pipe here, as in CI: the default console must not draw bars or colour.
     tmp_path = short_tmp
     script = textwrap.dedent(f"""
-        from callbacks.registry import create
+        from digits.callbacks.registry import create
         from digits.data import Dataset, load_dataset
-        from digits.trainer import Trainer
+        from digits.engine.trainer import Trainer
 
         full = load_dataset("mnist-5k")
         data = Dataset(full.train.take(512), full.val.take(256), full.test.take(256),

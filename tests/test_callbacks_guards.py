@@ -8,15 +8,15 @@ import json
 import keras
 import numpy as np
 import pytest
+from digits.callbacks.base import Callback
+from digits.callbacks.console import make_console
+from digits.callbacks.early_stopping import EarlyStopping
+from digits.callbacks.nan_guard import NanGuard
+from digits.callbacks.rich_progress import RichProgress
 
-from callbacks.base import Callback
-from callbacks.console import make_console
-from callbacks.early_stopping import EarlyStopping
-from callbacks.nan_guard import NanGuard
-from callbacks.rich_progress import RichProgress
 from digits.data import Dataset, Split
+from digits.engine.trainer import Trainer
 from digits.errors import TrainingStopped
-from digits.trainer import Trainer
 
 
 class Diverge(keras.callbacks.Callback):
@@ -191,7 +191,7 @@ def test_a_resumed_run_resumes_its_patience_and_says_where_it_resumed(tmp_path, 
 
 
 def test_early_stopping_refuses_a_metric_the_logs_do_not_have(tmp_path, small_data):
-    from callbacks.monitor import MonitorError
+    from digits.callbacks.monitor import MonitorError
 
     trainer = Trainer(max_epochs=2, callbacks=[EarlyStopping(monitor="val_acc")], log_dir=tmp_path,
                       verbose=False, limit_train_batches=1)

@@ -21,21 +21,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from digits.callbacks.base import Callback
+from digits.callbacks.classification_report import ClassificationReport
+from digits.callbacks.confusion_matrix import ConfusionMatrixImages
+from digits.callbacks.embeddings import Embeddings
+from digits.callbacks.hparams import HParams
+from digits.callbacks.misclassified import MisclassifiedImages
+from digits.callbacks.plots import Plots
+from digits.callbacks.pr_curves import PRCurves
+from digits.callbacks.profiler import Profiler
+from digits.callbacks.tensorboard import TensorBoardScalars
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-from callbacks.base import Callback
-from callbacks.classification_report import ClassificationReport
-from callbacks.confusion_matrix import ConfusionMatrixImages
-from callbacks.embeddings import Embeddings
-from callbacks.hparams import HParams
-from callbacks.misclassified import MisclassifiedImages
-from callbacks.plots import Plots
-from callbacks.pr_curves import PRCurves
-from callbacks.profiler import Profiler
-from callbacks.tensorboard import TensorBoardScalars
-from digits.trainer import Trainer
+from digits.engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "scripts" / "tensorboard.py"

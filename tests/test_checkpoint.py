@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callbacks.checkpoint import Checkpoint
+from digits.callbacks.checkpoint import Checkpoint
 
 
 class FakeRun:
@@ -71,9 +71,9 @@ def test_a_monitor_missing_from_the_epoch_is_an_input_error_that_lists_the_metri
 
 
 def test_monitors_share_one_rule_for_better():
-    from callbacks.early_stopping import EarlyStopping
-    from callbacks.monitor import MonitorCallback, monitor_mode
-    from tuner.search import objective_direction
+    from digits.callbacks.early_stopping import EarlyStopping
+    from digits.callbacks.monitor import MonitorCallback, monitor_mode
+    from digits.tuner.search import objective_direction
 
     assert [monitor_mode(m) for m in ("val_loss", "loss", "val_accuracy")] == ["min", "min", "max"]
     assert objective_direction("val_loss") == "min" and objective_direction("val_accuracy") == "max"
@@ -87,10 +87,10 @@ def test_monitors_share_one_rule_for_better():
 def test_two_stateful_callbacks_may_not_share_a_state_key(tmp_path, small_data):
     """The second's state used to overwrite the first's in the run's state, silently."""
     import pytest
+    from digits.callbacks.early_stopping import EarlyStopping
 
-    from callbacks.early_stopping import EarlyStopping
+    from digits.engine.trainer import Trainer
     from digits.errors import ConfigError
-    from digits.trainer import Trainer
 
     trainer = Trainer(max_epochs=1, log_dir=tmp_path, verbose=False, limit_train_batches=1,
                       callbacks=[EarlyStopping(patience=3), EarlyStopping(monitor="val_accuracy")])

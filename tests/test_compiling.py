@@ -1,4 +1,4 @@
-"""digits.compiling: how the Trainer compiles a model (the bench's contenders compile alike)."""
+"""digits.engine.compiling: how the Trainer compiles a model (the bench's contenders compile alike)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from digits.compiling import build_optimizer, compile_model, make_optimizer
-from digits.config import TrainerConfig
+from digits.engine.compiling import build_optimizer, compile_model, make_optimizer
+from digits.engine.config import TrainerConfig
+from digits.engine.trainer import Trainer
 from digits.models import build_model
-from digits.trainer import Trainer
 
 
 def small_model():
@@ -60,7 +60,7 @@ def test_every_optimizer_the_settings_offer_can_be_made(name, kind):
 
 
 def test_the_smoothed_loss_is_keras_cross_entropy_of_smoothed_one_hot_targets():
-    from digits.metrics import SmoothedSparseCrossentropy
+    from digits.engine.metrics import SmoothedSparseCrossentropy
 
     rng = np.random.default_rng(0)
     probabilities = rng.dirichlet(np.ones(10), size=64).astype("float32")

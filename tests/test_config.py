@@ -1,4 +1,4 @@
-"""digits.config: the Trainer's settings, checked once, and the flags built from them."""
+"""digits.engine.config: the Trainer's settings, checked once, and the flags built from them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from digits import cli
-from digits.config import DEFAULTS, NAME_PATTERN, RANGES, TrainerConfig, check_name
+from digits.engine.config import DEFAULTS, NAME_PATTERN, RANGES, TrainerConfig, check_name
 from digits.errors import ConfigError
 
 # setting -> the command-line type that parses it
@@ -87,7 +87,7 @@ def test_a_run_name_is_refused_alike_by_the_trainer_and_the_flag(name):
 
 
 def test_the_trainer_exposes_each_setting_read_only(tmp_path):
-    from digits.trainer import Trainer
+    from digits.engine.trainer import Trainer
 
     trainer = Trainer(batch_size=64, optimizer="sgd", log_dir=tmp_path, verbose=False)
     assert (trainer.batch_size, trainer.optimizer, trainer.max_epochs) == (64, "sgd", 40)

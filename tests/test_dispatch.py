@@ -1,12 +1,12 @@
-"""digits.dispatch: hooks in order, through one Keras callback; failures named, not hidden."""
+"""digits.engine.dispatch: hooks in order, through one Keras callback; failures named, not hidden."""
 
 from __future__ import annotations
 
 import keras
 import pytest
+from digits.callbacks.base import Callback
 
-from callbacks.base import Callback
-from digits.dispatch import Dispatcher, check_state_keys, hook_method
+from digits.engine.dispatch import Dispatcher, check_state_keys, hook_method
 from digits.errors import CallbackRaised, ConfigError, TrainingStopped
 
 
@@ -86,7 +86,7 @@ def test_callbacks_with_a_trainer_slot_are_bound_to_it():
 
 
 def test_two_callbacks_keeping_state_under_one_key_are_refused():
-    from callbacks.early_stopping import EarlyStopping
+    from digits.callbacks.early_stopping import EarlyStopping
 
     with pytest.raises(ConfigError, match="under the key 'EarlyStopping'"):
         check_state_keys([EarlyStopping(), EarlyStopping(monitor="val_accuracy")])
@@ -101,7 +101,8 @@ def test_two_callbacks_keeping_state_under_one_key_are_refused():
     ("profiler(top=0)", "top must be"),
 ])
 def test_bad_arguments_of_the_tensorboard_views_are_spec_errors(spec, message):
-    from callbacks.registry import resolve
+    from digits.callbacks.registry import resolve
+
     from digits.errors import CallbackSpecError
 
     with pytest.raises(CallbackSpecError, match=message):
@@ -109,7 +110,7 @@ def test_bad_arguments_of_the_tensorboard_views_are_spec_errors(spec, message):
 
 
 def test_a_profiler_times_every_hook_of_every_callback():
-    from digits.dispatch import HookTimer
+    from digits.engine.dispatch import HookTimer
 
     timer = HookTimer()
     dispatcher = Dispatcher([Logs([], "a"), Raises(ValueError())], stage="test", timer=timer)

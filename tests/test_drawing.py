@@ -1,4 +1,4 @@
-"""callbacks.drawing and the pictures the callbacks draw (confusion matrix, misclassified
+"""digits.callbacks.drawing and the pictures the callbacks draw (confusion matrix, misclassified
 grid, curves), and the summary writers, checked without training (`centroid_result`)."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import types
 
 import numpy as np
 import pytest
+from digits.callbacks.drawing import draw_confusion_matrix, render_confusion_matrix
+from digits.callbacks.misclassified import draw_misclassified, worst_errors
+from digits.callbacks.plots import plot_curves
+from digits.callbacks.tensorboard import close_summary_writers, summary_writer
 from PIL import Image
 
-from callbacks.drawing import draw_confusion_matrix, render_confusion_matrix
-from callbacks.misclassified import draw_misclassified, worst_errors
-from callbacks.plots import plot_curves
-from callbacks.tensorboard import close_summary_writers, summary_writer
 from digits.data import FASHION_CLASSES
-from digits.trainer import RunDirectory
+from digits.engine.trainer import RunDirectory
 
 
 def test_confusion_matrix_image_two_panels_at_least_400_pixels_high(centroid_result):

@@ -12,9 +12,9 @@ from tests.conftest import run_cli
 
 def test_an_ensemble_averages_its_members_and_loads_in_safe_mode(small_data, tmp_path):
     import digits
-    from digits.ensemble import build_ensemble
     from digits.errors import ConfigError
     from digits.models import load_model
+    from digits.recipes.ensemble import build_ensemble
 
     members = []
     for seed in (0, 1):
@@ -67,8 +67,8 @@ def test_train_ensemble_reports_each_member_saves_one_model_and_reuses_finished_
 
 
 def test_cosine_cycles_restart_the_learning_rate():
-    from digits.compiling import compile_model
-    from digits.config import TrainerConfig
+    from digits.engine.compiling import compile_model
+    from digits.engine.config import TrainerConfig
     from digits.models import build_model
 
     model = build_model("cnn", filters=4, dense_units=8)

@@ -36,7 +36,7 @@ def source(reader_model, tmp_path_factory):
 
 @pytest.mark.parametrize(("fmt", "quantize"), EXPORTS, ids=[f"{f}-{q or 'float32'}" for f, q in EXPORTS])
 def test_each_export_matches_its_source_and_is_read_like_it(fmt, quantize, source, mnist5k, capsys):
-    from digits.runtimes import load_runtime, sidecar_path
+    from digits.deploy.runtimes import load_runtime, sidecar_path
 
     argv = ["--model", str(source), "--format", fmt] + (["--quantize", quantize] if quantize else [])
     report = export(capsys, *argv)
@@ -62,7 +62,8 @@ def test_each_export_matches_its_source_and_is_read_like_it(fmt, quantize, sourc
     assert probabilities.shape == (500, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=2e-2)
     assert float((probabilities.argmax(1) == mnist5k.test.y).mean()) == theirs["accuracy"]
     if (fmt, quantize) == ("litert", "int8"):  # the fast path, through both commands
-        from digits import evaluate, photos, predict
+        from digits import evaluate, predict
+        from scripts import photos
 
         assert evaluate.main(["--model", str(output), "--dataset", "mnist-5k", "--json",
                               "--no-tta"]) == 0

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from digits.fusion import fuse_batch_norm, is_fused, unfuse_batch_norm
+from digits.speed.fusion import fuse_batch_norm, is_fused, unfuse_batch_norm
 
 
 def small_bn_model(seed: int = 1, policy: str = "float32"):

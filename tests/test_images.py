@@ -1,6 +1,6 @@
 """Your own images -> 28x28 inputs: photos of paper, boards, scans and numbers, made from real digits.
 
-The images come from `digits.photos` (the embedded MNIST digits on lit paper, with noise, blur
+The images come from `scripts/photos.py` (the embedded MNIST digits on lit paper, with noise, blur
 and JPEG) and know where each digit is, so the tests check the boxes as well as the inputs.
 The classifier for the reading tests is a nearest-neighbour vote over the embedded digits:
 real, imperfect and without TensorFlow.
@@ -13,9 +13,9 @@ import io
 import numpy as np
 import pytest
 
-from digits import images, photos
 from digits.errors import ImageError
-from digits.reading import read_digits
+from digits.reading import images, read_digits
+from scripts import photos
 
 
 def iou(a, b) -> float:

@@ -10,8 +10,7 @@ import threading
 
 import keras_tuner
 import pytest
-
-from tuner import keras_tuner_internals as internals
+from digits.tuner import keras_tuner_internals as internals
 
 
 @pytest.fixture

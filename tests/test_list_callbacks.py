@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from digits.callbacks.listing import print_callbacks, registered_callbacks
+from digits.callbacks.registry import DEFAULT_NAMES, describe, registered
 from rich.console import Console
-
-from callbacks.registry import DEFAULT_NAMES, describe, registered
-from digits.callbacks import print_callbacks, registered_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from digits import lr_finder
+from digits.recipes import lr_finder
 from tests.conftest import run_cli
 
 

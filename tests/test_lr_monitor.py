@@ -6,10 +6,10 @@ import json
 
 import keras
 import pytest
+from digits.callbacks.base import Callback
+from digits.callbacks.lr_monitor import LearningRateMonitor, current_learning_rate
 
-from callbacks.base import Callback
-from callbacks.lr_monitor import LearningRateMonitor, current_learning_rate
-from digits.trainer import Trainer
+from digits.engine.trainer import Trainer
 
 
 class LogsSeen(Callback):

@@ -60,8 +60,8 @@ def test_ink_variation_changes_training_images_only_and_compiles_with_xla(small_
     import keras
     import numpy as np
 
-    from digits.layers import InkVariation
     from digits.models import load_model
+    from digits.models.layers import InkVariation
 
     x = small_data.train.x[:64]
     layer = InkVariation(1.0, seed=3)
@@ -82,7 +82,7 @@ def test_ink_variation_changes_training_images_only_and_compiles_with_xla(small_
 def test_elastic_fields_are_smooth_bounded_and_follow_simard():
     import numpy as np
 
-    from digits.layers import elastic_fields
+    from digits.models.layers import elastic_fields
 
     fields = elastic_fields(64, 28, 28, alpha=34.0, sigma=4.0, seed=0)
     assert fields.shape == (64, 28, 28, 2) and fields.dtype == np.float32
@@ -103,8 +103,8 @@ def test_elastic_distortion_moves_strokes_in_training_only_and_loads_in_safe_mod
     import keras
     import numpy as np
 
-    from digits.layers import ElasticDistortion
     from digits.models import load_model
+    from digits.models.layers import ElasticDistortion
 
     x = small_data.train.x[:64]
     layer = ElasticDistortion(34.0, seed=3)
@@ -117,7 +117,7 @@ def test_elastic_distortion_moves_strokes_in_training_only_and_loads_in_safe_mod
     assert np.array_equal(np.asarray(layer(x, training=False)), x)
     assert np.array_equal(np.asarray(ElasticDistortion(0.0)(x, training=True)), x)
     # A zero field is the identity: bilinear sampling at the pixels themselves.
-    from digits.layers import bilinear_sample
+    from digits.models.layers import bilinear_sample
 
     rows = np.broadcast_to(np.arange(28, dtype=np.float32)[None, :, None], (64, 28, 28))
     cols = np.broadcast_to(np.arange(28, dtype=np.float32)[None, None, :], (64, 28, 28))

@@ -57,9 +57,9 @@ def test_an_installed_plugin_is_listed_by_name_with_its_distribution(plugin_site
 def test_the_plugin_sees_every_hook_in_order_when_training(plugin_site, tmp_path):
     events = tmp_path / "events.jsonl"
     script = textwrap.dedent(f"""
-        from callbacks.registry import create, registered
+        from digits.callbacks.registry import create, registered
         from digits.data import Dataset, load_dataset
-        from digits.trainer import Trainer
+        from digits.engine.trainer import Trainer
 
         entry = registered()["notify"]
         assert (entry.distribution, entry.value) == ("digits-notify", "digits_notify:Notify")

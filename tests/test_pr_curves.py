@@ -1,13 +1,13 @@
-"""callbacks.pr_curves and digits.metrics.StreamingPRCounts: every class's precision-recall
+"""digits.callbacks.pr_curves and digits.engine.metrics.StreamingPRCounts: every class's precision-recall
 curve, from counts collected in the graph or from a test's probabilities."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from digits.callbacks.pr_curves import curves, tag_of
 
-from callbacks.pr_curves import curves, tag_of
-from digits.metrics import StreamingPRCounts, pr_counts
+from digits.engine.metrics import StreamingPRCounts, pr_counts
 
 
 def test_the_streaming_counts_are_the_numpy_counts(centroid_result):

@@ -1,4 +1,4 @@
-"""digits.precision: "auto" picks bfloat16 only where the CPU has it; a bfloat16 model file
+"""digits.speed.precision: "auto" picks bfloat16 only where the CPU has it; a bfloat16 model file
 runs in float32 elsewhere, and exports in float32, with the same weights."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from digits import precision
-from digits.trainer import Trainer
+from digits.engine.trainer import Trainer
+from digits.speed import precision
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_a_trainer_records_the_policy_auto_resolved_to(tmp_path, small_data, cpu
 @pytest.fixture(scope="module")
 def bfloat16_file(tmp_path_factory, mnist5k):
     """A small cnn trained a few steps under mixed_bfloat16 and saved."""
-    from digits.fusion import fuse_batch_norm
+    from digits.speed.fusion import fuse_batch_norm
 
     try:
         keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
@@ -102,8 +102,8 @@ def test_a_bfloat16_file_loads_in_float32_without_native_bfloat16(bfloat16_file,
 def test_an_ensemble_of_bfloat16_members_loads_as_float32_where_it_must(bfloat16_file, cpu,
                                                                        tmp_path, mnist5k):
     """The main job's file: members nested in an averaging model, each computing in bfloat16."""
-    from digits.ensemble import build_ensemble
     from digits.models import load_model
+    from digits.recipes.ensemble import build_ensemble
 
     members = [keras.saving.load_model(bfloat16_file, compile=False) for _ in range(2)]
     path = tmp_path / "ensemble.keras"

@@ -23,7 +23,7 @@ def model_path(reader_model):
 @pytest.fixture(scope="module")
 def photo_files(tmp_path_factory, mnist5k):
     """Photo-like images of the digits the model never saw, with their true readings."""
-    from digits import photos
+    from scripts import photos
 
     directory = tmp_path_factory.mktemp("photos")
     files = []
@@ -105,7 +105,7 @@ def test_read_photos_measures_each_kind_as_json(model_path, tmp_path):
     import subprocess
     import sys
 
-    from digits.photos import sklearn_digits
+    from scripts.photos import sklearn_digits
     from tests.conftest import ROOT
 
     # Other writers' scans in UCI optdigits' own format (`--scans`): 20 real 8x8 digits.

@@ -12,10 +12,7 @@ import json
 
 import keras_tuner
 import pytest
-
-from digits.errors import ConfigError
-from tests.conftest import run_cli
-from tuner.pruning import (
+from digits.tuner.pruning import (
     MedianStopping,
     OraclePruning,
     SuccessiveHalving,
@@ -23,6 +20,9 @@ from tuner.pruning import (
     check_pruner,
     read_pruned,
 )
+
+from digits.errors import ConfigError
+from tests.conftest import run_cli
 
 
 def test_the_median_rule_stops_only_below_the_median_of_enough_trials():

@@ -41,8 +41,9 @@ def test_the_readme_callback_example_runs_as_written(tmp_path, small_data, capsy
     (package / "slack.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
 
-    from callbacks.registry import create
-    from digits.trainer import Trainer
+    from digits.callbacks.registry import create
+
+    from digits.engine.trainer import Trainer
 
     callback = create('mypkg.slack:BestSoFar(prefix="best")')
     trainer = Trainer(max_epochs=2, callbacks=[callback], log_dir=tmp_path / "logs", verbose=False,

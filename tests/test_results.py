@@ -1,11 +1,11 @@
-"""digits.results: a test's outcome, and the one classification report of the project."""
+"""digits.engine.results: a test's outcome, and the one classification report of the project."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from digits.results import (
+from digits.engine.results import (
     TestResult,
     confusion_matrix_from_predictions,
     report_from_confusion_matrix,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from digits.callbacks.base import Callback
 
-from callbacks.base import Callback
-from digits.atomic import atomic_write_json
+from digits.runs.atomic import atomic_write_json
 from tests.conftest import ROOT
 
 # ----------------------------------------------------------------------------- test plugins
@@ -265,7 +265,7 @@ def op_determinism_off_afterwards():
 
 
 def make_trainer(log_dir, name="run", callbacks=(), **kwargs):
-    from digits.trainer import Trainer
+    from digits.engine.trainer import Trainer
 
     settings = {"max_epochs": 4, "seed": 1, "deterministic": True, "batch_size": 64,
                 "limit_train_batches": 4, "limit_val_batches": 1, "resume": True,
@@ -331,8 +331,9 @@ def test_state_with_both_epochs_damaged_is_refused(tmp_path, small_data):
 
 
 def test_early_stopping_and_checkpoint_state_come_back(tmp_path, small_data):
-    from callbacks.checkpoint import Checkpoint
-    from callbacks.early_stopping import EarlyStopping
+    from digits.callbacks.checkpoint import Checkpoint
+    from digits.callbacks.early_stopping import EarlyStopping
+
     from digits.errors import CallbackRaised
 
     first_stop, first_best = EarlyStopping(patience=50), Checkpoint()
@@ -390,8 +391,8 @@ def test_a_run_cut_off_before_its_first_epoch_is_taken_up_again(tmp_path, small_
 
 
 def test_a_run_still_held_by_a_live_process_is_not_resumed(tmp_path, small_data):
+    from digits.engine.trainer import RunDirectory
     from digits.errors import CallbackRaised
-    from digits.trainer import RunDirectory
 
     with pytest.raises(CallbackRaised):
         fit(make_trainer(tmp_path, callbacks=[CrashAt(1)]), small_data, "mlp")
@@ -431,8 +432,8 @@ def test_a_failing_state_dict_is_named(tmp_path, small_data):
 def test_a_full_disk_while_saving_state_stops_the_run_cleanly(tmp_path, small_data, monkeypatch):
     import errno
 
-    from digits import run_state
     from digits.errors import TrainingStopped
+    from digits.runs import state as run_state
 
     def no_space_for_state(path, obj):
         if Path(path).name == "trainer.json":
@@ -458,7 +459,7 @@ def test_a_run_cut_off_during_its_test_is_tested_without_training_again(tmp_path
 
 def test_a_run_saved_in_the_earlier_keras_weights_format_still_resumes_to_the_same_weights(
         tmp_path, small_data):
-    """Runs saved before digits.state (Keras' .weights.h5, seed states in trainer.json)."""
+    """Runs saved before digits.runs.variables (Keras' .weights.h5, seed states in trainer.json)."""
     from digits.errors import CallbackRaised
 
     hps = {"filters": 4, "dense_units": 32}

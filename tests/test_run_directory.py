@@ -1,4 +1,4 @@
-"""digits.run_directory: version directories, the run's lock and the log directory check."""
+"""digits.runs.directory: version directories, the run's lock and the log directory check."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import concurrent.futures
 import pytest
 
 from digits.errors import RunDirectoryError
-from digits.run_directory import RunDirectory, check_writable_dir, safe_name
+from digits.runs.directory import RunDirectory, check_writable_dir, safe_name
 
 
 def test_versions_count_up_and_the_latest_is_found(tmp_path):

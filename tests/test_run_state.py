@@ -1,4 +1,4 @@
-"""digits.run_state: which runs resume.
+"""digits.runs.state: which runs resume.
 
 The end-to-end stories (kill, resume, damaged files, full disk) are in test_resume.py and
 test_state.py; these are the rules underneath, without training.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from digits.run_directory import RunDirectory
-from digits.run_state import PREVIOUS_STATE_FILE, STATE_DIR, STATE_FILE, resumable
+from digits.runs.directory import RunDirectory
+from digits.runs.state import PREVIOUS_STATE_FILE, STATE_DIR, STATE_FILE, resumable
 
 CONFIG = {"model": "cnn", "trainer": {"max_epochs": 3, "seed": 0}, "callbacks": ["a"]}
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from digits.callbacks.confusion_matrix import ConfusionMatrixImages
 from PIL import Image
 
-from callbacks.confusion_matrix import ConfusionMatrixImages
-from digits.results import TestResult
-from digits.trainer import RunDirectory
+from digits.engine.results import TestResult
+from digits.engine.trainer import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "screenshot_tensorboard.py"

@@ -57,10 +57,10 @@ def test_every_load_is_in_its_safe_mode():
 def test_pillow_refuses_decompression_bombs_instead_of_warning():
     from PIL import Image
 
-    from digits import images
+    from digits.reading import images
 
     assert images.MAX_PIXELS <= 89_478_485  # Pillow's own default limit
-    text = (ROOT / "digits" / "images.py").read_text()
+    text = (ROOT / "digits" / "reading" / "images.py").read_text()
     assert 'simplefilter("error", Image.DecompressionBombWarning)' in text
     assert Image.DecompressionBombWarning is not None
 

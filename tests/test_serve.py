@@ -95,7 +95,7 @@ def multipart(name: str, data: bytes) -> tuple[bytes, str]:
 @pytest.fixture(scope="module")
 def number_photo(tmp_path_factory, mnist5k):
     """A photo-like image of a written number, made from held-out digits."""
-    from digits import photos
+    from scripts import photos
 
     sample = photos.make_sample("number", mnist5k.test.x, mnist5k.test.y, seed=101)
     return Path(sample.save(tmp_path_factory.mktemp("serve") / "number")), sample

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digits.state import load_variables, save_variables, training_variables
+from digits.runs.variables import load_variables, save_variables, training_variables
 
 SMALL = {"filters": 4, "dense_units": 16}
 
 
 def trained(data, tmp_path, **hyperparameters):
-    from digits.trainer import Trainer
+    from digits.engine.trainer import Trainer
 
     trainer = Trainer(max_epochs=1, log_dir=tmp_path, batch_size=64, limit_train_batches=3,
                       limit_val_batches=1, verbose=False, callbacks=[])
@@ -21,7 +21,7 @@ def trained(data, tmp_path, **hyperparameters):
 
 
 def fresh_like(trainer, **hyperparameters):
-    from digits.compiling import compile_model
+    from digits.engine.compiling import compile_model
 
     model = trainer.build_model("cnn", **{**SMALL, **hyperparameters})
     compile_model(model, trainer.settings, steps_per_epoch=3)  # compiles, builds the optimizer

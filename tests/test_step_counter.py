@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from digits.step_counter import StepCounter
+from digits.engine.step_counter import StepCounter
 
 
 def small_model(steps_per_execution: int) -> keras.Model:

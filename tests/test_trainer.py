@@ -7,10 +7,10 @@ import json
 import keras
 import numpy as np
 import pytest
+from digits.callbacks.base import Callback
 
-from callbacks.base import Callback
+from digits.engine.trainer import RunDirectory, Trainer
 from digits.errors import CallbackRaised, ConfigError
-from digits.trainer import RunDirectory, Trainer
 
 
 class Recorder(Callback):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from digits import tta
+from digits.recipes import tta
 from tests.conftest import run_cli
 
 
@@ -87,8 +87,9 @@ def test_known_identity_probabilities_are_not_predicted_again():
 
 def test_the_trainers_test_with_features_and_tta_predicts_each_view_once(tmp_path, small_data):
     """The embeddings callback's pass (features and probabilities) is the identity view."""
-    from callbacks.embeddings import Embeddings
-    from digits.trainer import Trainer
+    from digits.callbacks.embeddings import Embeddings
+
+    from digits.engine.trainer import Trainer
 
     trainer = Trainer(max_epochs=1, callbacks=[Embeddings()], log_dir=tmp_path,
                       limit_train_batches=1, limit_val_batches=1, verbose=False)

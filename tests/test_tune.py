@@ -385,7 +385,7 @@ def test_parallel_trials_are_refused_to_a_chief_with_workers_of_its_own(tmp_path
 
 
 def test_auto_parallel_trials_is_two_on_a_cpu_and_one_with_a_gpu():
-    from tuner.distributed import auto_parallel_trials
+    from digits.tuner.distributed import auto_parallel_trials
 
     assert auto_parallel_trials(2, gpu=False) == 2 and auto_parallel_trials(64, gpu=False) == 2
     assert auto_parallel_trials(1, gpu=False) == 1 and auto_parallel_trials(8, gpu=True) == 1

@@ -2,7 +2,7 @@
 
 On a terminal the lines are coloured and the table is a rich Table; when stdout is not a
 terminal (or `NO_COLOR` is set) they are plain lines and a plain text table, never wrapped, so
-logs stay greppable. On a terminal the search shows the live view of `tuner.live` instead of
+logs stay greppable. On a terminal the search shows the live view of `digits.tuner.live` instead of
 the per-trial lines.
 """
 
@@ -12,13 +12,12 @@ import contextlib
 import math
 from collections.abc import Sequence
 
+from digits.callbacks.console import is_plain, make_console, table_box
+from digits.tuner.space import searched_values
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
-
-from callbacks.console import is_plain, make_console, table_box
-from tuner.space import searched_values
 
 # Short column headers for the summary table, in the search space's order.
 SHORT_NAMES = {
@@ -69,7 +68,7 @@ class SearchDisplay:
     Args:
         objective: the objective's name (e.g. "val_accuracy").
         planned: trials planned in all (None when unknown).
-        console: where to write (default: `callbacks.console.make_console()`).
+        console: where to write (default: `digits.callbacks.console.make_console()`).
 
     Example:
         >>> display = SearchDisplay("val_accuracy", planned=10)

@@ -22,8 +22,9 @@ import queue
 import time
 from concurrent import futures
 
+from digits.tuner.records import failure_limit_message
+
 from digits.errors import ConfigError, RunFailure
-from tuner.records import failure_limit_message
 
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
@@ -127,8 +128,7 @@ def serve(tuner, display, address: str, poll_seconds: float = 0.5, watch=None) -
     (called every poll) returns why the workers cannot go on.
     """
     import grpc
-
-    from tuner import keras_tuner_internals as internals
+    from digits.tuner import keras_tuner_internals as internals
 
     service, service_grpc = internals.grpc_service()
     trial_module = internals.trial_module()
@@ -197,7 +197,7 @@ def serve(tuner, display, address: str, poll_seconds: float = 0.5, watch=None) -
 
 
 def _all_done(oracle) -> bool:
-    from tuner.keras_tuner_internals import oracle_synchronized
+    from digits.tuner.keras_tuner_internals import oracle_synchronized
 
     @oracle_synchronized
     def done(oracle):
@@ -226,7 +226,7 @@ def settle_after_failure_limit(oracle, trial_id: str) -> None:
     `@synchronized` keeps the oracle's lock when the call raises (so any other thread would
     wait for it forever). Call this from the thread that called `end_trial`.
     """
-    from tuner.keras_tuner_internals import release_lock_kept_after_raise, save_trial
+    from digits.tuner.keras_tuner_internals import release_lock_kept_after_raise, save_trial
 
     release_lock_kept_after_raise(oracle)
     trial = oracle.trials[trial_id]

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import keras
 import keras_tuner
+from digits.callbacks.base import Callback
+from digits.callbacks.hparams import HParams, with_hparams
+from digits.tuner import space
 
-from callbacks.base import Callback
-from callbacks.hparams import HParams, with_hparams
 from digits.errors import ConfigError, ModelError
-from tuner import space
 
 
 class DigitsHyperModel(keras_tuner.HyperModel):
     """The CNN's architecture, optimizer and learning rate as a search space; trials train
     through digits' `Trainer`, so every callback plugin runs inside every trial.
 
-    `build(hp)` declares `tuner.space.SEARCH_SPACE` (conv blocks, filters, kernel size, convs
+    `build(hp)` declares `digits.tuner.space.SEARCH_SPACE` (conv blocks, filters, kernel size, convs
     per block, BatchNorm, dropouts, dense width, augmentation, optimizer, learning rate) and
     builds with `Trainer.build_model("cnn", ...)`: a searched model is the same kind of object
     as a hand-picked one. `fit(hp, model, data, ...)` trains it with a fresh `Trainer` whose
@@ -33,7 +33,7 @@ class DigitsHyperModel(keras_tuner.HyperModel):
 
     Args:
         callbacks: returns fresh callback instances for one trial (default: the default
-            callbacks of `callbacks.registry`).
+            callbacks of `digits.callbacks.registry`).
         trainer_options: more `Trainer` arguments for every trial (`batch_size`,
             `limit_train_batches`, `precision`, ...; not `optimizer`, `learning_rate`,
             `max_epochs`, `callbacks`, `log_dir`, `name` or `seed`, which are the search's).
@@ -70,7 +70,7 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         self.last_epochs = 0
 
     def _trainer(self, **kwargs):
-        from digits.trainer import Trainer
+        from digits.engine.trainer import Trainer
 
         return Trainer(**{**self.trainer_options, **kwargs})
 
@@ -93,7 +93,8 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         Returns a Keras `History` of every epoch this trial trained, including epochs
         trained before a resume, which keras-tuner reads the objective from.
         """
-        from callbacks.registry import default_callbacks
+        from digits.callbacks.registry import default_callbacks
+
         from digits.errors import CallbackRaised, TrainingStopped
 
         _, optimizer, learning_rate = space.declare(hp)

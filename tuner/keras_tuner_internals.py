@@ -29,7 +29,7 @@ def run_and_update_trial(tuner, trial, *fit_args, **fit_kwargs) -> None:
     failure as the trial's (`BaseTuner._try_run_and_update_trial`).
 
     Assumes: the method exists with that name and takes (trial, *fit_args, **fit_kwargs).
-    When the trial reported its epochs to the oracle itself (`tuner.pruning.ReportEpochs`),
+    When the trial reported its epochs to the oracle itself (`digits.tuner.pruning.ReportEpochs`),
     keras-tuner keeps those values, scores the trial by their best, and warns that this use is
     deprecated; the warning is ours to silence, as the epochs are the record we want.
     """

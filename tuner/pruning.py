@@ -21,7 +21,7 @@ success). Every decision is kept in `<project>/pruned.json`, which a resumed sea
 
 Hyperband already stops the weaker trials at each of its rounds, so pruning is refused there.
 This module imports no TensorFlow, so the command line checks `--pruner` before it starts; the
-trial's side is `tuner.search.ReportEpochs`.
+trial's side is `digits.tuner.search.ReportEpochs`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import json
 import math
 from pathlib import Path
 
-from digits.atomic import atomic_write_json
 from digits.errors import ConfigError
+from digits.runs.atomic import atomic_write_json
 
 RECORD = "pruned.json"
 PRUNERS = ("none", "median", "asha")
@@ -177,7 +177,7 @@ class OraclePruning:
         self.pruned: dict[str, dict] = read_pruned(project_dir)
 
     def install(self) -> None:
-        from tuner.keras_tuner_internals import (
+        from digits.tuner.keras_tuner_internals import (
             oracle_synchronized,
             skip_in_failure_count,
             trial_module,

@@ -1,8 +1,8 @@
 """What the search keeps of each trial beside keras-tuner's own files, and how it is told.
 
 `trial_<id>/digits_trial.json` holds the trial's status, reason of failure (whole traceback
-included), hyperparameters, score, epochs and runs. Both the local search (`tuner.search`) and
-the chief of a distributed one (`tuner.distributed`) read it; it lives here so that neither
+included), hyperparameters, score, epochs and runs. Both the local search (`digits.tuner.search`) and
+the chief of a distributed one (`digits.tuner.distributed`) read it; it lives here so that neither
 imports the other.
 """
 

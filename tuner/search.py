@@ -26,16 +26,16 @@ import time
 from pathlib import Path
 
 import keras_tuner
+from digits.callbacks.base import Callback
+from digits.tuner import space
+from digits.tuner.display import format_seconds
+from digits.tuner.distributed import Role, SearchStopped, settle_after_failure_limit
+from digits.tuner.keras_tuner_internals import run_and_update_trial, start_from_defaults, trial_module
+from digits.tuner.pruning import read_pruned
+from digits.tuner.records import RECORD, failure_limit_message, read_record, short_reason
 
-from callbacks.base import Callback
-from digits.atomic import atomic_write_json
 from digits.errors import ConfigError
-from tuner import space
-from tuner.display import format_seconds
-from tuner.distributed import Role, SearchStopped, settle_after_failure_limit
-from tuner.keras_tuner_internals import run_and_update_trial, start_from_defaults, trial_module
-from tuner.pruning import read_pruned
-from tuner.records import RECORD, failure_limit_message, read_record, short_reason
+from digits.runs.atomic import atomic_write_json
 
 SETTINGS = "search.json"
 BEST = "best_hyperparameters.json"
@@ -43,8 +43,8 @@ FAILURE_LIMIT = "consecutive failures"
 
 
 def objective_direction(name: str) -> str:
-    """The objective's direction, by the callbacks' own rule (`callbacks.monitor`)."""
-    from callbacks.monitor import monitor_mode
+    """The objective's direction, by the callbacks' own rule (`digits.callbacks.monitor`)."""
+    from digits.callbacks.monitor import monitor_mode
 
     return monitor_mode(name)
 
@@ -200,7 +200,7 @@ class _TrialsThroughDigits:
 
 class ReportEpochs(Callback):
     """In a trial: report each epoch's metrics to the oracle, and stop when it says so (the
-    pruner's answer, see `tuner.pruning`).
+    pruner's answer, see `digits.tuner.pruning`).
 
     Args:
         oracle: the search's oracle (a worker's `OracleClient` reaches the chief's).
@@ -279,9 +279,9 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
     `pins` fix hyperparameters (`{"batch_norm": True}`); `seed` seeds the oracle's sampling.
     With `overwrite=False` an existing project is reloaded: its finished trials are kept.
     `max_seconds`: a time budget (see `TimeBudget`). `pruner`: "median" or "asha" stops trials
-    that lag the others after an epoch (see `tuner.pruning`); not with Hyperband.
+    that lag the others after an epoch (see `digits.tuner.pruning`); not with Hyperband.
     """
-    from tuner.pruning import OraclePruning, check_pruner, make_pruner
+    from digits.tuner.pruning import OraclePruning, check_pruner, make_pruner
 
     if kind not in TUNERS:
         raise ConfigError(f"unknown tuner {kind!r}; choose from {', '.join(TUNERS)}")

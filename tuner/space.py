@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from digits.config import OPTIMIZERS as TRAINER_OPTIMIZERS
+from digits.engine.config import OPTIMIZERS as TRAINER_OPTIMIZERS
 from digits.errors import ConfigError
 
 MODEL = "cnn"

@@ -27,7 +27,7 @@ def streaming_metric_seconds(updates: int, batch: int) -> float:
     import numpy as np
     import tensorflow as tf
 
-    from digits.metrics import StreamingConfusionMatrix
+    from digits.engine.metrics import StreamingConfusionMatrix
 
     metric = StreamingConfusionMatrix(10)
     rng = np.random.default_rng(0)

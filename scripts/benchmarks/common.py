@@ -15,13 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-from digits.run_state import Recorder
+from digits.runs.state import Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # `scripts.photos`, the photo-like images of the predict section
 BENCH_SCRIPT = ROOT / "scripts" / "bench.py"  # the runner: workers are subprocesses of it
 
 
-OFFICIAL_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+OFFICIAL_MNIST = ROOT / "digits" / "datasets" / "mnist-test"  # the `mnist-test` spec
 
 
 RESULT_MARK = "BENCH-RESULT "
@@ -303,7 +305,7 @@ def subset(data, train: int | None = None, val: int | None = None, test: int | N
 
 def trainer_defaults() -> dict:
     """The Trainer's default batch size, learning rate and evaluation batch size."""
-    from digits.config import TrainerConfig
+    from digits.engine.config import TrainerConfig
 
     config = TrainerConfig()
     return {"batch_size": config.batch_size, "learning_rate": config.learning_rate,
@@ -316,8 +318,8 @@ def build_like_trainer(name: str, **hyperparameters):
     machine ("auto": mixed_bfloat16 on a CPU with native bfloat16), as `Trainer.build_model`
     builds it."""
     import digits
-    from digits.config import TrainerConfig
-    from digits.precision import dtype_policy, resolve_precision
+    from digits.engine.config import TrainerConfig
+    from digits.speed.precision import dtype_policy, resolve_precision
 
     with dtype_policy(resolve_precision(TrainerConfig().precision)):
         return digits.build_model(name, **hyperparameters)
@@ -327,13 +329,13 @@ def compile_like_trainer(model, train_images: int, epochs: int, steps_per_execut
                          jit_compile: bool = False, confusion_metric: bool = True,
                          fused_batch_norm: bool = True):
     """Compile exactly as `Trainer` compiles an uncompiled model with its defaults
-    (`digits.compiling.compile_model`); returns the steps_per_execution used.
+    (`digits.engine.compiling.compile_model`); returns the steps_per_execution used.
 
     XLA cannot compile the confusion-matrix metric (its bincount needs a length known at
     compile time): compare XLA on and off with `confusion_metric=False`.
     """
-    from digits.compiling import compile_model
-    from digits.config import TrainerConfig
+    from digits.engine.compiling import compile_model
+    from digits.engine.config import TrainerConfig
 
     config = TrainerConfig(max_epochs=epochs, steps_per_execution=steps_per_execution,
                            fused_batch_norm=fused_batch_norm)
@@ -345,12 +347,12 @@ class HookTimes:
     """Seconds spent inside each callback's hooks, by stage ("fit" or "test") and hook, and in
     the background work each hands off (stage "background").
 
-    The hooks are timed by the Trainer's own dispatcher (`digits.dispatch.HookTimer`, what the
+    The hooks are timed by the Trainer's own dispatcher (`digits.engine.dispatch.HookTimer`, what the
     profiler callback prints); the background work by wrapping the Trainer's hand-off.
     """
 
     def __init__(self) -> None:
-        from digits.dispatch import HookTimer
+        from digits.engine.dispatch import HookTimer
 
         self.timer = HookTimer()
         self.background: dict[tuple[str, str, str], float] = collections.defaultdict(float)
@@ -387,7 +389,7 @@ class HookTimes:
 
 
 def callback_label(callback) -> str:
-    from digits.dispatch import label_of
+    from digits.engine.dispatch import label_of
 
     return label_of(callback)
 

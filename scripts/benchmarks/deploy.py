@@ -119,8 +119,8 @@ def measure(model: Path, data, tmp: Path, exports=None, serve_seconds: float = S
             serve_all: bool = True, progress=print) -> dict:
     """Every export of `model` (or those named in `exports`) checked on `data.test`, then the
     server under load, for the `.keras` model and the fastest export."""
+    from digits.deploy.runtimes import KerasRuntime
     from digits.export import export
-    from digits.runtimes import KerasRuntime
 
     source = KerasRuntime(str(model))
     chosen, exports = exports or EXPORTS, {}

@@ -131,7 +131,7 @@ def run_trainer(data, epochs: int, log_dir: Path, default_callbacks: bool,
                 hooks: HookTimes | None = None, test: bool = False) -> dict:
     """B (`default_callbacks=True`) or the Trainer half of C (no callbacks, no checkpoint)."""
 
-    from callbacks.registry import default_callbacks as defaults
+    from digits.callbacks.registry import default_callbacks as defaults
 
     fresh_start()
     model = build_like_trainer("cnn")

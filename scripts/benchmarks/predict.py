@@ -15,9 +15,9 @@ PREDICT_KINDS = {"photo": 0.4, "number": 0.3, "board": 0.15, "scan": 0.15}  # sh
 
 
 def section_predict(bench: Bench) -> dict:
-    from digits import photos
-    from digits.images import find_digits, find_digits_in_file, read_image
     from digits.models import build_model
+    from digits.reading.images import find_digits, find_digits_in_file, read_image
+    from scripts import photos
 
     directory = bench.tmp / "predict"
     directory.mkdir(parents=True, exist_ok=True)

@@ -86,9 +86,8 @@ def goal_table(found: list[dict]) -> Table:
 
 
 def print_tables(tables: list[Table]) -> None:
+    from digits.callbacks.console import make_console, table_box
     from rich.table import Table as RichTable
-
-    from callbacks.console import make_console, table_box
 
     console = make_console()
     for table in tables:

@@ -33,7 +33,7 @@ def measure_model(name: str, images: int, spe, data, jit_compile: bool = False,
     one more of each."""
 
     from digits.data import make_pipeline
-    from digits.precision import dtype_policy
+    from digits.speed.precision import dtype_policy
 
     split = data.train.take(images)
     fresh_start()

@@ -7,7 +7,7 @@ import math
 import os
 import time
 
-from callbacks import Callback
+from digits.callbacks import Callback
 
 ENV_VAR = "DIGITS_NOTIFY_FILE"
 
@@ -20,7 +20,7 @@ class Notify(Callback):
             `digits-notify.jsonl` in the run directory).
 
     Example:
-        >>> from callbacks.registry import create
+        >>> from digits.callbacks.registry import create
         >>> trainer = Trainer(callbacks=[create('notify(path="events.jsonl")')])
     """
 

@@ -26,13 +26,13 @@ import tempfile
 
 import numpy as np
 
-from digits.atomic import atomic_path, atomic_write_json, remove_stale_temporaries, to_json
-from digits.background import FitWrites, interrupts_deferred
-from digits.compiling import build_optimizer
+from digits.engine.compiling import build_optimizer
 from digits.errors import CallbackRaised, RunDirectoryError, TrainingStopped
-from digits.run_directory import RunDirectory, safe_name
-from digits.state import SUFFIX as VARIABLES_SUFFIX
-from digits.state import check_variables, load_variables, snapshot_variables, write_variables
+from digits.runs.atomic import atomic_path, atomic_write_json, remove_stale_temporaries, to_json
+from digits.runs.background import FitWrites, interrupts_deferred
+from digits.runs.directory import RunDirectory, safe_name
+from digits.runs.variables import SUFFIX as VARIABLES_SUFFIX
+from digits.runs.variables import check_variables, load_variables, snapshot_variables, write_variables
 
 STATE_DIR = "state"
 STATE_FILE = "trainer.json"  # the latest committed epoch
@@ -104,7 +104,7 @@ class RunState:
     def save(self) -> None:
         """Variables, then the small JSON that commits them (atomic, in that order).
 
-        The variables file (`digits.state`) holds the model's and the optimizer's variables:
+        The variables file (`digits.runs.variables`) holds the model's and the optimizer's variables:
         weights, batch-norm statistics, the iteration count that drives the learning-rate
         schedule, and the random layers' seed-generator states (dropout, augmentation), so a
         resumed `--deterministic` run draws the same masks as one that went straight through.

@@ -2,11 +2,11 @@
 
 This is the only place in the project that calls `model.fit`. What it leans on, one file each:
 
-- `digits.config.TrainerConfig`: the settings, checked once;
-- `digits.compiling`: optimizer, loss, metrics, fused batch norm, steps per execution;
-- `digits.run_state.RunState`: the run directory opened or resumed, each epoch saved and
+- `digits.engine.config.TrainerConfig`: the settings, checked once;
+- `digits.engine.compiling`: optimizer, loss, metrics, fused batch norm, steps per execution;
+- `digits.runs.state.RunState`: the run directory opened or resumed, each epoch saved and
   loaded, metrics.json, the background writes;
-- `digits.dispatch.Dispatcher`: the callbacks' hooks, in order, through one Keras callback.
+- `digits.engine.dispatch.Dispatcher`: the callbacks' hooks, in order, through one Keras callback.
 
 Every stage goes through one failure policy (`_stage`): callbacks hear `on_exception`, a fit
 records its status, and every callback tears down, whatever happened.
@@ -22,17 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.compiling import compile_model
-from digits.config import TrainerConfig, check_name
 from digits.data import Dataset, Split, make_pipeline
-from digits.dispatch import Dispatcher, HookTimer
+from digits.engine.compiling import compile_model
+from digits.engine.config import TrainerConfig, check_name
+from digits.engine.dispatch import Dispatcher, HookTimer
+from digits.engine.results import TestResult
+from digits.engine.step_counter import StepCounter
 from digits.errors import CallbackRaised, ConfigError, TrainingStopped
 from digits.models import check_model_fits_data
-from digits.precision import dtype_policy, resolve_precision
-from digits.results import TestResult
-from digits.run_directory import RunDirectory, check_writable_dir  # noqa: F401 - public here too
-from digits.run_state import RunState
-from digits.step_counter import StepCounter
+from digits.runs.directory import RunDirectory, check_writable_dir  # noqa: F401 - public here too
+from digits.runs.state import RunState
+from digits.speed.precision import dtype_policy, resolve_precision
 
 SETTINGS = tuple(f for f in TrainerConfig.__dataclass_fields__)
 
@@ -52,7 +52,7 @@ class Trainer:
         precision: "auto" (the default: "mixed_bfloat16" on a CPU with native bfloat16,
             AVX512_BF16 or AMX, and no GPU; else "float32"), "float32", "mixed_float16" or
             "mixed_bfloat16"; set before the model is built (use `trainer.build_model`).
-            `trainer.precision` is the resolved policy (`digits.precision`).
+            `trainer.precision` is the resolved policy (`digits.speed.precision`).
         strategy: None or "mirrored" (one host, many GPUs).
         optimizer: "adam", "adamw", "sgd" or "rmsprop", used when the model is not compiled.
         learning_rate: initial learning rate (default 2e-3).
@@ -62,14 +62,14 @@ class Trainer:
         label_smoothing: smoothing of the training targets, in [0, 0.5] (default 0.1; 0 is
             plain cross-entropy). Used when the model is not compiled.
         ema_decay: keep an exponential moving average of the weights with this decay (e.g.
-            0.99) and validate, checkpoint and finish with it (`digits.averaging`); None (the
+            0.99) and validate, checkpoint and finish with it (`digits.recipes.averaging`); None (the
             default) trains without. Used when the model is not compiled; a model compiled
             with an optimizer that has `use_ema=True` gets the same treatment.
         swa_epochs: stochastic weight averaging over the last N epochs: the learning rate
             decays to `swa_lr` as they begin and stays there, the weights at the end of each
             are averaged, and after the fit the average (its batch-norm statistics recomputed
             over the training images) is validated; the checkpoint keeps it if validation
-            prefers it to every epoch (`digits.averaging`). None (the default): no averaging.
+            prefers it to every epoch (`digits.recipes.averaging`). None (the default): no averaging.
         swa_lr: the constant learning rate of the averaged epochs (default: half of
             `learning_rate`).
         fast_dev_run: run two batches of each stage, one epoch, and write nothing heavy.
@@ -77,17 +77,17 @@ class Trainer:
         steps_per_execution: batches per compiled call; "auto" picks 32 (1.2x for seed-cnn and
             1.9x for mlp on this project's CPU; about even for the heavier cnn).
         fused_batch_norm: run the model's BatchNormalization layers on TensorFlow's fused
-            kernel (`digits.fusion`): the same math, weights and saved files, and 1.1-1.3x faster
+            kernel (`digits.speed.fusion`): the same math, weights and saved files, and 1.1-1.3x faster
             training of the default CNN on CPU (BENCHMARKS.md).
         profile_batch: (START, STOP), training batches counted from 1 over the run: a
             TensorFlow profiler trace of them for TensorBoard's Profile tab
-            (`callbacks.profiler.ProfileBatches`).
+            (`digits.callbacks.profiler.ProfileBatches`).
         enable_checkpointing: add the `checkpoint` callback (best model.keras) if none is given.
         resume: resume the latest unfinished run of this name, if there is one.
         verbose: print notices (resume, run directory) to stderr.
 
     Every setting is also a read-only attribute (`trainer.batch_size`), and all of them
-    together are `trainer.settings`, a `digits.config.TrainerConfig`.
+    together are `trainer.settings`, a `digits.engine.config.TrainerConfig`.
 
     Example:
         >>> from digits import Trainer, load_dataset
@@ -167,7 +167,7 @@ class Trainer:
         # the progress bars), so that they move within a multi-step call; see step_counter.py.
         self.step_counter = StepCounter()
         # During a fit with averaged weights: swaps them in for validation and the epoch's
-        # callbacks, and out before the state is saved (`digits.averaging`).
+        # callbacks, and out before the state is saved (`digits.recipes.averaging`).
         self.weight_average = None
         # During a fit with `swa_epochs`: the running mean of the weights; after it, what
         # validation said of the mean (`averaged`, also in metrics.json).
@@ -215,8 +215,8 @@ class Trainer:
         return self._callbacks
 
     def _resolve_callbacks(self) -> list:
-        from callbacks.checkpoint import Checkpoint
-        from callbacks.registry import default_callbacks
+        from digits.callbacks.checkpoint import Checkpoint
+        from digits.callbacks.registry import default_callbacks
 
         chosen = list(default_callbacks()) if self._user_callbacks is None else list(self._user_callbacks)
         if self.enable_checkpointing and not any(isinstance(c, Checkpoint) for c in chosen):
@@ -228,7 +228,7 @@ class Trainer:
         if self.fast_dev_run:
             chosen = [c for c in chosen if not getattr(c, "heavy", False)]
         if self.profile_batch is not None:
-            from callbacks.profiler import ProfileBatches
+            from digits.callbacks.profiler import ProfileBatches
 
             chosen.append(ProfileBatches(*self.profile_batch))
         # A stable sort: equal orders keep the order they were given in.
@@ -307,7 +307,7 @@ class Trainer:
         compile_model(model, self.settings, train_steps, self.strategy)
         self.averaged = None
         if self.settings.swa_epochs is not None:
-            from digits.averaging import StochasticWeightAverage
+            from digits.recipes.averaging import StochasticWeightAverage
 
             self.swa = StochasticWeightAverage(model)  # before the state that restores it
         self.state.open(model, self.config)
@@ -343,7 +343,7 @@ class Trainer:
         """
         import tensorflow as tf
 
-        from callbacks.checkpoint import Checkpoint
+        from digits.callbacks.checkpoint import Checkpoint
 
         self.swa.apply()
         start = time.perf_counter()
@@ -391,7 +391,7 @@ class Trainer:
 
         # The training pipeline draws each epoch's data order from this variable.
         dispatcher.epoch_variable = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
-        from digits.averaging import WeightAverage
+        from digits.recipes.averaging import WeightAverage
 
         self.weight_average = dispatcher.weight_average = WeightAverage.of(model)
         train_ds = make_pipeline(data.train, self.batch_size, shuffle=True, seed=self.seed,
@@ -416,7 +416,7 @@ class Trainer:
         return self.settings.eval_batch_size
 
     def validate(self, model, data: Dataset, tta: bool = False) -> TestResult:
-        """Evaluate on `data.val` with one prediction pass (one per view of `digits.tta`
+        """Evaluate on `data.val` with one prediction pass (one per view of `digits.recipes.tta`
         with `tta=True`); returns a `TestResult`."""
         self.data = self.data or data
         result = self._evaluate(model, data.val, "validation", self.limit_val_batches, tta)
@@ -427,7 +427,7 @@ class Trainer:
         """Evaluate on `data.test` with one prediction pass; returns a `TestResult`.
 
         With `tta=True` each image's probabilities are averaged over the copies of
-        `digits.tta.VIEWS` (one prediction pass each). The result (accuracy, loss, confusion
+        `digits.recipes.tta.VIEWS` (one prediction pass each). The result (accuracy, loss, confusion
         matrix, per-class report) goes to every callback's `on_test_end` and into the `test`
         section of metrics.json.
         """
@@ -448,7 +448,7 @@ class Trainer:
     def _fuse(self, model) -> None:
         """The model's batch norm on the fused kernel, as `fit` compiles it (idempotent)."""
         if self.fused_batch_norm:
-            from digits.fusion import fuse_batch_norm
+            from digits.speed.fusion import fuse_batch_norm
 
             fuse_batch_norm(model)
 
@@ -472,7 +472,7 @@ class Trainer:
         if stage == "test" and any(getattr(c, "wants_features", False) for c in self.callbacks):
             features, probabilities = self.features_and_probabilities(model, split)
         if tta:
-            from digits import tta as augmentation
+            from digits.recipes import tta as augmentation
 
             # The features' pass gave the images' own probabilities: one view fewer to predict.
             probabilities = augmentation.averaged(lambda x: self.predict(model, x), split.x,
@@ -548,8 +548,8 @@ class Trainer:
         Only for a model the user compiled without that metric does this predict the
         validation split: once per epoch, however many callbacks ask. None before a fit.
         """
-        from digits.metrics import StreamingConfusionMatrix
-        from digits.results import confusion_matrix_from_predictions
+        from digits.engine.metrics import StreamingConfusionMatrix
+        from digits.engine.results import confusion_matrix_from_predictions
 
         metric = self._streaming_metric(StreamingConfusionMatrix)
         if metric is not None:
@@ -563,9 +563,9 @@ class Trainer:
 
     def validation_pr_counts(self) -> np.ndarray | None:
         """Per class, the latest validation pass's positives and negatives in each probability
-        bin (`digits.metrics.StreamingPRCounts.counts`): every class's precision-recall curve.
+        bin (`digits.engine.metrics.StreamingPRCounts.counts`): every class's precision-recall curve.
         From the streaming metric, or one shared prediction pass, as the confusion matrix."""
-        from digits.metrics import StreamingPRCounts, pr_counts
+        from digits.engine.metrics import StreamingPRCounts, pr_counts
 
         metric = self._streaming_metric(StreamingPRCounts)
         if metric is not None:
@@ -574,7 +574,7 @@ class Trainer:
         return None if predicted is None else pr_counts(*predicted)
 
     def _streaming_metric(self, kind):
-        from digits.metrics import flat_metrics
+        from digits.engine.metrics import flat_metrics
 
         return next((m for m in flat_metrics(self.model) if isinstance(m, kind)), None)
 

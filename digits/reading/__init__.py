@@ -1,6 +1,6 @@
 """Found digits + a classifier -> the reading of each image: its digits left to right.
 
-`digits.images` finds the marks in an image and prepares each as a 28x28 input; a mark as wide
+`digits.reading.images` finds the marks in an image and prepares each as a 28x28 input; a mark as wide
 as two digits also comes with ways to cut it in two. Here a classifier decides: every input of
 every image is classified in one batch, then every cut in a second, and a mark is read as two
 digits when both halves are read with more confidence than the whole (touching digits are
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from digits.images import FoundDigit, FoundDigits
+from digits.reading.images import FoundDigit, FoundDigits
 
 # A digit read with less probability than this is marked uncertain (`--min-probability`).
 # Chosen on photo-like images made from the validation digits (BENCHMARKS.md, "Your own digits").
@@ -125,7 +125,7 @@ def percent(probability: float) -> str:
 class Reader:
     """A loaded model that reads images: the one path `digits.predict` and `digits.serve` share.
 
-    The model is any `digits.runtimes.Runtime`: a `.keras` file, or its SavedModel, ONNX or
+    The model is any `digits.deploy.runtimes.Runtime`: a `.keras` file, or its SavedModel, ONNX or
     LiteRT export.
 
     Example:
@@ -141,8 +141,8 @@ class Reader:
     @classmethod
     def load(cls, path: str, threads: int | None = None, tta: bool = False, **kwargs) -> Reader:
         """A Reader of the model at `path` (any format); `tta` averages each digit's
-        probabilities over `digits.tta`'s copies."""
-        from digits.runtimes import load_runtime
+        probabilities over `digits.recipes.tta`'s copies."""
+        from digits.deploy.runtimes import load_runtime
 
         runtime = load_runtime(path, threads=threads)
         runtime.tta = tta

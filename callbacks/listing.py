@@ -1,4 +1,4 @@
-"""`python -m digits.callbacks`: list every registered callback, where it comes from, what it does.
+"""What `python -m digits.callbacks` prints: every registered callback, where it comes from, what it does.
 
 `python -m digits.callbacks --hooks [--callbacks ...] [--callback SPEC] [--no-default-callbacks]`
 shows instead, for the callbacks such a `digits.train` run would use, every hook of a run in the
@@ -12,7 +12,7 @@ imported to get its docstring, and one that fails to import is listed with the e
 Example:
     $ python -m digits.callbacks
     name            from                                        description
-    checkpoint      digits (callbacks.checkpoint:Checkpoint)    Save the best model by ...
+    checkpoint      digits (digits.callbacks.checkpoint:Checkpoint)  Save the best model by ...
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import importlib.machinery
 import importlib.util
 import sys
 
@@ -44,7 +43,7 @@ def registered_callbacks() -> list[CallbackListing]:
         >>> [c.name for c in registered_callbacks()][:2]
         ['checkpoint', 'classification_report']
     """
-    from callbacks.registry import registered
+    from digits.callbacks.registry import registered
 
     rows = []
     for name, entry in registered().items():
@@ -54,9 +53,8 @@ def registered_callbacks() -> list[CallbackListing]:
 
 def print_callbacks(console=None) -> None:
     """Print the list: a rich table on a terminal, aligned plain lines otherwise."""
+    from digits.callbacks.console import is_plain, make_console, table_box
     from rich.table import Table
-
-    from callbacks.console import is_plain, make_console, table_box
 
     console = console or make_console()
     rows = registered_callbacks()
@@ -101,7 +99,7 @@ def hook_rows(callbacks: list) -> list[tuple[str, str, list[str]]]:
     for moment, hooks in RUN_HOOKS:
         for hook in hooks:
             if hook in ("state_dict", "load_state_dict"):
-                from callbacks.base import Callback
+                from digits.callbacks.base import Callback
 
                 acting = [c for c in callbacks if getattr(type(c), hook, None) not in
                           (None, getattr(Callback, hook))]
@@ -119,8 +117,9 @@ def hook_rows(callbacks: list) -> list[tuple[str, str, list[str]]]:
 
 
 def _acts(callback, hook: str, trainer_level: bool) -> bool:
-    from callbacks.base import Callback
-    from digits.dispatch import hook_method
+    from digits.callbacks.base import Callback
+
+    from digits.engine.dispatch import hook_method
 
     if trainer_level:  # the Trainer's own hooks reach digits callbacks only
         return isinstance(callback, Callback) and \
@@ -161,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.hooks:
-            from callbacks.registry import resolve
-            from digits.trainer import Trainer
+            from digits.callbacks.registry import resolve
+
+            from digits.engine.trainer import Trainer
 
             chosen = resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
             print_hooks(Trainer(callbacks=chosen, verbose=False).callbacks)
@@ -179,7 +179,7 @@ def _description(entry) -> str:
     doc = _docstring_from_source(module.strip(), attr.strip())
     if doc is not None:
         return doc
-    from callbacks.registry import describe
+    from digits.callbacks.registry import describe
 
     try:
         return describe(entry.load())
@@ -217,8 +217,7 @@ def _module_file(module: str) -> str | None:
         for i in range(1, len(parts)):
             if spec is None or not spec.submodule_search_locations:
                 return None
-            spec = importlib.machinery.PathFinder.find_spec(
-                ".".join(parts[: i + 1]), list(spec.submodule_search_locations))
+            spec = _find_spec(".".join(parts[: i + 1]), list(spec.submodule_search_locations))
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
@@ -226,5 +225,13 @@ def _module_file(module: str) -> str | None:
     return spec.origin
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _find_spec(name: str, path: list[str]):
+    # What `import` asks, without executing the parents: every finder on sys.meta_path in turn,
+    # so a package mapped to another folder (`digits.callbacks` is the checkout's `callbacks/`,
+    # found by setuptools' editable finder) is found as well as one inside its parent.
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        spec = find_spec(name, path) if find_spec is not None else None
+        if spec is not None:
+            return spec
+    return None

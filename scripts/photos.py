@@ -248,7 +248,7 @@ def make_sample(kind: str, x: np.ndarray, y: np.ndarray, seed: int,
 
 
 def gray_levels(image) -> np.ndarray:
-    """A PIL image as float32 grey levels in [0, 1], as `digits.images.find_digits` takes them."""
+    """A PIL image as float32 grey levels in [0, 1], as `digits.reading.images.find_digits` takes them."""
     return np.asarray(image.convert("L"), np.float32) / 255.0
 
 

@@ -3,8 +3,8 @@ image.
 
 A digit one pixel off where the model expects it, or a few degrees tilted, is still the same
 digit; averaging the model's answers over such copies smooths out the answers that hinge on
-exact placement. Each copy is made from the 28x28 inputs (after `digits.images` has found and
-normalised a digit), so it works the same for every saved format (`digits.runtimes`) and
+exact placement. Each copy is made from the 28x28 inputs (after `digits.reading.images` has found and
+normalised a digit), so it works the same for every saved format (`digits.deploy.runtimes`) and
 costs one extra prediction per copy. Nothing here imports TensorFlow.
 """
 

@@ -163,9 +163,9 @@ def run(trainer, model, data, steps: int = 100, start: float = 1e-6, end: float 
 
     import tensorflow as tf
 
-    from digits.compiling import compile_model
     from digits.data import make_pipeline
-    from digits.run_directory import RunDirectory
+    from digits.engine.compiling import compile_model
+    from digits.runs.directory import RunDirectory
 
     settings = dc.replace(trainer.settings, lr_schedule="constant", ema_decay=None,
                           steps_per_execution=1)
@@ -178,7 +178,7 @@ def run(trainer, model, data, steps: int = 100, start: float = 1e-6, end: float 
     png = plot(finding)
     run_dir.write_json("lr_finder.json", {"steps": steps, "start": start, "end": end,
                                           **finding.to_dict()})
-    from digits.atomic import atomic_write_bytes
+    from digits.runs.atomic import atomic_write_bytes
 
     atomic_write_bytes(run_dir.file("lr_finder.png"), png)
     writer = tf.summary.create_file_writer(str(run_dir.path))

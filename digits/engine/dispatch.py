@@ -18,7 +18,7 @@ _KERAS_RENAMES = {"on_test_begin": "on_evaluate_begin", "on_test_end": "on_evalu
 
 
 def _digits_base():
-    from callbacks.base import Callback
+    from digits.callbacks.base import Callback
 
     return Callback
 
@@ -103,7 +103,7 @@ class Dispatcher:
             if hasattr(c, "trainer"):
                 c.trainer = trainer
         self.epoch_variable = None
-        self.weight_average = None  # during a fit with averaged weights (digits.averaging)
+        self.weight_average = None  # during a fit with averaged weights (digits.recipes.averaging)
         self.background = None  # during a fit: held through each epoch's end
         base = keras.callbacks.Callback
 

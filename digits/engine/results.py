@@ -23,7 +23,7 @@ class TestResult:
         features: (N, F) what the model computed before its classifier, when a callback
             asked for them (`wants_features`, e.g. the embeddings callback); else None.
         tta_views: the copies of each image whose probabilities were averaged
-            (`digits.tta`), or None when each image was predicted once.
+            (`digits.recipes.tta`), or None when each image was predicted once.
     """
 
     __test__ = False  # not a pytest test class, despite the name

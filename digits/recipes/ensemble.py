@@ -11,7 +11,7 @@ beside a metrics.json holding each member's test result and the ensemble's.
 
 With `--snapshots` the members are instead snapshots of one run whose cosine learning rate
 restarts N times (Huang et al. 2017, "Snapshot ensembles"): the last epoch of each cycle
-(`callbacks.snapshots.CycleSnapshots`), N members for the price of one run; BENCHMARKS.md
+(`digits.callbacks.snapshots.CycleSnapshots`), N members for the price of one run; BENCHMARKS.md
 ("Training recipes") has which wins.
 """
 
@@ -49,8 +49,8 @@ def build_ensemble(members: list, name: str = "ensemble"):
 def finished_member(log_dir, name: str, config: dict):
     """The latest finished run of `name` with this configuration (its model is reused), or
     None."""
-    from digits.run_directory import RunDirectory
-    from digits.run_state import same_configuration
+    from digits.runs.directory import RunDirectory
+    from digits.runs.state import same_configuration
 
     latest = RunDirectory.latest(log_dir, name)
     if latest is None or not latest.file("model.keras").is_file():
@@ -62,8 +62,8 @@ def finished_member(log_dir, name: str, config: dict):
 def save(model, result, member_results: list, log_dir, name: str, config: dict):
     """Write the ensemble's model.keras and metrics.json (each member's test and the
     ensemble's) into a new run directory `<log_dir>/<name>/version_<n>`; returns its path."""
-    from digits.atomic import atomic_path
-    from digits.run_directory import RunDirectory
+    from digits.runs.atomic import atomic_path
+    from digits.runs.directory import RunDirectory
 
     run = RunDirectory.create(log_dir, name)
     with atomic_path(run.file("model.keras"), suffix=".keras") as tmp:
@@ -116,7 +116,7 @@ def join(members: list, labels: list[str], results: list, data, config: dict,
     batch size, precision). Returns the ensemble's `TestResult`."""
     import sys
 
-    from digits.trainer import Trainer
+    from digits.engine.trainer import Trainer
 
     averaged = build_ensemble(members, name="ensemble")
     # A tester of its own: a member's Trainer would write the ensemble's test into its run.

@@ -8,8 +8,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from digits.atomic import atomic_write_json
 from digits.errors import RunDirectoryError
+from digits.runs.atomic import atomic_write_json
 
 
 class RunDirectory:

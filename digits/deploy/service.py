@@ -98,15 +98,15 @@ def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024):
 
     app = FastAPI(title="digits", docs_url=None, redoc_url=None, openapi_url=None)
     model_info = describe_model(reader.runtime)
-    page = resources.files("digits").joinpath(PAGE).read_text(encoding="utf-8")
+    page = resources.files("digits.deploy").joinpath(PAGE).read_text(encoding="utf-8")
     # LiteRT's interpreter and Keras' predict_on_batch are not made for concurrent calls:
     # requests are found in parallel, classified one at a time (0.2-2 ms each).
     classify_lock = threading.Lock()
     slots = asyncio.Semaphore(MAX_CONCURRENT)
 
     def read(data: bytes, name: str, with_inputs: bool) -> dict:
-        from digits.images import find_digits_in_file
         from digits.reading import read_digits
+        from digits.reading.images import find_digits_in_file
 
         found = find_digits_in_file(name, data=data)
 

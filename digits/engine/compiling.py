@@ -4,12 +4,12 @@ batch normalization and steps per execution. The bench compiles its contenders h
 
 from __future__ import annotations
 
-from digits.config import TrainerConfig
+from digits.engine.config import TrainerConfig
 
 
 def make_optimizer(name: str, learning_rate, ema_decay: float | None = None):
     """A Keras optimizer by name ("adam", "adamw", "sgd" with Nesterov momentum, "rmsprop"),
-    keeping an exponential moving average of the weights with `ema_decay` (`digits.averaging`)."""
+    keeping an exponential moving average of the weights with `ema_decay` (`digits.recipes.averaging`)."""
     import keras
 
     averaging = {"use_ema": True, "ema_momentum": ema_decay} if ema_decay is not None else {}
@@ -31,12 +31,12 @@ def compile_model(model, config: TrainerConfig, steps_per_epoch: int, strategy=N
     import keras
     import tensorflow as tf
 
-    from digits.metrics import SmoothedSparseCrossentropy, compiled_metrics
+    from digits.engine.metrics import SmoothedSparseCrossentropy, compiled_metrics
 
     strategy = strategy or tf.distribute.get_strategy()
     spe = config.steps_per_execution_for(steps_per_epoch)
     if config.fused_batch_norm:
-        from digits.fusion import fuse_batch_norm
+        from digits.speed.fusion import fuse_batch_norm
 
         fuse_batch_norm(model)
     if model.compiled:

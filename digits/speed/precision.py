@@ -112,7 +112,7 @@ def for_this_machine(model):
 
 
 def _layers(model):
-    """Every layer of `model`, nested models' too (Keras' own walk, as `digits.fusion`)."""
+    """Every layer of `model`, nested models' too (Keras' own walk, as `digits.speed.fusion`)."""
     return model._flatten_layers(include_self=False, recursive=True)
 
 

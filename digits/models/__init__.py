@@ -72,9 +72,9 @@ def cnn(
         dense_units: width of the dense layer.
         dense_dropout: dropout before the output layer.
         augment: augmentation strength (0 turns it off; 1 = +-11 degrees, +-10% shift and zoom).
-        ink_augment: strength of `digits.layers.InkVariation` (stroke width, blur, contrast;
+        ink_augment: strength of `digits.models.layers.InkVariation` (stroke width, blur, contrast;
             0 turns it off).
-        elastic: strength of `digits.layers.ElasticDistortion` (1 = Simard et al.'s alpha 34,
+        elastic: strength of `digits.models.layers.ElasticDistortion` (1 = Simard et al.'s alpha 34,
             sigma 4; 0 turns it off).
     """
     import keras
@@ -96,11 +96,11 @@ def cnn(
     inputs = keras.Input((28, 28, 1), name="image")
     x = inputs
     if ink_augment > 0:
-        from digits.layers import InkVariation
+        from digits.models.layers import InkVariation
 
         x = InkVariation(ink_augment, seed=seed, name="ink_variation")(x)
     if elastic > 0:
-        from digits.layers import ElasticDistortion
+        from digits.models.layers import ElasticDistortion
 
         x = ElasticDistortion(34.0 * elastic, seed=seed, name="elastic_distortion")(x)
     for layer in _augmentation(layers, augment, seed):
@@ -221,7 +221,7 @@ def load_model(path: str):
     _check_keras_archive(path)
     import keras
 
-    import digits.layers  # noqa: F401 - registers digits' own layers for safe-mode loading
+    import digits.models.layers  # noqa: F401 - registers digits' own layers for safe-mode loading
 
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -233,7 +233,7 @@ def load_model(path: str):
                 "and Keras safe mode is on"
             ) from None
         raise ModelError(f"{path}: cannot load model: {message[:300]}") from None
-    from digits.precision import for_this_machine
+    from digits.speed.precision import for_this_machine
 
     model = for_this_machine(model)  # bfloat16 computing only where the CPU has it natively
     try:

@@ -14,7 +14,7 @@ import re
 
 from digits.errors import ConfigError
 
-# "auto": mixed_bfloat16 on a CPU with native bfloat16, else float32 (`digits.precision`).
+# "auto": mixed_bfloat16 on a CPU with native bfloat16, else float32 (`digits.speed.precision`).
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = (None, "mirrored")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")

@@ -64,21 +64,21 @@ class Runtime(abc.ABC):
 
     format = "keras"
     batch_size = 256
-    tta = False  # average over test-time augmented copies (`digits.tta`)
+    tta = False  # average over test-time augmented copies (`digits.recipes.tta`)
 
     def __init__(self, path: str):
         self.path = str(path)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(N, 28, 28, 1) or (N, 28, 28) float32 images in [0, 1] -> (N, 10) probabilities;
-        averaged over `digits.tta`'s copies of each image when `tta` is set."""
+        averaged over `digits.recipes.tta`'s copies of each image when `tta` is set."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 3:
             x = x[..., None]
         if len(x) == 0:
             return np.zeros((0, 10), np.float32)
         if self.tta:
-            from digits import tta
+            from digits.recipes import tta
 
             return tta.averaged(self._predict_once, x)
         return self._predict_once(x)

@@ -1,0 +1,3 @@
+"""Training and inference recipes: averaged weights (`averaging`), test-time augmentation
+(`tta`), the learning-rate range test (`lr_finder`) and ensembles (`ensemble`).
+"""

@@ -1,0 +1,3 @@
+"""Making a model fast on the machine at hand: fused batch normalization (`fusion`) and the
+dtype policy a run computes in (`precision`).
+"""
