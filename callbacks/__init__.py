@@ -1,6 +1,6 @@
 """Callbacks for the digits Trainer: the plugin base class, the registry, and the built-ins.
 
-Write your own by subclassing `callbacks.Callback` (or `callbacks.EveryNEpochs` for work on
+Write your own by subclassing `digits.callbacks.Callback` (or `digits.callbacks.EveryNEpochs` for work on
 every n-th epoch's validation pass); register it under the `digits.callbacks`
 entry-point group to make it available by name (`--callbacks NAME`).
 
@@ -18,4 +18,4 @@ def __getattr__(name: str):
         import digits.callbacks.base
 
         return getattr(digits.callbacks.base, name)
-    raise AttributeError(f"module 'callbacks' has no attribute {name!r}")
+    raise AttributeError(f"module 'digits.callbacks' has no attribute {name!r}")

@@ -36,7 +36,7 @@ def test_the_list_names_every_built_in_with_its_source_and_summary():
 
 
 def test_listing_does_not_import_tensorflow():
-    done = run_python("-c", "import sys, digits.callbacks as c; c.main([]); "
+    done = run_python("-c", "import sys, digits.callbacks.listing as c; c.main([]); "
                             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "False False"
@@ -57,7 +57,7 @@ COUNTER = "tests.test_resume:EpochCounter"  # a plugin is named by its spec
 
 def test_hooks_show_every_moment_of_a_run_and_who_acts_in_it(capsys):
     """`python -m digits.callbacks --hooks`: a plugin author's first question, answered."""
-    from digits import callbacks as listing
+    from digits.callbacks import listing
 
     assert listing.main(["--hooks", "--callback", "tests.test_resume:EpochCounter",
                          "--callbacks", "early_stopping"]) == 0

@@ -5,7 +5,7 @@ and trains each trial through `digits.Trainer`, so every callback plugin runs in
 trial. `digits.tuner.search` builds keras-tuner's tuners around it and runs a search, alone or as the
 chief or a worker of a distributed one; `python -m digits.tune` is its command line.
 
-Nothing is imported here: `import tuner` stays free of TensorFlow and keras-tuner.
+Nothing is imported here: `import digits.tuner` stays free of TensorFlow and keras-tuner.
 
 Example:
     >>> from digits.tuner.hypermodel import DigitsHyperModel
