@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from digits.callbacks.monitor import MonitorCallback
-
 from digits.runs.atomic import atomic_path
 
 
@@ -52,7 +51,8 @@ class Checkpoint(MonitorCallback):
         return self.is_better(value, self.best)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.trainer is not None and (self.trainer.stop_reason or "").startswith("fault:"):
+        stopped = self.trainer.stopped if self.trainer is not None else None
+        if stopped is not None and stopped.fault:
             # A model that just went NaN can still score a finite val_accuracy (argmax of NaN
             # is class 0); the last good checkpoint must survive it.
             self.monitored(logs)  # a monitor missing from the metrics is still an error

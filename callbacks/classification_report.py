@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+
 from digits.callbacks.base import EveryNEpochs
 from digits.callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
-
 from digits.engine.results import (  # noqa: F401 - public here since digits 0.1
     report_from_confusion_matrix,
     report_markdown,

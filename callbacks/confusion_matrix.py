@@ -7,6 +7,7 @@ writes it as `confusion_matrix.png`).
 from __future__ import annotations
 
 import numpy as np
+
 from digits.callbacks.base import EveryNEpochs
 from digits.callbacks.drawing import (  # noqa: F401 - public here since digits 0.1
     default_font,
@@ -16,7 +17,6 @@ from digits.callbacks.drawing import (  # noqa: F401 - public here since digits 
     write_image,
 )
 from digits.callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
-
 from digits.engine.results import confusion_matrix_from_predictions  # noqa: F401 - public here too
 
 

@@ -15,8 +15,8 @@ class EarlyStopping(MonitorCallback):
     Like Keras' `EarlyStopping`, its state lives in a few fields: `wait` (epochs since the last
     improvement), `best` and `best_epoch` (1-based), and `stopped_epoch` (1-based, 0 while
     training goes on). They are saved with the run each epoch, so a resumed run resumes its
-    patience instead of starting it over. When it stops the run it sets `trainer.stop_reason`
-    to "early stopping: ..." (a normal end of `fit`, not a fault).
+    patience instead of starting it over. It stops the run with `trainer.stop("early stopping:
+    ...")`, a normal end of `fit`, not a fault (`trainer.stop_reason` then reads so).
 
     Args:
         monitor: the epoch log key to watch (default "val_loss").
@@ -97,8 +97,8 @@ class EarlyStopping(MonitorCallback):
             reason = (f"{self.monitor} did not improve for {self.wait} "
                       f"epoch{'s' if self.wait != 1 else ''} ({best})")
             trainer = self.trainer
-            if trainer is not None and trainer.stop_reason is None:
-                trainer.stop_reason = f"early stopping: {reason}"
+            if trainer is not None:
+                trainer.stop(f"early stopping: {reason}")
             if trainer is None or trainer.verbose:
                 print(f"early stopping at epoch {epoch + 1}: {reason}", file=sys.stderr, flush=True)
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from digits.callbacks.base import EveryNEpochs
 from digits.callbacks.drawing import png_bytes
 from digits.callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
-
 from digits.runs.atomic import atomic_write_bytes, atomic_write_text
 
 PROJECTOR_CONFIG = "projector_config.pbtxt"  # what TensorBoard's Projector looks for in a run

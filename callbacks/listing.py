@@ -23,6 +23,7 @@ import dataclasses
 import importlib.util
 import sys
 
+from digits.callbacks.registry import label_of
 from digits.errors import DigitsError
 
 
@@ -53,8 +54,9 @@ def registered_callbacks() -> list[CallbackListing]:
 
 def print_callbacks(console=None) -> None:
     """Print the list: a rich table on a terminal, aligned plain lines otherwise."""
-    from digits.callbacks.console import is_plain, make_console, table_box
     from rich.table import Table
+
+    from digits.callbacks.console import is_plain, make_console, table_box
 
     console = console or make_console()
     rows = registered_callbacks()
@@ -112,13 +114,12 @@ def hook_rows(callbacks: list) -> list[tuple[str, str, list[str]]]:
                 shown = "on_evaluate_" + hook[len("on_test_"):] \
                     if moment == "each validation pass" and hook in ("on_test_begin", "on_test_end") \
                     else hook
-            rows.append((moment, shown, [_label(c) for c in acting]))
+            rows.append((moment, shown, [label_of(c) for c in acting]))
     return rows
 
 
 def _acts(callback, hook: str, trainer_level: bool) -> bool:
     from digits.callbacks.base import Callback
-
     from digits.engine.dispatch import hook_method
 
     if trainer_level:  # the Trainer's own hooks reach digits callbacks only
@@ -127,13 +128,9 @@ def _acts(callback, hook: str, trainer_level: bool) -> bool:
     return hook_method(callback, hook) is not None
 
 
-def _label(callback) -> str:
-    return getattr(callback, "name", "") or type(callback).__name__
-
-
 def print_hooks(callbacks: list) -> None:
     """The run's hooks, moment by moment, with the callbacks that act in each."""
-    print("callbacks, in the order they run: " + ", ".join(_label(c) for c in callbacks))
+    print("callbacks, in the order they run: " + ", ".join(label_of(c) for c in callbacks))
     moment = None
     width = max(len(shown) for _, shown, _ in hook_rows(callbacks))
     for when, shown, acting in hook_rows(callbacks):
@@ -161,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.hooks:
             from digits.callbacks.registry import resolve
-
             from digits.engine.trainer import Trainer
 
             chosen = resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)

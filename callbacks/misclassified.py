@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from digits.callbacks.base import Callback
 from digits.callbacks.drawing import default_font, png_bytes, write_image
 from digits.callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
-
 from digits.runs.atomic import atomic_write_bytes
 
 _SCALE = 4  # 28 px digits drawn at 112 px

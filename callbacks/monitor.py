@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 from digits.callbacks.base import Callback
-
 from digits.errors import ConfigError
 
 MODES = ("auto", "min", "max")

@@ -16,9 +16,9 @@ class NanGuard(Callback):
     report that saw it), and the epoch's `loss` and `val_loss`. The weights are checked because
     the loss alone can miss a dead model: where oneDNN's ReLU maps NaN to 0 (seen on an AVX-512
     CPU), a NaN pixel poisons the weights through its gradient while the loss stays finite.
-    It then sets `model.stop_training`, and sets `trainer.stop_reason` to
-    "fault: loss became NaN at epoch E (batch B)" (or "weights became ..."), which makes
-    `Trainer.fit` raise `TrainingStopped` once Keras has stopped. The checkpoint is not
+    It then stops the run as a fault (`trainer.stop(..., fault=True)`: "loss became NaN at
+    epoch E (batch B)" or "weights became ..."), which makes `Trainer.fit` raise
+    `TrainingStopped` once Keras has stopped. The checkpoint is not
     overwritten by the broken model: the last good one is kept.
 
     Args:
@@ -88,8 +88,8 @@ class NanGuard(Callback):
         self.fault = fault
         self.model.stop_training = True
         trainer = self.trainer
-        if trainer is not None and not (trainer.stop_reason or "").startswith("fault:"):
-            trainer.stop_reason = f"fault: {self.fault}"
+        if trainer is not None:
+            trainer.stop(self.fault, fault=True)
         print(f"NaN guard: {self.fault}; training stopped. {self._advice()}",
               file=sys.stderr, flush=True)
 

@@ -6,7 +6,6 @@ import io
 
 from digits.callbacks.base import Callback
 from digits.callbacks.drawing import render_confusion_matrix
-
 from digits.runs.atomic import atomic_write_bytes
 
 _CURVES = (("loss.png", "loss", "loss"), ("accuracy.png", "accuracy", "accuracy"))

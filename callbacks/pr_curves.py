@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+
 from digits.callbacks.base import EveryNEpochs
 from digits.callbacks.tensorboard import close_summary_writers, summary_step, summary_writer
 

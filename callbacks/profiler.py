@@ -13,7 +13,6 @@ import time
 from digits.callbacks.base import Callback
 from digits.callbacks.console import make_console, table_box
 from digits.callbacks.tensorboard import summary_step, summary_writer
-
 from digits.runs.atomic import atomic_write_text
 
 

@@ -200,3 +200,8 @@ def resolve(names: list[str] | None = None, specs: list[str] | None = None,
         chosen.pop(target, None)
         chosen[target] = create(spec)
     return list(chosen.values())
+
+
+def label_of(callback) -> str:
+    """A callback's name in tables, listings and errors: its `name`, else its class name."""
+    return getattr(callback, "name", "") or type(callback).__name__

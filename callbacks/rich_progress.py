@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import time
 
-from digits.callbacks.base import Callback
-from digits.callbacks.console import is_plain, make_console
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
 from rich.text import Text
+
+from digits.callbacks.base import Callback
+from digits.callbacks.console import is_plain, make_console
 
 # The epoch line shows these, in this order, when the logs have them.
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")

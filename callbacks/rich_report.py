@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from digits.callbacks.base import Callback
-from digits.callbacks.console import is_plain, make_console
 from rich import box
 from rich.color import Color
 from rich.console import Console, Group, RenderableType
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
+
+from digits.callbacks.base import Callback
+from digits.callbacks.console import is_plain, make_console
 
 
 class RichReport(Callback):

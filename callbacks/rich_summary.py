@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
-from digits.callbacks.base import Callback
-from digits.callbacks.console import is_plain, make_console, table_box
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
+
+from digits.callbacks.base import Callback
+from digits.callbacks.console import is_plain, make_console, table_box
 
 
 class RichSummary(Callback):
@@ -101,7 +102,9 @@ def render_run_panel(trainer, console: Console | None = None) -> Panel:
         shown["fast_dev_run"] = "on (nothing heavy is written)"
     for key, value in shown.items():
         grid.add_row(key, str(value))
-    names = [getattr(c, "name", "") or type(c).__name__ for c in trainer.callbacks]
+    from digits.callbacks.registry import label_of
+
+    names = [label_of(c) for c in trainer.callbacks]
     grid.add_row("callbacks", ", ".join(names))
     return Panel(Group(grid), title="run", title_align="left",
                  box=table_box(console) if console else None, expand=False)

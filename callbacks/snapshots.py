@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from digits.callbacks.base import Callback
-
 from digits.runs.atomic import atomic_path
 
 

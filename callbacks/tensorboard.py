@@ -11,6 +11,7 @@ import re
 import time
 
 import numpy as np
+
 from digits.callbacks.base import Callback
 from digits.callbacks.lr_monitor import current_learning_rate
 

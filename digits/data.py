@@ -67,7 +67,7 @@ class Dataset:
     class_names: tuple[str, ...] = tuple(str(i) for i in range(NUM_CLASSES))
     notices: tuple[str, ...] = ()
 
-    def announce(self) -> None:
+    def print_notices(self) -> None:
         """Print the notices about how this dataset was chosen to stderr."""
         for notice in self.notices:
             print(notice, file=sys.stderr, flush=True)
@@ -459,7 +459,7 @@ def load_dataset(
         train, val = stratified_split(train, validation_split, seed)
     data = Dataset(train, val, test, name, description, class_names, tuple(notices))
     if announce:
-        data.announce()
+        data.print_notices()
     return data
 
 

@@ -43,7 +43,9 @@ class CallbackRaised(RunFailure):
     """A callback raised while the run was going: names the callback and the hook."""
 
     def __init__(self, callback, hook: str, error: BaseException) -> None:
-        self.callback_name = getattr(callback, "name", "") or type(callback).__name__
+        from digits.callbacks.registry import label_of
+
+        self.callback_name = label_of(callback)
         self.hook = hook
         self.error = error
         super().__init__(

@@ -47,7 +47,7 @@ def run(argv: list[str] | None = None) -> int:
         from digits.errors import DatasetError
 
         raise DatasetError(f"dataset {args.dataset!r} has no test split")
-    data.announce()
+    data.print_notices()
     if isinstance(runtime, KerasRuntime):
         from digits.engine.trainer import Trainer
 

@@ -93,7 +93,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.quantize == "int8" and data.train is None:
         raise DatasetError(f"dataset {args.dataset!r} has no training images to calibrate int8 "
                            "on; name one with --dataset (and the test images with --test-dataset)")
-    data.announce()
+    data.print_notices()
     report = export(source, args.format, output, quantize=args.quantize, data=data)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -100,7 +100,7 @@ def run(argv: list[str] | None = None) -> int:
 
         del reader
         os.environ[ENVIRONMENT] = json.dumps(settings)
-        config = uvicorn.Config("digits.deploy.service:app_from_environment", factory=True,
+        config = uvicorn.Config("digits.serve:app_from_environment", factory=True,
                                 workers=args.workers, **options)
         import inspect
 
@@ -124,6 +124,24 @@ def run(argv: list[str] | None = None) -> int:
     server.run(sockets=[sock])
     print("stopped", file=sys.stderr)
     return 0
+
+
+def app_from_environment():
+    """The app of one `digits.serve --workers N` process, built from `ENVIRONMENT`'s settings.
+
+    Each worker runs its inference on one thread: N workers share the machine's cores.
+    """
+    import json
+    import os
+
+    from digits.deploy.service import ENVIRONMENT, create_app
+    from digits.reading import Reader
+
+    cli.quiet_tensorflow()
+    settings = json.loads(os.environ[ENVIRONMENT])
+    reader = Reader.load(settings["model"], threads=1, tta=settings.get("tta", False),
+                         min_probability=settings["min_probability"])
+    return create_app(reader, max_request_bytes=settings["max_request_bytes"])
 
 
 if __name__ == "__main__":

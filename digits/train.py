@@ -104,19 +104,19 @@ def run(argv: list[str] | None = None) -> int:
               "validation_split": args.validation_split,
               **({"learning_rate": "auto"} if args.learning_rate == "auto" else {})}
     if args.snapshots:
-        data.announce()
+        data.print_notices()
         return train_snapshot_ensemble(args, data, callbacks, name, learning_rate,
                                        hyperparameters, config)
     if args.ensemble > 1:
-        data.announce()
+        data.print_notices()
         return train_ensemble(args, data, fresh_callbacks, name, learning_rate, hyperparameters,
                               config)
     trainer = make_trainer(args, callbacks, name, learning_rate)
     model = trainer.build_model(args.model, **hyperparameters)
-    data.announce()  # only now: a refused input gets its one `error:` line and nothing else
+    data.print_notices()  # only now: a refused input gets its one `error:` line and nothing else
     trainer.fit(model, data, config=config)
-    result = trainer.test(best_model(trainer, model), data, tta=args.tta)
-    report(trainer, result)
+    result = trainer.test(trainer.best_model(model), data, tta=args.tta)
+    trainer.print_report(result)
     if args.refit:
         refit(args, data, fresh_callbacks, name, learning_rate, hyperparameters, config, trainer)
     return 0
@@ -155,7 +155,7 @@ def refit(args, data, callbacks, name: str, learning_rate: float, hyperparameter
     if trainer.run is not None and not args.fast_dev_run:
         with atomic_path(trainer.run.file("model.keras"), suffix=".keras") as tmp:
             model.save(tmp)
-    report(trainer, trainer.test(model, merged, tta=args.tta))
+    trainer.print_report(trainer.test(model, merged, tta=args.tta))
 
 
 def train_ensemble(args, data, callbacks, name: str, learning_rate: float,
@@ -267,32 +267,6 @@ def earlier_automatic_rate(log_dir: str, name: str) -> float | None:
         return None
     rate = (config.get("trainer") or {}).get("learning_rate")
     return float(rate) if isinstance(rate, (int, float)) else None
-
-
-def best_model(trainer, model):
-    """The checkpointed best-by-validation model when there is one, else the final weights."""
-    from digits.callbacks.checkpoint import Checkpoint
-
-    for c in trainer.callbacks:
-        if isinstance(c, Checkpoint) and c.path is not None and c.path.is_file():
-            import keras
-
-            best = keras.saving.load_model(c.path, compile=False, safe_mode=True)
-            model.set_weights(best.get_weights())
-            break
-    return model
-
-
-def report(trainer, result) -> None:
-    """Print the run directory, and the test report unless a rich report already showed it."""
-    from digits.callbacks.rich_report import RichReport
-
-    if not any(isinstance(c, RichReport) for c in trainer.callbacks):
-        print(result.report_text())
-    where = trainer.run.path if not trainer.fast_dev_run else "(fast dev run: nothing kept)"
-    print(f"test accuracy {result.accuracy:.4f} on {len(result.y_true)} images; "
-          f"run directory: {where}")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -164,28 +163,21 @@ def run(argv: list[str] | None = None) -> int:
                           f"most --final-epochs ({args.final_epochs})")
     if args.swa_lr is not None and args.swa is None:
         raise ConfigError("--swa-lr needs --swa EPOCHS")
-    from digits.tuner.distributed import role_from_environment
+    from digits.tuner.distributed import (
+        local_chief,
+        parallel_trials,
+        role_from_environment,
+        stop_when_chief_dies,
+    )
 
     role = role_from_environment()
-    args.parallel_trials = _parallel_trials(args.parallel_trials, role)
+    args.parallel_trials = parallel_trials(args.parallel_trials, role)
     if role.kind == "worker":
-        from digits.tuner.distributed import stop_when_chief_dies
-
         stop_when_chief_dies()  # a worker that --parallel-trials started
     elif args.parallel_trials > 1:
-        # keras-tuner reads its role from the environment: this process's, for this search only.
-        return _with_environment_restored(
-            lambda: _run_search(args, argv, _become_local_chief()))
+        with local_chief() as chief:
+            return _run_search(args, argv, chief)
     return _run_search(args, argv, role)
-
-
-def _with_environment_restored(function):
-    saved = dict(os.environ)
-    try:
-        return function()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _run_search(args, argv, role) -> int:
@@ -255,15 +247,20 @@ def _run_search(args, argv, role) -> int:
         check_settings(project_dir, settings)
     tuner = _make_tuner(args, hypermodel, project, max_trials, pins, overwrite, display, role)
     if role.holds_oracle:
-        _announce(args, tuner, role, display, project_dir, planned, settings)
+        _print_search_start(args, tuner, role, display, project_dir, planned, settings)
     else:
         display.line(f"worker {role.tuner_id}: asking the chief at {role.address} for trials")
 
     workers = None
     if role.kind == "chief" and args.parallel_trials > 1:
-        from digits.tuner.distributed import TRIALS_PER_PROCESS, LocalWorkers, trials_per_process
+        from digits.tuner.distributed import (
+            TRIALS_PER_PROCESS,
+            LocalWorkers,
+            trials_per_process,
+            worker_argv,
+        )
 
-        workers = LocalWorkers(args.parallel_trials, _worker_argv(argv),
+        workers = LocalWorkers(args.parallel_trials, worker_argv(argv),
                                port=int(role.address.rsplit(":", 1)[1]),
                                log_dir=project_dir / "workers",
                                trials_per_process=trials_per_process() or TRIALS_PER_PROCESS)
@@ -274,53 +271,6 @@ def _run_search(args, argv, role) -> int:
     finally:
         if workers is not None:
             workers.stop()
-
-
-def _parallel_trials(value, role) -> int:
-    """How many trials this process runs at a time through workers of its own."""
-    from digits.errors import ConfigError
-    from digits.tuner.distributed import auto_parallel_trials, has_gpu, usable_cores
-
-    if role.kind != "single":
-        if value not in ("auto", 1) and role.kind == "chief":
-            raise ConfigError("--parallel-trials starts its own workers on this host; a chief "
-                              "set up with KERASTUNER_* variables gets its workers from you")
-        return 1
-    return auto_parallel_trials(usable_cores(), has_gpu()) if value == "auto" else int(value)
-
-
-def _become_local_chief():
-    """This process as the chief of a search on 127.0.0.1 (for --parallel-trials): keras-tuner
-    reads its role from the environment when the tuner is made (the caller restores it)."""
-    from digits.tuner.distributed import (
-        ENV_ORACLE_IP,
-        ENV_ORACLE_PORT,
-        ENV_TUNER_ID,
-        free_port,
-        role_from_environment,
-    )
-
-    os.environ.update({ENV_TUNER_ID: "chief", ENV_ORACLE_IP: "127.0.0.1",
-                       ENV_ORACLE_PORT: str(free_port())})
-    return role_from_environment()
-
-
-def _worker_argv(argv: list[str] | None) -> list[str]:
-    """The command line for a worker: this one without --parallel-trials."""
-    words = list(sys.argv[1:] if argv is None else argv)
-    kept = []
-    skip = False
-    for word in words:
-        if skip:
-            skip = False
-            continue
-        if word == "--parallel-trials":
-            skip = True
-            continue
-        if word.startswith("--parallel-trials="):
-            continue
-        kept.append(word)
-    return kept
 
 
 def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks,
@@ -422,13 +372,13 @@ def _check_pinned_values(pins: dict) -> None:
         Trainer(callbacks=[], **trainer_pins)
 
 
-def _announce(args, tuner, role, display, project_dir, planned, settings) -> None:
+def _print_search_start(args, tuner, role, display, project_dir, planned, settings) -> None:
     from digits.tuner.display import plural
-    from digits.tuner.search import reload_report, write_settings
+    from digits.tuner.search import objective_direction, reload_report, write_settings
 
     write_settings(project_dir, settings)
     how = f"{plural(planned, 'trial')} planned" if planned else "trials until the space is exhausted"
-    direction = "max" if "loss" not in args.objective else "min"
+    direction = objective_direction(args.objective)
     display.line(f"search: {args.tuner} over the CNN's architecture, optimizer and learning rate; "
                  f"objective {args.objective} ({direction}); {how}; in {project_dir}")
     report = reload_report(tuner.oracle)
@@ -523,7 +473,6 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
     latest such run already trained and tested these hyperparameters, it is reported instead
     of trained again.
     """
-    from digits import train
     from digits.callbacks.hparams import HParams, with_hparams
     from digits.engine.trainer import Trainer
     from digits.recipes import ensemble
@@ -583,8 +532,8 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
     trainer = final_trainer()
     model = trainer.build_model(MODEL, **model_values)
     trainer.fit(model, data, config=config)
-    result = trainer.test(train.best_model(trainer, model), data, tta=args.tta)
-    train.report(trainer, result)
+    result = trainer.test(trainer.best_model(model), data, tta=args.tta)
+    trainer.print_report(result)
 
 
 if __name__ == "__main__":

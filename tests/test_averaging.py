@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from digits.callbacks.base import Callback
 
+from digits.callbacks.base import Callback
 from tests.test_resume import CrashAt, fit, make_trainer, op_determinism_off_afterwards  # noqa: F401
 
 
@@ -106,19 +106,19 @@ def test_swa_settings_and_schedule():
     """The averaged epochs run at a constant swa_lr (half the rate unless given), reached
     by the cosine as they begin; averaging twice, or with restarts, is refused."""
     from digits.engine.compiling import learning_rate_schedule
-    from digits.engine.config import TrainerConfig
+    from digits.engine.config import TrainerSettings
     from digits.errors import ConfigError
 
-    config = TrainerConfig(max_epochs=10, swa_epochs=4, learning_rate=1e-3)
+    config = TrainerSettings(max_epochs=10, swa_epochs=4, learning_rate=1e-3)
     assert config.swa_lr == pytest.approx(5e-4) and config.swa_start_epoch == 6
-    assert config.to_dict()["swa_epochs"] == 4 and "swa_epochs" not in TrainerConfig().to_dict()
+    assert config.to_dict()["swa_epochs"] == 4 and "swa_epochs" not in TrainerSettings().to_dict()
     schedule = learning_rate_schedule(config, steps_per_epoch=5)
     rates = [float(schedule(step)) for step in range(0, 51)]
     assert rates[0] == pytest.approx(1e-3)
     assert all(a > b for a, b in zip(rates[:30], rates[1:31], strict=True))  # decaying
     assert rates[30:] == pytest.approx([5e-4] * 21)  # epochs 7-10: constant
     constant = learning_rate_schedule(
-        TrainerConfig(max_epochs=10, swa_epochs=4, swa_lr=3e-4, lr_schedule="constant"), 5)
+        TrainerSettings(max_epochs=10, swa_epochs=4, swa_lr=3e-4, lr_schedule="constant"), 5)
     assert [float(constant(s)) for s in (0, 30, 31, 50)] == pytest.approx([2e-3, 2e-3, 3e-4, 3e-4])
     for bad, message in [({"swa_epochs": 11}, "at most the epochs"),
                          ({"swa_epochs": 0}, "swa_epochs must be"),
@@ -127,8 +127,8 @@ def test_swa_settings_and_schedule():
                          ({"swa_lr": 1e-3}, "needs swa_epochs"),
                          ({"swa_epochs": 2, "swa_lr": 0.0}, "swa_lr must be")]:
         with pytest.raises(ConfigError, match=message):
-            TrainerConfig(max_epochs=10, **bad)
-    assert TrainerConfig(swa_epochs=5, fast_dev_run=True).swa_epochs == 1
+            TrainerSettings(max_epochs=10, **bad)
+    assert TrainerSettings(swa_epochs=5, fast_dev_run=True).swa_epochs == 1
 
 
 def test_swa_is_the_mean_of_the_epochs_weights_and_batch_norm_is_recomputed_for_it():

@@ -7,8 +7,8 @@ import threading
 import time
 
 import pytest
-from digits.callbacks import Callback
 
+from digits.callbacks import Callback
 from digits.runs import background as background_module
 from digits.runs.background import Background
 

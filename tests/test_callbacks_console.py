@@ -11,12 +11,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+
 from digits.callbacks.console import is_plain, make_console
 from digits.callbacks.rich_progress import RichProgress
 from digits.callbacks.rich_report import print_report, render_report, report_text
 from digits.callbacks.rich_summary import RichSummary
-from rich.console import Console
-
 from digits.engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

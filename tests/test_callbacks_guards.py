@@ -8,12 +8,12 @@ import json
 import keras
 import numpy as np
 import pytest
+
 from digits.callbacks.base import Callback
 from digits.callbacks.console import make_console
 from digits.callbacks.early_stopping import EarlyStopping
 from digits.callbacks.nan_guard import NanGuard
 from digits.callbacks.rich_progress import RichProgress
-
 from digits.data import Dataset, Split
 from digits.engine.trainer import Trainer
 from digits.errors import TrainingStopped

@@ -21,6 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+
 from digits.callbacks.base import Callback
 from digits.callbacks.classification_report import ClassificationReport
 from digits.callbacks.confusion_matrix import ConfusionMatrixImages
@@ -31,10 +35,6 @@ from digits.callbacks.plots import Plots
 from digits.callbacks.pr_curves import PRCurves
 from digits.callbacks.profiler import Profiler
 from digits.callbacks.tensorboard import TensorBoardScalars
-from PIL import Image
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.util import tensor_util
-
 from digits.engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

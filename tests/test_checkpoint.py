@@ -15,7 +15,7 @@ class FakeRun:
 
 class FakeTrainer:
     def __init__(self, path):
-        self.run, self.fast_dev_run, self.stop_reason = FakeRun(path), False, None
+        self.run, self.fast_dev_run, self.stopped = FakeRun(path), False, None
 
 
 def test_equal_accuracy_with_lower_loss_replaces_the_checkpoint(tmp_path):
@@ -87,8 +87,8 @@ def test_monitors_share_one_rule_for_better():
 def test_two_stateful_callbacks_may_not_share_a_state_key(tmp_path, small_data):
     """The second's state used to overwrite the first's in the run's state, silently."""
     import pytest
-    from digits.callbacks.early_stopping import EarlyStopping
 
+    from digits.callbacks.early_stopping import EarlyStopping
     from digits.engine.trainer import Trainer
     from digits.errors import ConfigError
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from digits.engine.compiling import build_optimizer, compile_model, make_optimizer
-from digits.engine.config import TrainerConfig
+from digits.engine.config import TrainerSettings
 from digits.engine.trainer import Trainer
 from digits.models import build_model
 
@@ -20,7 +20,7 @@ def small_model():
 
 def test_an_uncompiled_model_gets_the_runs_optimizer_schedule_loss_and_metrics():
     model = small_model()
-    spe = compile_model(model, TrainerConfig(max_epochs=5, learning_rate=0.01), steps_per_epoch=10)
+    spe = compile_model(model, TrainerSettings(max_epochs=5, learning_rate=0.01), steps_per_epoch=10)
     assert spe == 10 and model.steps_per_execution == 10
     assert isinstance(model.optimizer, keras.optimizers.Adam) and model.optimizer.built
     schedule = model.optimizer._learning_rate
@@ -30,13 +30,13 @@ def test_an_uncompiled_model_gets_the_runs_optimizer_schedule_loss_and_metrics()
     metrics = [m["class_name"] for m in model.get_compile_config()["metrics"]]
     assert metrics == ["SparseCategoricalAccuracy", "StreamingConfusionMatrix", "StreamingPRCounts"]
     no_matrix = small_model()
-    compile_model(no_matrix, TrainerConfig(), 4, confusion_matrix=False)  # XLA cannot take it
+    compile_model(no_matrix, TrainerSettings(), 4, confusion_matrix=False)  # XLA cannot take it
     assert len(no_matrix.get_compile_config()["metrics"]) == 1
 
 
 def test_label_smoothing_zero_compiles_plain_cross_entropy():
     model = small_model()
-    compile_model(model, TrainerConfig(label_smoothing=0.0, lr_schedule="constant"), 4)
+    compile_model(model, TrainerSettings(label_smoothing=0.0, lr_schedule="constant"), 4)
     assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
     assert float(model.optimizer.learning_rate) == pytest.approx(2e-3)
 
@@ -44,7 +44,7 @@ def test_label_smoothing_zero_compiles_plain_cross_entropy():
 def test_a_model_the_user_compiled_keeps_their_choices():
     model = small_model()
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    compile_model(model, TrainerConfig(steps_per_execution=3), steps_per_epoch=10)
+    compile_model(model, TrainerSettings(steps_per_execution=3), steps_per_epoch=10)
     assert isinstance(model.optimizer, keras.optimizers.SGD) and model.optimizer.built
     assert model.loss == "sparse_categorical_crossentropy" and model.steps_per_execution == 3
 

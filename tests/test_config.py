@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from digits import cli
-from digits.engine.config import DEFAULTS, NAME_PATTERN, RANGES, TrainerConfig, check_name
+from digits.engine.config import DEFAULTS, NAME_PATTERN, RANGES, TrainerSettings, check_name
 from digits.errors import ConfigError
 
 # setting -> the command-line type that parses it
@@ -57,11 +57,11 @@ def test_every_choice_flag_offers_the_settings_choices():
 def test_a_bad_setting_is_one_config_error_naming_it(settings):
     (name, value), = settings.items()
     with pytest.raises(ConfigError, match=f"^{name} must be .*got {value!r}"):
-        TrainerConfig(**settings)
+        TrainerSettings(**settings)
 
 
 def test_fast_dev_run_is_resolved_once_and_the_config_is_frozen():
-    config = TrainerConfig(max_epochs=30, fast_dev_run=True, limit_train_batches=100)
+    config = TrainerSettings(max_epochs=30, fast_dev_run=True, limit_train_batches=100)
     assert (config.max_epochs, config.limit_train_batches, config.limit_val_batches,
             config.limit_test_batches) == (1, 2, 2, 2)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -69,12 +69,12 @@ def test_fast_dev_run_is_resolved_once_and_the_config_is_frozen():
 
 
 def test_steps_follow_the_batches_of_an_epoch():
-    config = TrainerConfig(batch_size=128)
+    config = TrainerSettings(batch_size=128)
     assert config.train_steps(4050) == 32 and config.steps_per_execution_for(32) == 32
     assert config.steps_per_execution_for(5) == 5  # "auto": never more than an epoch
-    assert TrainerConfig(limit_train_batches=3).train_steps(4050) == 3
-    assert TrainerConfig(steps_per_execution=7).steps_per_execution_for(100) == 7
-    assert TrainerConfig(batch_size=64).eval_batch_size == 512
+    assert TrainerSettings(limit_train_batches=3).train_steps(4050) == 3
+    assert TrainerSettings(steps_per_execution=7).steps_per_execution_for(100) == 7
+    assert TrainerSettings(batch_size=64).eval_batch_size == 512
 
 
 @pytest.mark.parametrize("name", ["a" * 101, "..", "../up", "", "with space"])
@@ -92,7 +92,7 @@ def test_the_trainer_exposes_each_setting_read_only(tmp_path):
     trainer = Trainer(batch_size=64, optimizer="sgd", log_dir=tmp_path, verbose=False)
     assert (trainer.batch_size, trainer.optimizer, trainer.max_epochs) == (64, "sgd", 40)
     # "auto" is resolved once, by the Trainer: its settings hold the policy it computes in.
-    assert trainer.settings == TrainerConfig(batch_size=64, optimizer="sgd",
+    assert trainer.settings == TrainerSettings(batch_size=64, optimizer="sgd",
                                              precision=trainer.precision)
     assert trainer.precision in ("float32", "mixed_bfloat16")
     with pytest.raises(AttributeError):
@@ -107,7 +107,7 @@ def test_a_profile_range_is_two_ordered_batch_numbers(text):
 
 def test_a_good_profile_range_is_kept_and_checked_against_the_run():
     assert cli.batch_range("3,7") == (3, 7)
-    config = TrainerConfig(max_epochs=2, profile_batch=[3, 7])
+    config = TrainerSettings(max_epochs=2, profile_batch=[3, 7])
     assert config.profile_batch == (3, 7)
     config.check_profile_range(train_steps=4)  # 8 batches in the run
     with pytest.raises(ConfigError, match="ends past the run's 6 training batches"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 import pytest
-from digits.callbacks.base import Callback
 
+from digits.callbacks.base import Callback
 from digits.engine.dispatch import Dispatcher, check_state_keys, hook_method
 from digits.errors import CallbackRaised, ConfigError, TrainingStopped
 
@@ -102,7 +102,6 @@ def test_two_callbacks_keeping_state_under_one_key_are_refused():
 ])
 def test_bad_arguments_of_the_tensorboard_views_are_spec_errors(spec, message):
     from digits.callbacks.registry import resolve
-
     from digits.errors import CallbackSpecError
 
     with pytest.raises(CallbackSpecError, match=message):

@@ -10,12 +10,12 @@ import types
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from digits.callbacks.drawing import draw_confusion_matrix, render_confusion_matrix
 from digits.callbacks.misclassified import draw_misclassified, worst_errors
 from digits.callbacks.plots import plot_curves
 from digits.callbacks.tensorboard import close_summary_writers, summary_writer
-from PIL import Image
-
 from digits.data import FASHION_CLASSES
 from digits.engine.trainer import RunDirectory
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from digits.callbacks.embeddings import metadata_tsv, sprite, tensor_bytes, write_projector
 from google.protobuf import text_format
 from tensorboard.plugins import projector
+
+from digits.callbacks.embeddings import metadata_tsv, sprite, tensor_bytes, write_projector
 
 
 def test_the_sprite_is_a_square_sheet_of_the_digits_dark_on_white(mnist5k):

@@ -68,11 +68,11 @@ def test_train_ensemble_reports_each_member_saves_one_model_and_reuses_finished_
 
 def test_cosine_cycles_restart_the_learning_rate():
     from digits.engine.compiling import compile_model
-    from digits.engine.config import TrainerConfig
+    from digits.engine.config import TrainerSettings
     from digits.models import build_model
 
     model = build_model("cnn", filters=4, dense_units=8)
-    compile_model(model, TrainerConfig(max_epochs=4, lr_cycles=2, learning_rate=1e-3), 10)
+    compile_model(model, TrainerSettings(max_epochs=4, lr_cycles=2, learning_rate=1e-3), 10)
     schedule = model.optimizer.learning_rate if callable(model.optimizer.learning_rate) \
         else model.optimizer._learning_rate  # noqa: SLF001 - Keras keeps the schedule here
     rates = [float(schedule(step)) for step in (0, 19, 20, 39)]

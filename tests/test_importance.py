@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from digits.tuner.importance import groups_of, history_png, importance, importance_text
 from PIL import Image
+
+from digits.tuner.importance import groups_of, history_png, importance, importance_text
 
 
 def test_the_hyperparameter_that_drives_the_score_comes_first():

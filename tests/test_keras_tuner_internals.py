@@ -10,6 +10,7 @@ import threading
 
 import keras_tuner
 import pytest
+
 from digits.tuner import keras_tuner_internals as internals
 
 
@@ -123,3 +124,39 @@ def test_the_first_random_point_is_the_spaces_defaults_and_only_once(oracle):
     # Other tuners ask next (one asking again while its trial runs gets the same trial back).
     later = [oracle.create_trial(f"tuner{k}").hyperparameters.values for k in (1, 2)]
     assert {"units": 1, "act": "relu"} not in later  # drawn at random, no repeat of the first
+
+
+def test_run_trial_builds_and_fits_each_execution_through_one_method():
+    source = inspect.getsource(keras_tuner.Tuner.run_trial)
+    assert "for execution in range(self.executions_per_trial)" in source
+    assert "self._build_and_fit_model(trial, *args, **copied_kwargs)" in source
+
+
+def test_every_execution_goes_through_fit_execution(tmp_path):
+    seen = []
+
+    class Tuner(internals.EachExecution, keras_tuner.RandomSearch):
+        def fit_execution(self, trial, fit, *args, **kwargs):
+            seen.append(trial.trial_id)
+            return fit(*args, **kwargs)
+
+    class Constant(keras_tuner.HyperModel):
+        def build(self, hp):
+            hp.Int("units", 1, 4)
+            return "model"
+
+        def fit(self, hp, model, *args, **kwargs):
+            return {"val_loss": float(hp.values["units"])}
+
+    tuner = Tuner(Constant(), objective="val_loss", max_trials=2, executions_per_trial=2,
+                  directory=tmp_path, project_name="p")
+    tuner.search()
+    assert len(seen) == 4 and len(set(seen)) == 2
+
+
+def test_the_failure_limit_is_a_runtime_error_naming_consecutive_failures(oracle):
+    from keras_tuner.src.engine import oracle as oracle_module
+
+    assert "consecutive failures" in inspect.getsource(oracle_module.Oracle._check_consecutive_failures)
+    assert internals.is_failure_limit(RuntimeError("Number of consecutive failures exceeded the limit of 3."))
+    assert not internals.is_failure_limit(RuntimeError("another problem"))

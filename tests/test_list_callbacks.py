@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rich.console import Console
+
 from digits.callbacks.listing import print_callbacks, registered_callbacks
 from digits.callbacks.registry import DEFAULT_NAMES, describe, registered
-from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import io
 
 import pytest
+from rich.console import Console
+
 from digits.tuner.display import SearchDisplay
 from digits.tuner.live import LiveSearchDisplay, make_display
-from rich.console import Console
 
 
 def terminal(height: int = 40, width: int = 160) -> Console:
@@ -87,10 +88,9 @@ def test_make_display_is_live_only_on_a_terminal():
 
 @pytest.mark.slow
 def test_a_search_feeds_the_view_from_its_trials(tmp_path):
+    from digits.data import load_dataset
     from digits.tuner.hypermodel import DigitsHyperModel
     from digits.tuner.search import make_tuner
-
-    from digits.data import load_dataset
 
     view = LiveSearchDisplay("val_accuracy", planned=2, console=terminal())
     seen = []

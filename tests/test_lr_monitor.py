@@ -6,9 +6,9 @@ import json
 
 import keras
 import pytest
+
 from digits.callbacks.base import Callback
 from digits.callbacks.lr_monitor import LearningRateMonitor, current_learning_rate
-
 from digits.engine.trainer import Trainer
 
 

@@ -36,3 +36,53 @@ def test_setup_cfg_lists_every_package_folder():
     on_disk = {".".join((package, *init.parent.relative_to(folder).parts))
                for package, folder in FOLDERS.items() for init in folder.rglob("__init__.py")}
     assert listed == on_disk
+
+
+COMMANDS = {"digits.cli", "digits.train", "digits.tune", "digits.evaluate", "digits.predict",
+            "digits.export", "digits.serve"}
+# The command modules themselves: `python -m digits.<command>` and `python -m digits.callbacks`.
+COMMAND_FILES = {ROOT / "digits" / f"{name.split('.')[1]}.py" for name in COMMANDS} | {
+    ROOT / "callbacks" / "listing.py", ROOT / "callbacks" / "__main__.py"}
+
+
+def imported_modules(path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_no_library_module_imports_a_command():
+    """Commands sit on top of the library; the library never imports one (not even lazily)."""
+    offenders = {}
+    for folder in FOLDERS.values():
+        for path in folder.rglob("*.py"):
+            if path not in COMMAND_FILES and (found := imported_modules(path) & COMMANDS):
+                offenders[str(path.relative_to(ROOT))] = sorted(found)
+    assert offenders == {}
+
+
+ADAPTERS = {ROOT / "digits" / "keras_internals.py", ROOT / "tuner" / "keras_tuner_internals.py"}
+# Private names of Keras and keras-tuner that digits has needed: only the adapters use them.
+PRIVATE = ("._flatten_layers", "_flat_metrics", "_model_variables_moving_average",
+           "_trainable_variables", "keras_tuner.src", "_build_and_fit_model",
+           "_try_run_and_update_trial", "_check_consecutive_failures", "_random_values")
+
+
+def test_keras_and_keras_tuner_private_names_are_used_in_their_adapters_only():
+    users = {}
+    for folder in (*FOLDERS.values(), ROOT / "scripts"):
+        for path in folder.rglob("*.py"):
+            if path in ADAPTERS:
+                continue
+            text = path.read_text(encoding="utf-8")
+            if found := [name for name in PRIVATE if name in text]:
+                users[str(path.relative_to(ROOT))] = found
+    assert users == {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from digits.callbacks.pr_curves import curves, tag_of
 
+from digits.callbacks.pr_curves import curves, tag_of
 from digits.engine.metrics import StreamingPRCounts, pr_counts
 
 

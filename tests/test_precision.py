@@ -16,7 +16,7 @@ from digits.speed import precision
 @pytest.fixture
 def cpu(monkeypatch):
     """Pretend the CPU has (True) or lacks (False) native bfloat16, with no GPU."""
-    monkeypatch.setattr(precision, "has_gpu", lambda: False)
+    monkeypatch.setattr(precision, "tensorflow_sees_gpu", lambda: False)
 
     def set_native(native: bool):
         flags = frozenset({"avx2", "amx_bf16"} if native else {"avx2"})

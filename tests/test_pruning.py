@@ -12,6 +12,8 @@ import json
 
 import keras_tuner
 import pytest
+
+from digits.errors import ConfigError
 from digits.tuner.pruning import (
     MedianStopping,
     OraclePruning,
@@ -20,8 +22,6 @@ from digits.tuner.pruning import (
     check_pruner,
     read_pruned,
 )
-
-from digits.errors import ConfigError
 from tests.conftest import run_cli
 
 

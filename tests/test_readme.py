@@ -42,7 +42,6 @@ def test_the_readme_callback_example_runs_as_written(tmp_path, small_data, capsy
     monkeypatch.syspath_prepend(str(tmp_path))
 
     from digits.callbacks.registry import create
-
     from digits.engine.trainer import Trainer
 
     callback = create('mypkg.slack:BestSoFar(prefix="best")')

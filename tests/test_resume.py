@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from digits.callbacks.base import Callback
 
+from digits.callbacks.base import Callback
 from digits.runs.atomic import atomic_write_json
 from tests.conftest import ROOT
 
@@ -333,7 +333,6 @@ def test_state_with_both_epochs_damaged_is_refused(tmp_path, small_data):
 def test_early_stopping_and_checkpoint_state_come_back(tmp_path, small_data):
     from digits.callbacks.checkpoint import Checkpoint
     from digits.callbacks.early_stopping import EarlyStopping
-
     from digits.errors import CallbackRaised
 
     first_stop, first_best = EarlyStopping(patience=50), Checkpoint()

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from digits.callbacks.confusion_matrix import ConfusionMatrixImages
 from PIL import Image
 
+from digits.callbacks.confusion_matrix import ConfusionMatrixImages
 from digits.engine.results import TestResult
 from digits.engine.trainer import RunDirectory
 

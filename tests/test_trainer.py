@@ -7,8 +7,8 @@ import json
 import keras
 import numpy as np
 import pytest
-from digits.callbacks.base import Callback
 
+from digits.callbacks.base import Callback
 from digits.engine.trainer import RunDirectory, Trainer
 from digits.errors import CallbackRaised, ConfigError
 

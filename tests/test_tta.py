@@ -88,7 +88,6 @@ def test_known_identity_probabilities_are_not_predicted_again():
 def test_the_trainers_test_with_features_and_tta_predicts_each_view_once(tmp_path, small_data):
     """The embeddings callback's pass (features and probabilities) is the identity view."""
     from digits.callbacks.embeddings import Embeddings
-
     from digits.engine.trainer import Trainer
 
     trainer = Trainer(max_epochs=1, callbacks=[Embeddings()], log_dir=tmp_path,

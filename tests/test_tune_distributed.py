@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from digits.tuner.distributed import Role, role_from_environment
 
+from digits.tuner.distributed import Role, role_from_environment
 from tests.conftest import ROOT
 
 LAUNCHER = ROOT / "scripts" / "distributed_tune.py"
@@ -126,8 +126,7 @@ def test_failures_in_a_row_stop_the_workers_and_the_chief_says_why(tmp_path):
 def test_parallel_trial_workers_get_the_command_without_the_flag_and_a_share_of_the_cores(
         tmp_path):
     from digits.tuner.distributed import LocalWorkers
-
-    from digits.tune import _worker_argv
+    from digits.tuner.distributed import worker_argv as _worker_argv
 
     assert _worker_argv(["--tuner", "random", "--parallel-trials", "2", "--max-trials=4"]) == \
         ["--tuner", "random", "--max-trials=4"]

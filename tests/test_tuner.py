@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from digits.tuner import space
-from digits.tuner.display import SearchDisplay, format_value, plain_table
-from digits.tuner.search import planned_trials, short_reason, train_command
 from rich.console import Console
 
 from digits.errors import ConfigError
+from digits.tuner import space
+from digits.tuner.display import SearchDisplay, format_value, plain_table
+from digits.tuner.search import planned_trials, short_reason, train_command
 
 
 def test_the_hand_picked_cnn_is_a_point_of_the_search_space():

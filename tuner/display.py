@@ -12,12 +12,13 @@ import contextlib
 import math
 from collections.abc import Sequence
 
-from digits.callbacks.console import is_plain, make_console, table_box
-from digits.tuner.space import searched_values
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
+
+from digits.callbacks.console import is_plain, make_console, table_box
+from digits.tuner.space import searched_values
 
 # Short column headers for the summary table, in the search space's order.
 SHORT_NAMES = {

@@ -15,6 +15,7 @@ many failed trials in a row it tells the workers to stop and reports why, instea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -22,9 +23,8 @@ import queue
 import time
 from concurrent import futures
 
-from digits.tuner.records import failure_limit_message
-
 from digits.errors import ConfigError, RunFailure
+from digits.tuner.records import failure_limit_message
 
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
@@ -128,6 +128,7 @@ def serve(tuner, display, address: str, poll_seconds: float = 0.5, watch=None) -
     (called every poll) returns why the workers cannot go on.
     """
     import grpc
+
     from digits.tuner import keras_tuner_internals as internals
 
     service, service_grpc = internals.grpc_service()
@@ -251,8 +252,9 @@ def trials_per_process(env: dict | None = None) -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def has_gpu() -> bool:
-    """Whether this host shows an NVIDIA GPU to this process (without starting TensorFlow)."""
+def nvidia_gpu_present() -> bool:
+    """Whether this host shows an NVIDIA GPU to this process (its device files: without
+    starting TensorFlow, which the chief of a search must not before its workers start)."""
     from pathlib import Path
 
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
@@ -361,6 +363,48 @@ class LocalWorkers:
                     pass
             if running and signum == signal.SIGINT:
                 self.wait(grace)
+
+
+def parallel_trials(value, role: Role) -> int:
+    """How many trials this process runs at a time through workers of its own: `value` is
+    `--parallel-trials` ("auto" or a count); a chief or worker set up by hand runs one."""
+    if role.kind != "single":
+        if value not in ("auto", 1) and role.kind == "chief":
+            raise ConfigError("--parallel-trials starts its own workers on this host; a chief "
+                              "set up with KERASTUNER_* variables gets its workers from you")
+        return 1
+    return auto_parallel_trials(usable_cores(), nvidia_gpu_present()) if value == "auto" else int(value)
+
+
+@contextlib.contextmanager
+def local_chief():
+    """This process as the chief of a search on 127.0.0.1 (for `--parallel-trials`), while the
+    block runs: keras-tuner reads its role from the environment when the tuner is made, so the
+    environment says so until the block ends, and is then restored whole. Yields the `Role`."""
+    saved = dict(os.environ)
+    os.environ.update({ENV_TUNER_ID: "chief", ENV_ORACLE_IP: "127.0.0.1",
+                       ENV_ORACLE_PORT: str(free_port())})
+    try:
+        yield role_from_environment()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def worker_argv(argv: list[str] | None) -> list[str]:
+    """The command line of a worker that `--parallel-trials` starts: the chief's own
+    (`argv`, else `sys.argv`'s arguments) without `--parallel-trials`."""
+    import sys
+
+    kept, skip = [], False
+    for word in list(sys.argv[1:] if argv is None else argv):
+        if skip:
+            skip = False
+        elif word == "--parallel-trials":
+            skip = True
+        elif not word.startswith("--parallel-trials="):
+            kept.append(word)
+    return kept
 
 
 def stop_when_chief_dies(env: dict | None = None, poll_seconds: float = 2.0) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import keras
 import keras_tuner
+
 from digits.callbacks.base import Callback
 from digits.callbacks.hparams import HParams, with_hparams
-from digits.tuner import space
-
 from digits.errors import ConfigError, ModelError
+from digits.tuner import space
 
 
 class DigitsHyperModel(keras_tuner.HyperModel):
@@ -94,7 +94,6 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         trained before a resume, which keras-tuner reads the objective from.
         """
         from digits.callbacks.registry import default_callbacks
-
         from digits.errors import CallbackRaised, TrainingStopped
 
         _, optimizer, learning_rate = space.declare(hp)

@@ -24,6 +24,35 @@ def quiet_trial_tracebacks() -> None:
     config.DEBUG = False
 
 
+class EachExecution:
+    """A mixin for a keras-tuner `Tuner`: `fit_execution(trial, fit, *args, **kwargs)` runs each
+    execution of a trial, `fit(*args, **kwargs)` being keras-tuner's own build-and-fit of it.
+
+    keras-tuner's documented override, `run_trial`, would mean copying its loop over
+    executions (callback copies, its checkpoint, its TensorBoard folders); this keeps the loop
+    and wraps one execution.
+
+    Assumes: `Tuner.run_trial` calls `self._build_and_fit_model(trial, *args, **kwargs)` once
+    per execution, and what that returns is the execution's result.
+    """
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        parent = super()._build_and_fit_model
+        return self.fit_execution(trial, lambda *a, **k: parent(trial, *a, **k), *args, **kwargs)
+
+    def fit_execution(self, trial, fit, *args, **kwargs):
+        return fit(*args, **kwargs)
+
+
+def is_failure_limit(error: BaseException) -> bool:
+    """Whether `error`, raised by `Tuner.on_trial_end`, is keras-tuner ending the search after
+    too many failed trials in a row (the oracle's `max_consecutive_failed_trials`).
+
+    Assumes: the oracle raises a `RuntimeError` whose text says "consecutive failures".
+    """
+    return isinstance(error, RuntimeError) and "consecutive failures" in str(error)
+
+
 def run_and_update_trial(tuner, trial, *fit_args, **fit_kwargs) -> None:
     """Run `trial` as keras-tuner's `search` does: build, fit, report to the oracle, record a
     failure as the trial's (`BaseTuner._try_run_and_update_trial`).

@@ -16,15 +16,16 @@ from __future__ import annotations
 import contextlib
 import time
 
-from digits.callbacks.base import Callback
-from digits.callbacks.console import is_plain, make_console, table_box
-from digits.tuner.display import SHORT_NAMES, SearchDisplay, format_seconds, format_value
-from digits.tuner.space import searched_values
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+
+from digits.callbacks.base import Callback
+from digits.callbacks.console import is_plain, make_console, table_box
+from digits.tuner.display import SHORT_NAMES, SearchDisplay, format_seconds, format_value
+from digits.tuner.space import searched_values
 
 
 def make_display(objective: str, planned: int | None = None, *, live: bool = True,

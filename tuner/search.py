@@ -26,20 +26,25 @@ import time
 from pathlib import Path
 
 import keras_tuner
+
 from digits.callbacks.base import Callback
+from digits.errors import ConfigError
+from digits.runs.atomic import atomic_write_json
 from digits.tuner import space
 from digits.tuner.display import format_seconds
 from digits.tuner.distributed import Role, SearchStopped, settle_after_failure_limit
-from digits.tuner.keras_tuner_internals import run_and_update_trial, start_from_defaults, trial_module
+from digits.tuner.keras_tuner_internals import (
+    EachExecution,
+    is_failure_limit,
+    run_and_update_trial,
+    start_from_defaults,
+    trial_module,
+)
 from digits.tuner.pruning import read_pruned
 from digits.tuner.records import RECORD, failure_limit_message, read_record, short_reason
 
-from digits.errors import ConfigError
-from digits.runs.atomic import atomic_write_json
-
 SETTINGS = "search.json"
 BEST = "best_hyperparameters.json"
-FAILURE_LIMIT = "consecutive failures"
 
 
 def objective_direction(name: str) -> str:
@@ -49,7 +54,7 @@ def objective_direction(name: str) -> str:
     return monitor_mode(name)
 
 
-class _TrialsThroughDigits:
+class _TrialsThroughDigits(EachExecution):
     """Mixed into each keras-tuner tuner: per-trial lines, trial records, trial directories.
 
     keras-tuner runs the trial (`run_trial`, `SaveBestEpoch`, Hyperband's continuation); this
@@ -115,7 +120,7 @@ class _TrialsThroughDigits:
             self.display.trial_started(trial.trial_id, dict(trial.hyperparameters.values),
                                        where=where)
 
-    def _build_and_fit_model(self, trial, *args, **kwargs):
+    def fit_execution(self, trial, fit, *args, **kwargs):
         execution = self._execution
         self._execution += 1
         self.hypermodel.execution = execution
@@ -127,7 +132,7 @@ class _TrialsThroughDigits:
         shown = self.display.trial_callbacks() if self.display is not None else []
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), *shown, report]
         try:
-            return super()._build_and_fit_model(trial, *args, **kwargs)
+            return fit(*args, **kwargs)
         finally:
             self._runs.extend(self.hypermodel.last_runs)
             self._epochs = max(self._epochs, self.hypermodel.last_epochs)
@@ -144,7 +149,7 @@ class _TrialsThroughDigits:
         try:
             super().on_trial_end(trial)  # reports to the oracle (or the chief) and saves
         except RuntimeError as e:
-            if FAILURE_LIMIT not in str(e):
+            if not is_failure_limit(e):
                 raise
             settle_after_failure_limit(self.oracle, trial.trial_id)
             stopped = True
@@ -229,8 +234,8 @@ class ReportEpochs(Callback):
                        "reason": decision.get("reason") or "the oracle stopped it"}
         self.model.stop_training = True
         trainer = self.trainer
-        if trainer is not None and trainer.stop_reason is None:
-            trainer.stop_reason = f"pruned at epoch {self.pruned['epoch']}: {self.pruned['reason']}"
+        if trainer is not None:
+            trainer.stop(f"pruned at epoch {self.pruned['epoch']}: {self.pruned['reason']}")
 
 
 class HyperbandSearch(_TrialsThroughDigits, keras_tuner.Hyperband):

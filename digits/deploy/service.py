@@ -160,23 +160,6 @@ def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024):
     return wrapped
 
 
-def app_from_environment():
-    """The app of one `digits.serve --workers N` process, built from `ENVIRONMENT`'s settings.
-
-    Each worker runs its inference on one thread: N workers share the machine's cores.
-    """
-    import os
-
-    from digits.cli import quiet_tensorflow
-    from digits.reading import Reader
-
-    quiet_tensorflow()
-    settings = json.loads(os.environ[ENVIRONMENT])
-    reader = Reader.load(settings["model"], threads=1, tta=settings.get("tta", False),
-                         min_probability=settings["min_probability"])
-    return create_app(reader, max_request_bytes=settings["max_request_bytes"])
-
-
 async def _image_from(request) -> tuple[bytes, str]:
     """The uploaded image's bytes and a name for it: a multipart form's first file (or a field
     named `image`), else the raw body."""

@@ -4,7 +4,7 @@ batch normalization and steps per execution. The bench compiles its contenders h
 
 from __future__ import annotations
 
-from digits.engine.config import TrainerConfig
+from digits.engine.config import TrainerSettings
 
 
 def make_optimizer(name: str, learning_rate, ema_decay: float | None = None):
@@ -19,7 +19,7 @@ def make_optimizer(name: str, learning_rate, ema_decay: float | None = None):
             "rmsprop": keras.optimizers.RMSprop}[name](learning_rate=learning_rate, **averaging)
 
 
-def compile_model(model, config: TrainerConfig, steps_per_epoch: int, strategy=None, *,
+def compile_model(model, config: TrainerSettings, steps_per_epoch: int, strategy=None, *,
                   confusion_matrix: bool = True, jit_compile: bool = False) -> int:
     """Compile `model` for a run of `config`; returns the steps per execution it uses.
 
@@ -58,7 +58,7 @@ def compile_model(model, config: TrainerConfig, steps_per_epoch: int, strategy=N
     return spe
 
 
-def learning_rate_schedule(config: TrainerConfig, steps_per_epoch: int):
+def learning_rate_schedule(config: TrainerSettings, steps_per_epoch: int):
     """The learning rate over the run: `config.learning_rate` decayed by a cosine to 1% of
     itself (or held constant, or restarted `lr_cycles` times).
 

@@ -88,7 +88,7 @@ def check_name(value) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainerConfig:
+class TrainerSettings:
     """Every setting of a `Trainer` run, checked once (a bad one raises `ConfigError`).
 
     `fast_dev_run` is resolved here: one epoch and two batches of each stage.
@@ -224,4 +224,4 @@ class TrainerConfig:
         return int(self.steps_per_execution)
 
 
-DEFAULTS = TrainerConfig()
+DEFAULTS = TrainerSettings()

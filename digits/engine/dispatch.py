@@ -12,6 +12,7 @@ import collections
 import contextlib
 import time
 
+from digits.callbacks.registry import label_of
 from digits.errors import CallbackRaised, ConfigError, RunFailure
 
 _KERAS_RENAMES = {"on_test_begin": "on_evaluate_begin", "on_test_end": "on_evaluate_end"}
@@ -55,7 +56,7 @@ def check_state_keys(callbacks: list) -> None:
             continue  # keeps nothing
         key = c.state_key
         if key in owners:
-            name = getattr(c, "name", "") or type(c).__name__
+            name = label_of(c)
             raise ConfigError(
                 f"two callbacks keep their state under the key {key!r} ({name} twice?): give "
                 "one of them its own `state_key` (a property of the callback class)")
@@ -77,11 +78,6 @@ class HookTimer:
         key = (label_of(callback), stage, hook)
         self.seconds[key] += seconds
         self.calls[key] += 1
-
-
-def label_of(callback) -> str:
-    """A callback's name in tables and errors: its `name`, else its class name."""
-    return getattr(callback, "name", "") or type(callback).__name__
 
 
 class Dispatcher:

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from digits.keras_internals import grouped_metrics
+
 
 @keras.saving.register_keras_serializable(package="digits")
 class StreamingConfusionMatrix(keras.metrics.Metric):
@@ -172,5 +174,5 @@ def flat_metrics(model):
         metric = stack.pop()
         yield metric
         stack.extend(getattr(metric, "metrics", []) or [])
-        for group in getattr(metric, "_flat_metrics", []) or []:
+        for group in grouped_metrics(metric):
             stack.extend(getattr(group, "metrics", []) or [])

@@ -2,7 +2,7 @@
 
 This is the only place in the project that calls `model.fit`. What it leans on, one file each:
 
-- `digits.engine.config.TrainerConfig`: the settings, checked once;
+- `digits.engine.config.TrainerSettings`: the settings, checked once;
 - `digits.engine.compiling`: optimizer, loss, metrics, fused batch norm, steps per execution;
 - `digits.runs.state.RunState`: the run directory opened or resumed, each epoch saved and
   loaded, metrics.json, the background writes;
@@ -22,19 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
+from digits.callbacks.registry import label_of
 from digits.data import Dataset, Split, make_pipeline
 from digits.engine.compiling import compile_model
-from digits.engine.config import TrainerConfig, check_name
+from digits.engine.config import TrainerSettings, check_name
 from digits.engine.dispatch import Dispatcher, HookTimer
 from digits.engine.results import TestResult
 from digits.engine.step_counter import StepCounter
+from digits.engine.stopping import Stop
 from digits.errors import CallbackRaised, ConfigError, TrainingStopped
 from digits.models import check_model_fits_data
 from digits.runs.directory import RunDirectory, check_writable_dir  # noqa: F401 - public here too
 from digits.runs.state import RunState
 from digits.speed.precision import dtype_policy, resolve_precision
 
-SETTINGS = tuple(f for f in TrainerConfig.__dataclass_fields__)
+SETTINGS = tuple(f for f in TrainerSettings.__dataclass_fields__)
 
 
 class Trainer:
@@ -87,7 +89,7 @@ class Trainer:
         verbose: print notices (resume, run directory) to stderr.
 
     Every setting is also a read-only attribute (`trainer.batch_size`), and all of them
-    together are `trainer.settings`, a `digits.engine.config.TrainerConfig`.
+    together are `trainer.settings`, a `digits.engine.config.TrainerSettings`.
 
     Example:
         >>> from digits import Trainer, load_dataset
@@ -130,7 +132,7 @@ class Trainer:
         resume: bool = False,
         verbose: bool = True,
     ) -> None:
-        self.settings = TrainerConfig(
+        self.settings = TrainerSettings(
             max_epochs=max_epochs, seed=seed, deterministic=deterministic,
             batch_size=batch_size, precision=resolve_precision(precision), strategy=strategy,
             optimizer=optimizer,
@@ -155,7 +157,7 @@ class Trainer:
         self.history: dict[str, list[float]] = {}
         self.current_epoch = 0
         self.resumed_from_epoch: int | None = None
-        self.stop_reason: str | None = None
+        self.stopped: Stop | None = None  # why the fit stops early (`stop`), if it does
         self.test_result: TestResult | None = None
         self.config: dict = {}
         self.state = RunState(self)
@@ -242,6 +244,25 @@ class Trainer:
         if self.deterministic:
             tf.config.experimental.enable_op_determinism()
 
+    def stop(self, reason: str, fault: bool = False) -> None:
+        """Stop the fit once this epoch ends (Keras' `model.stop_training`), for `reason`.
+
+        A callback's way to end a run early: `fault=True` for a run that went wrong (the fit
+        then raises `TrainingStopped`, the last good state and checkpoint are kept), else an
+        ordinary stop (early stopping, a pruned trial). The first stop is kept, except that a
+        fault replaces an ordinary one. `trainer.stopped` holds it (`digits.engine.stopping`).
+        """
+        if self.stopped is None or (fault and not self.stopped.fault):
+            self.stopped = Stop(reason, fault=fault)
+        if self.model is not None:
+            self.model.stop_training = True
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the fit stopped early, as `metrics.json` records it ("early stopping: ...",
+        "fault: loss became NaN ..."), or None."""
+        return None if self.stopped is None else self.stopped.text
+
     def notice(self, message: str) -> None:
         """A line on stderr for the user (resumed from, warnings), unless `verbose=False`."""
         if self.verbose:
@@ -321,8 +342,8 @@ class Trainer:
             if initial_epoch < self.max_epochs and not stopped:
                 self._fit_epochs(model, data, dispatcher, initial_epoch, train_steps)
             self.state.writes.raise_failure()
-            if self.stop_reason and self.stop_reason.startswith("fault:"):
-                raise TrainingStopped(self.stop_reason.removeprefix("fault: "))
+            if self.stopped is not None and self.stopped.fault:
+                raise TrainingStopped(self.stopped.reason)
             if self.swa is not None and self.swa.epochs:
                 self._finish_averaging(model, data)
             dispatcher.trainer_hook("on_fit_end", self)
@@ -420,7 +441,7 @@ class Trainer:
         with `tta=True`); returns a `TestResult`."""
         self.data = self.data or data
         result = self._evaluate(model, data.val, "validation", self.limit_val_batches, tta)
-        self._announce("validate", "on_validation_end", result)
+        self._hand_to_callbacks("validate", "on_validation_end", result)
         return result
 
     def test(self, model, data: Dataset, tta: bool = False) -> TestResult:
@@ -435,15 +456,46 @@ class Trainer:
         self.model = self.model or model
         result = self._evaluate(model, data.test, "test", self.limit_test_batches, tta)
         self.test_result = result
-        self._announce("test", "on_test_end", result)
+        self._hand_to_callbacks("test", "on_test_end", result)
         self.state.write_metrics(status="finished")
         return result
 
+    def best_model(self, model):
+        """`model` with the weights of the checkpointed best-by-validation model, when this
+        fit checkpointed one; else `model` as it is (its final weights)."""
+        from digits.callbacks.checkpoint import Checkpoint
+
+        for c in self.callbacks:
+            if isinstance(c, Checkpoint) and c.path is not None and c.path.is_file():
+                import keras
+
+                best = keras.saving.load_model(c.path, compile=False, safe_mode=True)
+                model.set_weights(best.get_weights())
+                break
+        return model
+
+    def print_report(self, result: TestResult) -> None:
+        """Print the run directory, and the test report unless a rich report already showed it."""
+        from digits.callbacks.rich_report import RichReport
+
+        if not any(isinstance(c, RichReport) for c in self.callbacks):
+            print(result.report_text())
+        where = self.run.path if not self.fast_dev_run else "(fast dev run: nothing kept)"
+        print(f"test accuracy {result.accuracy:.4f} on {len(result.y_true)} images; "
+              f"run directory: {where}")
+        sys.stdout.flush()
+
     def predict(self, model, x: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, 10) for images `x` (float32, (N, 28, 28, 1), [0, 1])."""
+        """Class probabilities (N, 10) for images `x` (float32, (N, 28, 28, 1), [0, 1]).
+
+        The model is used as it is and left as it was found: unlike `fit`, `validate` and
+        `test`, `predict` does not route a caller's batch norm through the fused kernel.
+        """
+        return self._predict_array(model, x, fuse=False)
+
+    def _predict_array(self, model, x: np.ndarray, fuse: bool = True) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        split = Split(x, np.zeros(len(x), dtype=np.int64))
-        return self._predict_split(model, split)
+        return self._predict_split(model, Split(x, np.zeros(len(x), dtype=np.int64)), fuse)
 
     def _fuse(self, model) -> None:
         """The model's batch norm on the fused kernel, as `fit` compiles it (idempotent)."""
@@ -452,8 +504,9 @@ class Trainer:
 
             fuse_batch_norm(model)
 
-    def _predict_split(self, model, split: Split) -> np.ndarray:
-        self._fuse(model)
+    def _predict_split(self, model, split: Split, fuse: bool = True) -> np.ndarray:
+        if fuse:
+            self._fuse(model)
         if len(split) == 0:
             return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
         # Through digits' own pipeline: Keras' pipeline for arrays autotunes, and tearing
@@ -475,7 +528,7 @@ class Trainer:
             from digits.recipes import tta as augmentation
 
             # The features' pass gave the images' own probabilities: one view fewer to predict.
-            probabilities = augmentation.averaged(lambda x: self.predict(model, x), split.x,
+            probabilities = augmentation.averaged(lambda x: self._predict_array(model, x), split.x,
                                                   identity=probabilities if features is not None
                                                   else None)
         elif features is None:
@@ -507,7 +560,7 @@ class Trainer:
         return (np.asarray(features, np.float32).reshape(len(split), -1),
                 np.asarray(probabilities, np.float32))
 
-    def _announce(self, stage: str, hook: str, result: TestResult) -> None:
+    def _hand_to_callbacks(self, stage: str, hook: str, result: TestResult) -> None:
         """Hand an evaluation's result to every callback, within the stage's setup/teardown."""
         dispatcher = self._dispatcher(stage, self.callbacks)
         with self._stage(stage, dispatcher):
@@ -589,7 +642,7 @@ class Trainer:
             split = data.val
             if self.limit_val_batches is not None:
                 split = split.take(self.limit_val_batches * self.eval_batch_size)
-            self._predicted = (step, split.y, self.predict(model, split.x))
+            self._predicted = (step, split.y, self._predict_array(model, split.x))
         return self._predicted[1:]
 
     def resolved_config(self, model, data: Dataset, extra: dict | None = None) -> dict:
@@ -600,7 +653,7 @@ class Trainer:
             **spec,
             "trainer": self.settings.to_dict(),
             "data": data.summary(),
-            "callbacks": [getattr(c, "name", "") or type(c).__name__ for c in self.callbacks],
+            "callbacks": [label_of(c) for c in self.callbacks],
             **(extra or {}),
         }
 

@@ -10,9 +10,7 @@ epoch trains. The swap copies values both ways (Keras' own `SwapEMAWeights` adds
 subtracts, which rounds), so a resumed `--deterministic` run ends bit-identical. After the
 last epoch Keras' `fit` leaves the averages in the model (`finalize_variable_values`).
 
-This module is the one place that reads Keras' private names for the averages
-(`_model_variables_moving_average`, `_trainable_variables`); `tests/test_averaging.py` checks
-that assumption.
+Keras' private names for the averages are read through `digits.keras_internals`.
 """
 
 from __future__ import annotations
@@ -51,9 +49,9 @@ class WeightAverage:
     def pairs(self) -> list:
         """(model variable, its average) for every averaged variable; empty before the
         optimizer is built."""
-        averages = getattr(self.optimizer, "_model_variables_moving_average", None) or []
-        variables = getattr(self.optimizer, "_trainable_variables", None) or []
-        return [(v, a) for v, a in zip(variables, averages, strict=True) if a is not None]
+        from digits.keras_internals import optimizer_averages
+
+        return optimizer_averages(self.optimizer)
 
     def use_average(self) -> None:
         """Put the averages into the model (and its training weights where they were)."""
@@ -135,7 +133,9 @@ class StochasticWeightAverage:
         import keras
         import tensorflow as tf
 
-        layers = [layer for layer in self.model._flatten_layers(include_self=False)
+        from digits.keras_internals import all_layers
+
+        layers = [layer for layer in all_layers(self.model)
                   if isinstance(layer, keras.layers.BatchNormalization)]
         if not layers:
             return 0

@@ -84,7 +84,6 @@ def train_and_join(count: int, member_trainer, build, data, config: dict, ensemb
     Trainer (its own name and seed), `build(trainer)` its fresh model. Prints each member's
     report and test accuracy, and the ensemble's; returns the ensemble's `TestResult`."""
     from digits.models import load_model
-    from digits.train import best_model, report
 
     members, results, trainers = [], [], []
     for k in range(count):
@@ -99,8 +98,8 @@ def train_and_join(count: int, member_trainer, build, data, config: dict, ensemb
         else:
             print(f"member {k + 1} of {count} (seed {trainer.seed})", flush=True)
             trainer.fit(model, data, config=config)
-            result = trainer.test(best_model(trainer, model), data, tta=tta)
-            report(trainer, result)
+            result = trainer.test(trainer.best_model(model), data, tta=tta)
+            trainer.print_report(result)
         members.append(model)
         results.append(result)
         trainers.append(trainer)

@@ -27,6 +27,7 @@ import tempfile
 import numpy as np
 
 from digits.engine.compiling import build_optimizer
+from digits.engine.stopping import Stop
 from digits.errors import CallbackRaised, RunDirectoryError, TrainingStopped
 from digits.runs.atomic import atomic_path, atomic_write_json, remove_stale_temporaries, to_json
 from digits.runs.background import FitWrites, interrupts_deferred
@@ -229,7 +230,7 @@ class RunState:
                 except Exception as e:  # noqa: BLE001 - attributed to the callback
                     raise CallbackRaised(c, "load_state_dict", e) from e
         t.history = {k: list(v) for k, v in state.get("history", {}).items()}
-        t.stop_reason = state.get("stop_reason")
+        t.stopped = Stop.from_text(state.get("stop_reason"))
         return state
 
     def restore_variables(self, model, state: dict) -> None:
@@ -301,7 +302,7 @@ class Recorder:
         trainer.current_epoch = epoch + 1
         if trainer.weight_average is not None:
             trainer.weight_average.use_training()  # the state holds what trains on
-        if not (trainer.stop_reason or "").startswith("fault:"):
+        if trainer.stopped is None or not trainer.stopped.fault:
             # A faulted epoch (NaN weights) never replaces the last good state, nor joins
             # the averaged weights.
             if trainer.swa is not None and epoch >= trainer.settings.swa_start_epoch:

@@ -74,7 +74,9 @@ def is_fused(layer) -> bool:
 def _batch_norm_layers(model):
     import keras
 
-    layers = model._flatten_layers(include_self=False, recursive=True)
+    from digits.keras_internals import all_layers
+
+    layers = all_layers(model)
     # Subclasses may change the math; only Keras' own class is known to be matched.
     return [layer for layer in layers if type(layer) is keras.layers.BatchNormalization]
 

@@ -42,7 +42,8 @@ def native_bfloat16() -> bool:
     return any(flag in cpu_flags() for flag in BFLOAT16_FLAGS)
 
 
-def has_gpu() -> bool:
+def tensorflow_sees_gpu() -> bool:
+    """Whether TensorFlow (imported here) has a GPU to compute on."""
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
@@ -60,7 +61,7 @@ def resolve_precision(precision: str) -> str:
     """
     if precision != "auto":
         return precision
-    return "mixed_bfloat16" if native_bfloat16() and not has_gpu() else "float32"
+    return "mixed_bfloat16" if native_bfloat16() and not tensorflow_sees_gpu() else "float32"
 
 
 @contextlib.contextmanager
@@ -113,7 +114,9 @@ def for_this_machine(model):
 
 def _layers(model):
     """Every layer of `model`, nested models' too (Keras' own walk, as `digits.speed.fusion`)."""
-    return model._flatten_layers(include_self=False, recursive=True)
+    from digits.keras_internals import all_layers
+
+    return all_layers(model)
 
 
 def _float32_config(value):

@@ -305,9 +305,9 @@ def subset(data, train: int | None = None, val: int | None = None, test: int | N
 
 def trainer_defaults() -> dict:
     """The Trainer's default batch size, learning rate and evaluation batch size."""
-    from digits.engine.config import TrainerConfig
+    from digits.engine.config import TrainerSettings
 
-    config = TrainerConfig()
+    config = TrainerSettings()
     return {"batch_size": config.batch_size, "learning_rate": config.learning_rate,
             "eval_batch_size": config.eval_batch_size,
             "label_smoothing": config.label_smoothing}
@@ -318,10 +318,10 @@ def build_like_trainer(name: str, **hyperparameters):
     machine ("auto": mixed_bfloat16 on a CPU with native bfloat16), as `Trainer.build_model`
     builds it."""
     import digits
-    from digits.engine.config import TrainerConfig
+    from digits.engine.config import TrainerSettings
     from digits.speed.precision import dtype_policy, resolve_precision
 
-    with dtype_policy(resolve_precision(TrainerConfig().precision)):
+    with dtype_policy(resolve_precision(TrainerSettings().precision)):
         return digits.build_model(name, **hyperparameters)
 
 
@@ -335,9 +335,9 @@ def compile_like_trainer(model, train_images: int, epochs: int, steps_per_execut
     compile time): compare XLA on and off with `confusion_metric=False`.
     """
     from digits.engine.compiling import compile_model
-    from digits.engine.config import TrainerConfig
+    from digits.engine.config import TrainerSettings
 
-    config = TrainerConfig(max_epochs=epochs, steps_per_execution=steps_per_execution,
+    config = TrainerSettings(max_epochs=epochs, steps_per_execution=steps_per_execution,
                            fused_batch_norm=fused_batch_norm)
     return compile_model(model, config, config.train_steps(train_images),
                          confusion_matrix=confusion_metric, jit_compile=jit_compile)
@@ -389,7 +389,7 @@ class HookTimes:
 
 
 def callback_label(callback) -> str:
-    from digits.engine.dispatch import label_of
+    from digits.callbacks.registry import label_of
 
     return label_of(callback)
 

@@ -86,8 +86,9 @@ def goal_table(found: list[dict]) -> Table:
 
 
 def print_tables(tables: list[Table]) -> None:
-    from digits.callbacks.console import make_console, table_box
     from rich.table import Table as RichTable
+
+    from digits.callbacks.console import make_console, table_box
 
     console = make_console()
     for table in tables:

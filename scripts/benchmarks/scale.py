@@ -64,8 +64,8 @@ def scale_tables(result: dict) -> list[Table]:
 def worker_scale(args: dict) -> dict:
     """One epoch of the default Trainer on the first `images` of Fashion-MNIST (9:1 split)."""
     import keras
-    from digits.callbacks.registry import default_callbacks
 
+    from digits.callbacks.registry import default_callbacks
     from digits.data import load_dataset
 
     full = load_dataset("fashion-mnist", announce=False)

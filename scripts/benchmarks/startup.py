@@ -61,8 +61,8 @@ def worker_first_step(args: dict) -> dict:
     """Launch -> imports -> data -> model -> first step, as `python -m digits.train` goes."""
     launched = args["launched"]
     import keras
-    from digits.callbacks.registry import default_callbacks
 
+    from digits.callbacks.registry import default_callbacks
     from digits.data import load_dataset
 
     marks = {"imported": time.time() - launched}

@@ -72,7 +72,9 @@ def training_gflop_per_image(model) -> float:
     (the gradients of its input and of its weights). Normalisation, activations, pooling and
     the optimizer are left out (they are a few percent)."""
     forward = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    from digits.keras_internals import all_layers
+
+    for layer in all_layers(model):
         kind = type(layer).__name__
         if kind == "Conv2D":
             _, height, width, out_channels = layer.output.shape
