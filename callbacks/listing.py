@@ -80,14 +80,16 @@ def print_callbacks(console=None) -> None:
 
 
 # A run's hooks in the order they happen: (moment, [hooks]). Keras' end of an evaluation pass
-# is `on_test_end` to Keras; digits callbacks take it as `on_evaluate_end`.
+# is `on_test_end` to Keras; digits callbacks take it as `on_evaluate_end`. An epoch's end is
+# the fit loop's steps (`digits.engine.loop.EPOCH_END`), the callbacks' among them.
+EPOCH_ENDS = "each epoch ends (then the run's state is saved)"
 RUN_HOOKS = (
     ("fit starts", ("setup", "on_fit_start", "on_train_begin")),
     ("each epoch starts", ("on_epoch_begin",)),
     ("each training batch", ("on_train_batch_begin", "on_train_batch_end")),
     ("each validation pass", ("on_test_begin", "on_test_batch_begin", "on_test_batch_end",
                               "on_test_end")),
-    ("each epoch ends (then the run's state is saved)", ("on_epoch_end", "state_dict")),
+    (EPOCH_ENDS, ("on_epoch_end", "state_dict")),  # shown as the loop's steps
     ("fit ends", ("on_train_end", "on_fit_end", "teardown")),
     ("test", ("setup", "on_test_end", "teardown")),
     ("a resumed run, before fit starts", ("load_state_dict",)),
@@ -97,10 +99,15 @@ RUN_HOOKS = (
 
 def hook_rows(callbacks: list) -> list[tuple[str, str, list[str]]]:
     """(moment, hook as the callbacks name it, names of the callbacks acting in it, in order)."""
+    from digits.engine.loop import EPOCH_END
+
+    steps = dict(EPOCH_END)
     rows = []
     for moment, hooks in RUN_HOOKS:
-        for hook in hooks:
-            if hook in ("state_dict", "load_state_dict"):
+        for hook in (steps if moment == EPOCH_ENDS else hooks):
+            if hook not in ("on_epoch_end", "state_dict") and moment == EPOCH_ENDS:
+                rows.append((moment, hook, [f"(the trainer: {steps[hook]})"]))
+            elif hook in ("state_dict", "load_state_dict"):
                 from digits.callbacks.base import Callback
 
                 acting = [c for c in callbacks if getattr(type(c), hook, None) not in

@@ -21,7 +21,7 @@ class CycleSnapshots(Callback):
         >>> trainer.fit(model, data)     # -> snapshot_1.keras, snapshot_2.keras, snapshot_3.keras
     """
 
-    order = 95  # before the checkpoint (100) and the state's recorder
+    order = 95  # before the checkpoint (100); the run's state is saved after every callback
 
     def __init__(self, cycles: int) -> None:
         super().__init__()

@@ -181,3 +181,17 @@ def test_the_trainer_fuses_by_default_and_records_it(small_data, tmp_path):
     (fused_history, fused_acc), (keras_history, keras_acc) = runs[True], runs[False]
     assert fused_history["loss"][0] == pytest.approx(keras_history["loss"][0], rel=0.02)
     assert abs(fused_acc - keras_acc) <= 0.05
+
+
+def test_trainer_predict_leaves_the_callers_model_as_it_found_it():
+    import keras
+
+    import digits
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(8), keras.layers.BatchNormalization(),
+                              keras.layers.Dense(10, activation="softmax")])
+    probabilities = digits.Trainer(verbose=False).predict(model, np.zeros((4, 28, 28, 1)))
+    assert probabilities.shape == (4, 10)
+    bn = model.layers[-2]
+    assert not is_fused(bn) and "call" not in vars(bn)

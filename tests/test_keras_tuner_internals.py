@@ -142,8 +142,10 @@ def test_every_execution_goes_through_fit_execution(tmp_path):
 
     class Constant(keras_tuner.HyperModel):
         def build(self, hp):
+            import keras
+
             hp.Int("units", 1, 4)
-            return "model"
+            return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
 
         def fit(self, hp, model, *args, **kwargs):
             return {"val_loss": float(hp.values["units"])}

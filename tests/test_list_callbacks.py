@@ -83,3 +83,16 @@ def test_hooks_show_every_moment_of_a_run_and_who_acts_in_it(capsys):
         COUNTER, "early_stopping", "checkpoint"]
     assert "rich_report" in rows[("test", "on_test_end")]
     assert ("each validation pass", "on_evaluate_end") in rows
+
+
+def test_an_epochs_end_is_listed_as_the_fit_loop_runs_it(capsys):
+    """`--hooks` shows the fit loop's own steps at an epoch's end, in `EPOCH_END`'s order."""
+    from digits.callbacks import listing
+    from digits.engine.loop import EPOCH_END
+
+    assert listing.main(["--hooks"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("each epoch ends (then the run's state is saved)") + 1
+    shown = [line.split()[0] if not line.startswith("  ") else line.strip().partition("  ")[0]
+             for line in lines[start:start + len(EPOCH_END)]]
+    assert shown == [step for step, _ in EPOCH_END]

@@ -9,7 +9,6 @@ under one key.
 from __future__ import annotations
 
 import collections
-import contextlib
 import time
 
 from digits.callbacks.registry import label_of
@@ -98,9 +97,6 @@ class Dispatcher:
         for c in callbacks:
             if hasattr(c, "trainer"):
                 c.trainer = trainer
-        self.epoch_variable = None
-        self.weight_average = None  # during a fit with averaged weights (digits.recipes.averaging)
-        self.background = None  # during a fit: held through each epoch's end
         base = keras.callbacks.Callback
 
         class KerasHooks(base):
@@ -124,28 +120,6 @@ class Dispatcher:
             setattr(KerasHooks, hook, forward)
 
         class Keras(KerasHooks):
-            def on_epoch_begin(self, epoch, logs=None):
-                # The training pipeline draws this epoch's data order from this variable.
-                if dispatcher.epoch_variable is not None:
-                    dispatcher.epoch_variable.assign(epoch)
-                super().on_epoch_begin(epoch, logs)
-
-            def on_test_begin(self, logs=None):
-                # A fit's validation pass, and the epoch's callbacks after it, see the
-                # averaged weights; the state's recorder puts the training ones back.
-                if dispatcher.weight_average is not None:
-                    dispatcher.weight_average.use_average()
-                super().on_test_begin(logs)
-
-            def on_epoch_end(self, epoch, logs=None):
-                if dispatcher.weight_average is not None:
-                    dispatcher.weight_average.use_average()
-                # What the callbacks queue here starts when the next epoch trains.
-                held = dispatcher.background.held() if dispatcher.background is not None \
-                    else contextlib.nullcontext()
-                with held:
-                    super().on_epoch_end(epoch, logs)
-
             def set_model(self, model):
                 super().set_model(model)
                 for c in dispatcher.callbacks:
@@ -156,6 +130,8 @@ class Dispatcher:
                 for c in dispatcher.callbacks:
                     c.set_params(params)
 
+        # The Keras side: a fit's loop subclasses it (`digits.engine.loop.FitLoop`).
+        self.keras_class = Keras
         self.keras_callback = Keras()
 
     def _call_pairs(self, pairs, *args, **kwargs) -> None:

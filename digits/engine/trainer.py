@@ -332,15 +332,15 @@ class Trainer:
 
             self.swa = StochasticWeightAverage(model)  # before the state that restores it
         self.state.open(model, self.config)
-        dispatcher = self._dispatcher("fit", [*self.callbacks, self.state.recorder()])
-        dispatcher.background = self.state.writes.start()
+        dispatcher = self._dispatcher("fit", self.callbacks)
+        background = self.state.writes.start()
         with self._stage("fit", dispatcher):
             # Callbacks set up after their saved state is back, so setup may read it.
             initial_epoch, stopped = self.state.restore(model, int(initial_epoch), train_steps)
             dispatcher.trainer_hook("setup", self, "fit")
             dispatcher.trainer_hook("on_fit_start", self)
             if initial_epoch < self.max_epochs and not stopped:
-                self._fit_epochs(model, data, dispatcher, initial_epoch, train_steps)
+                self._fit_epochs(model, data, dispatcher, background, initial_epoch, train_steps)
             self.state.writes.raise_failure()
             if self.stopped is not None and self.stopped.fault:
                 raise TrainingStopped(self.stopped.reason)
@@ -405,18 +405,21 @@ class Trainer:
         if not self.fast_dev_run:
             check_writable_dir(self.log_dir)
 
-    def _fit_epochs(self, model, data: Dataset, dispatcher: Dispatcher, initial_epoch: int,
-                    train_steps: int) -> None:
-        """Keras' `fit` over digits' pipelines, from `initial_epoch` to `max_epochs`."""
+    def _fit_epochs(self, model, data: Dataset, dispatcher: Dispatcher, background,
+                    initial_epoch: int, train_steps: int) -> None:
+        """Keras' `fit` over digits' pipelines, from `initial_epoch` to `max_epochs`, each
+        epoch's edges run by the fit loop (`digits.engine.loop`)."""
         import tensorflow as tf
 
-        # The training pipeline draws each epoch's data order from this variable.
-        dispatcher.epoch_variable = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
+        from digits.engine.loop import FitLoop
         from digits.recipes.averaging import WeightAverage
 
-        self.weight_average = dispatcher.weight_average = WeightAverage.of(model)
+        # The training pipeline draws each epoch's data order from this variable.
+        epoch_variable = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
+        self.weight_average = WeightAverage.of(model)
+        loop = FitLoop(self, dispatcher, epoch_variable, self.weight_average, background)
         train_ds = make_pipeline(data.train, self.batch_size, shuffle=True, seed=self.seed,
-                                 epoch=dispatcher.epoch_variable, limit_batches=train_steps)
+                                 epoch=epoch_variable, limit_batches=train_steps)
         val_ds = make_pipeline(data.val, self.eval_batch_size,
                                limit_batches=self.limit_val_batches)
         counting = any(getattr(c, "wants_step_counter", False) for c in self.callbacks) \
@@ -427,7 +430,7 @@ class Trainer:
                 validation_data=val_ds,
                 epochs=self.max_epochs,
                 initial_epoch=initial_epoch,
-                callbacks=[dispatcher.keras_callback],
+                callbacks=[loop.keras_callback()],
                 shuffle=False,  # the pipeline already shuffles, per epoch, from the seed
                 verbose=0,
             )
@@ -491,11 +494,8 @@ class Trainer:
         The model is used as it is and left as it was found: unlike `fit`, `validate` and
         `test`, `predict` does not route a caller's batch norm through the fused kernel.
         """
-        return self._predict_array(model, x, fuse=False)
-
-    def _predict_array(self, model, x: np.ndarray, fuse: bool = True) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        return self._predict_split(model, Split(x, np.zeros(len(x), dtype=np.int64)), fuse)
+        return self._predict_split(model, Split(x, np.zeros(len(x), dtype=np.int64)), fuse=False)
 
     def _fuse(self, model) -> None:
         """The model's batch norm on the fused kernel, as `fit` compiles it (idempotent)."""
@@ -528,7 +528,8 @@ class Trainer:
             from digits.recipes import tta as augmentation
 
             # The features' pass gave the images' own probabilities: one view fewer to predict.
-            probabilities = augmentation.averaged(lambda x: self._predict_array(model, x), split.x,
+            self._fuse(model)  # as fit and test compute: `predict` leaves a model as it is
+            probabilities = augmentation.averaged(lambda x: self.predict(model, x), split.x,
                                                   identity=probabilities if features is not None
                                                   else None)
         elif features is None:
@@ -642,7 +643,8 @@ class Trainer:
             split = data.val
             if self.limit_val_batches is not None:
                 split = split.take(self.limit_val_batches * self.eval_batch_size)
-            self._predicted = (step, split.y, self._predict_array(model, split.x))
+            self._fuse(model)
+            self._predicted = (step, split.y, self.predict(model, split.x))
         return self._predicted[1:]
 
     def resolved_config(self, model, data: Dataset, extra: dict | None = None) -> dict:

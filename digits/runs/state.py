@@ -191,10 +191,6 @@ class RunState:
 
         self.writes.submit(write)
 
-    def recorder(self) -> Recorder:
-        """The internal callback, always last, that records each epoch."""
-        return Recorder(self)
-
     # -- loading ---------------------------------------------------------------------------
 
     def load(self, model) -> dict | None:
@@ -276,39 +272,6 @@ class RunState:
         self.writes.stop()
         if self.trainer.run is not None:
             self.trainer.run.unlock()
-
-
-class Recorder:
-    """Internal, always last: after each epoch, the history, the state and metrics.json."""
-
-    order = 10_000
-    name = "trainer: state + metrics.json"  # its line in the profiler's table
-
-    def __init__(self, state: RunState) -> None:
-        self.state = state
-        self.model = None
-
-    def set_model(self, model):
-        self.model = model
-
-    def set_params(self, params):
-        pass
-
-    def on_epoch_end(self, epoch, logs=None):
-        trainer = self.state.trainer
-        for key, value in (logs or {}).items():
-            if np.ndim(value) == 0:
-                trainer.history.setdefault(key, []).append(float(value))
-        trainer.current_epoch = epoch + 1
-        if trainer.weight_average is not None:
-            trainer.weight_average.use_training()  # the state holds what trains on
-        if trainer.stopped is None or not trainer.stopped.fault:
-            # A faulted epoch (NaN weights) never replaces the last good state, nor joins
-            # the averaged weights.
-            if trainer.swa is not None and epoch >= trainer.settings.swa_start_epoch:
-                trainer.swa.update()
-            self.state.save()
-        self.state.write_metrics(status="running", background=True)  # after the state, in order
 
 
 def resumable(run: RunDirectory, config: dict) -> bool:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from digits.runs.state import Recorder
+from digits.engine.loop import BOOKKEEPING
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -29,7 +29,7 @@ OFFICIAL_MNIST = ROOT / "digits" / "datasets" / "mnist-test"  # the `mnist-test`
 RESULT_MARK = "BENCH-RESULT "
 
 
-TRAINER_LABEL = Recorder.name  # the Trainer's own per-epoch bookkeeping: state, metrics.json
+TRAINER_LABEL = BOOKKEEPING  # the Trainer's own per-epoch bookkeeping: state, metrics.json
 
 
 THROUGHPUT_MODELS = ("seed-cnn", "cnn", "mlp")

@@ -1,0 +1,117 @@
+"""The fit loop: what happens as each epoch starts and ends, in one place, in a stated order.
+
+Keras' `fit` runs the batches and the validation pass; the one Keras callback the Trainer hands
+it is this loop's (Lightning's `FitLoop.on_advance_end`, Keras' own epoch loop in
+`keras/src/backend/tensorflow/trainer.py`). The steps of an epoch's end are `EPOCH_END`, run by
+`FitLoop.on_epoch_end` in that order; to change the order, change it there.
+`python -m digits.callbacks --hooks` prints the same steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+
+# What `FitLoop.on_epoch_end` does, in order (its docstring, and --hooks, show this).
+EPOCH_END = (
+    ("averaged weights in", "the averaged weights (--ema) into the model, for the callbacks"),
+    ("on_epoch_end", "every callback's on_epoch_end, in their order"),
+    ("history", "the epoch's logs into trainer.history; trainer.current_epoch advances"),
+    ("training weights back", "the training weights back into the model (--ema)"),
+    ("weight average", "the stochastic weight average takes in the epoch (--swa; not after a fault)"),
+    ("state_dict", "the run's state saved: variables and every callback's state_dict "
+                   "(not after a fault: the last good state is kept)"),
+    ("metrics.json", "metrics.json written (status running)"),
+)
+# Its line in the profiler's table and the bench's callback table: the Trainer's own work.
+BOOKKEEPING = "trainer: state + metrics.json"
+
+
+class FitLoop:
+    """One fit's epochs: hands Keras' `fit` the Keras callback that runs every hook.
+
+    Args:
+        trainer: the Trainer whose fit this is (its history, epoch count, stop, state).
+        dispatcher: runs the callbacks' hooks (`digits.engine.dispatch.Dispatcher`).
+        epoch_variable: the variable the training pipeline draws each epoch's order from.
+        weight_average: `digits.recipes.averaging.WeightAverage` when the optimizer averages
+            the weights (--ema), else None.
+        background: the fit's background writer (`digits.runs.background`), or None.
+
+    What each epoch's end does, in order, is `EPOCH_END`. While the callbacks and the state
+    write their files on the background thread, those writes wait until the whole end of the
+    epoch has queued them (`FitWrites.held`), so they run beside the next epoch's training.
+    """
+
+    def __init__(self, trainer, dispatcher, epoch_variable, weight_average=None,
+                 background=None) -> None:
+        self.trainer = trainer
+        self.dispatcher = dispatcher
+        self.epoch_variable = epoch_variable
+        self.weight_average = weight_average
+        self.background = background
+        self.name = BOOKKEEPING
+
+    def keras_callback(self):
+        """The Keras callback for `model.fit`: the dispatcher's bridge, with the epoch's edges
+        run by this loop."""
+        loop = self
+
+        class Loop(self.dispatcher.keras_class):
+            def on_epoch_begin(self, epoch, logs=None):
+                loop.epoch_variable.assign(epoch)  # this epoch's data order
+                super().on_epoch_begin(epoch, logs)
+
+            def on_test_begin(self, logs=None):
+                # A fit's validation pass, and the epoch's callbacks after it, see the
+                # averaged weights; the epoch's end puts the training ones back.
+                loop._averaged_weights_in()
+                super().on_test_begin(logs)
+
+            def on_epoch_end(self, epoch, logs=None):
+                loop.on_epoch_end(epoch, logs, lambda: super(Loop, self).on_epoch_end(epoch, logs))
+
+        return Loop()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None, callbacks_on_epoch_end) -> None:
+        """The end of epoch `epoch` (0-based): `EPOCH_END`, in that order."""
+        trainer = self.trainer
+        state = trainer.state
+        # What is queued here starts when the next epoch trains.
+        with self.background.held() if self.background is not None else contextlib.nullcontext():
+            self._averaged_weights_in()
+            callbacks_on_epoch_end()
+            with self._timed("on_epoch_end"):
+                self._record(epoch, logs)
+                if self.weight_average is not None:
+                    self.weight_average.use_training()  # the state holds what trains on
+                if trainer.stopped is None or not trainer.stopped.fault:
+                    # A faulted epoch (NaN weights) never replaces the last good state, nor
+                    # joins the averaged weights.
+                    if trainer.swa is not None and epoch >= trainer.settings.swa_start_epoch:
+                        trainer.swa.update()
+                    state.save()
+                state.write_metrics(status="running", background=True)  # after the state
+
+    def _averaged_weights_in(self) -> None:
+        if self.weight_average is not None:
+            self.weight_average.use_average()
+
+    def _record(self, epoch: int, logs: dict | None) -> None:
+        trainer = self.trainer
+        for key, value in (logs or {}).items():
+            if np.ndim(value) == 0:
+                trainer.history.setdefault(key, []).append(float(value))
+        trainer.current_epoch = epoch + 1
+
+    @contextlib.contextmanager
+    def _timed(self, hook: str):
+        timer = self.dispatcher.timer
+        start = time.perf_counter() if timer is not None else 0.0
+        try:
+            yield
+        finally:
+            if timer is not None:
+                timer.add(self, self.dispatcher.stage, hook, time.perf_counter() - start)
