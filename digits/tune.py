@@ -173,7 +173,7 @@ def run(argv: list[str] | None = None) -> int:
     role = role_from_environment()
     args.parallel_trials = parallel_trials(args.parallel_trials, role)
     if role.kind == "worker":
-        stop_when_chief_dies()  # a worker that --parallel-trials started
+        stop_when_chief_dies(role.address)
     elif args.parallel_trials > 1:
         with local_chief() as chief:
             return _run_search(args, argv, chief)
@@ -188,6 +188,21 @@ def _run_search(args, argv, role) -> int:
     project = args.project or args.tuner
     project_dir = Path(args.directory) / project
     check_writable_dir(project_dir)
+    from digits.tuner.project_lock import ProjectLock
+
+    # One process holds the oracle of a project at a time, never beside an earlier run's workers.
+    lock = ProjectLock(Path(args.directory), project)
+    if role.holds_oracle:
+        lock.hold_oracle()
+    else:
+        lock.hold_worker(role.tuner_id)
+    try:
+        return _run_project(args, argv, role, pins, project, project_dir)
+    finally:
+        lock.release()
+
+
+def _run_project(args, argv, role, pins: dict, project: str, project_dir: Path) -> int:
     max_trials = args.max_trials or (None if args.tuner == "hyperband" else DEFAULT_MAX_TRIALS)
 
     # Every trial builds a new model, so TensorFlow's "retracing" notices are expected noise.

@@ -176,3 +176,93 @@ def test_a_time_budget_ends_a_search_of_parallel_trials(tmp_path):
     ran = records(tmp_path / "budget")
     assert 1 <= len(ran) < 8 and {r["status"] for r in ran.values()} == {"COMPLETED"}
     assert "best: trial" in result.stdout
+
+
+def hold_lock(path: Path) -> subprocess.Popen:
+    """Another process holding `path`'s flock (as a running search or worker does), its pid in it."""
+    code = ("import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.write(fd, str(os.getpid()).encode())\n"
+            "print('held', flush=True)\n"
+            "time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_search_of_the_same_project_is_refused_with_one_line(tmp_path):
+    from tests.conftest import run_cli
+
+    holder = hold_lock(tmp_path / ".k.chief.lock")
+    try:
+        result = run_cli("digits.tune", *TINY, "--directory", str(tmp_path), "--project", "k",
+                         timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: another digits.tune is running the search 'k' in {tmp_path} (pid {holder.pid}): "
+        "wait for it to end or stop it, or use another --project"]
+
+
+def test_a_search_does_not_start_beside_workers_of_an_earlier_run(tmp_path):
+    from tests.conftest import run_cli
+
+    holder = hold_lock(tmp_path / ".k.tuner1.lock")
+    try:
+        result = run_cli("digits.tune", *TINY, "--directory", str(tmp_path), "--project", "k",
+                         timeout=120, env={"DIGITS_TUNE_LEFTOVER_WAIT": "1"})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"waiting up to 1 s for the workers of an earlier run to end (pids {holder.pid})",
+                     f"error: workers of an earlier run of the search 'k' are still running "
+                     f"(pids {holder.pid}) after 1 s: stop them, then run the command again"]
+
+
+@pytest.mark.slow
+def test_workers_end_within_15_seconds_of_their_killed_chief(tmp_path):
+    """SIGKILL of the whole main job (the chief's process group): the workers, each in a
+    session of its own, used to wait for the dead chief for keras-tuner's hour."""
+    import time
+
+    from digits.tuner.project_lock import ProjectLock
+
+    command = [sys.executable, "-m", "digits.tune", *TINY, "--max-trials", "6", "--max-epochs",
+               "3", "--final-epochs", "0", "--parallel-trials", "2", "--directory", str(tmp_path),
+               "--project", "k"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1"}
+    with open(tmp_path / "chief.log", "w") as log:
+        chief = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    lock = ProjectLock(tmp_path, "k")
+    workers = {}
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and chief.poll() is None:
+            workers = lock.running_workers()
+            trials = list((tmp_path / "k").glob("trial_*/trial.json"))
+            if len(workers) == 2 and trials:
+                break
+            time.sleep(0.5)
+        assert len(workers) == 2, (tmp_path / "chief.log").read_text()[-3000:]
+        os.killpg(chief.pid, signal.SIGKILL)
+        chief.wait()
+        killed = time.monotonic()
+        while lock.running_workers() and time.monotonic() - killed < 60:
+            time.sleep(0.25)
+        assert lock.running_workers() == {}, "workers outlived their chief by a minute"
+        assert time.monotonic() - killed <= 17  # 2 s poll + 10 s grace + exit, and margin
+    finally:
+        for pid in workers.values():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+    logs = " ".join((tmp_path / "k" / "workers" / f"{w}.log").read_text() for w in workers)
+    assert f"its chief (pid {chief.pid}) is gone; stopping" in logs

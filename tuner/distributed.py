@@ -407,21 +407,86 @@ def worker_argv(argv: list[str] | None) -> list[str]:
     return kept
 
 
-def stop_when_chief_dies(env: dict | None = None, poll_seconds: float = 2.0) -> None:
-    """In a worker started by `LocalWorkers`: interrupt this process (which then saves its
-    trial, as after Ctrl-C) when the chief that started it is gone, instead of waiting for it
-    for keras-tuner's hour."""
+# A worker whose chief is gone is asked to stop (SIGINT: it saves its epoch, as after Ctrl-C),
+# and if it has not ended this many seconds later (its main thread blocked in a gRPC call to the
+# chief that will never answer), it exits at once. With the 2 s poll: gone within 15 s.
+STOP_GRACE_SECONDS = 10.0
+# A worker started by hand (another host's chief) gives its chief this long to answer again
+# (a TCP connection to the oracle's port) before it stops the same way.
+ENV_CHIEF_TIMEOUT = "DIGITS_TUNE_CHIEF_TIMEOUT"
+CHIEF_TIMEOUT_SECONDS = 120.0
+EXIT_ORPHANED = 3
+
+
+def stop_when_chief_dies(address: str | None = None, env: dict | None = None,
+                         poll_seconds: float = 2.0, grace: float = STOP_GRACE_SECONDS) -> None:
+    """In a worker: stop this process when its chief is gone, instead of waiting for it for
+    keras-tuner's hour (a watcher thread).
+
+    A worker that `--parallel-trials` started (`DIGITS_TUNE_CHIEF_PID` set) watches its parent:
+    when the chief dies, however (SIGKILL, OOM, a closed terminal), the worker is re-parented
+    and notices within `poll_seconds`. A worker started by hand for a chief at `address`
+    ("ip:port", another host's) checks that the chief still accepts connections, and stops
+    after `DIGITS_TUNE_CHIEF_TIMEOUT` seconds (default 120) without one. Either way it is sent
+    SIGINT (its trial's finished epochs are kept, as after Ctrl-C), and if it has not ended
+    `grace` seconds later it exits at once with status 3, saying why on stderr.
+    """
     import signal
+    import sys
     import threading
 
     env = os.environ if env is None else env
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started from a shell's background job, the worker inherits SIGINT ignored: let it
+        # stop as after Ctrl-C (this runs on the main thread, where handlers are set).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     chief = env.get(ENV_PARENT, "")
-    if not chief.isdigit():
+    if chief.isdigit():
+        def chief_gone() -> str | None:
+            return None if os.getppid() == int(chief) else f"its chief (pid {chief}) is gone"
+    elif address:
+        timeout = _chief_timeout(env)
+        last_seen = [time.monotonic()]
+
+        def chief_gone() -> str | None:
+            if _accepts_connections(address):
+                last_seen[0] = time.monotonic()
+            elif time.monotonic() - last_seen[0] > timeout:
+                return f"its chief at {address} has not answered for {timeout:g} s"
+            return None
+    else:
         return
 
     def watch() -> None:
-        while os.getppid() == int(chief):
+        while (reason := chief_gone()) is None:
             time.sleep(poll_seconds)
+        print(f"worker: {reason}; stopping", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(grace)
+        print(f"worker: still running {grace:g} s after the chief went; exiting",
+              file=sys.stderr, flush=True)
+        os._exit(EXIT_ORPHANED)
 
     threading.Thread(target=watch, name="chief-watch", daemon=True).start()
+
+
+def _chief_timeout(env) -> float:
+    value = env.get(ENV_CHIEF_TIMEOUT, "")
+    try:
+        seconds = float(value) if value else CHIEF_TIMEOUT_SECONDS
+    except ValueError:
+        seconds = -1.0
+    if not (seconds > 0 and seconds < float("inf")):
+        raise ConfigError(f"{ENV_CHIEF_TIMEOUT} must be a number of seconds above 0, got {value!r}")
+    return seconds
+
+
+def _accepts_connections(address: str, timeout: float = 5.0) -> bool:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
