@@ -107,7 +107,8 @@ def hook_rows(callbacks: list) -> list[tuple[str, str, list[str]]]:
         for hook in (steps if moment == EPOCH_ENDS else hooks):
             if hook not in ("on_epoch_end", "state_dict") and moment == EPOCH_ENDS:
                 rows.append((moment, hook, [f"(the trainer: {steps[hook]})"]))
-            elif hook in ("state_dict", "load_state_dict"):
+                continue
+            if hook in ("state_dict", "load_state_dict"):
                 from digits.callbacks.base import Callback
 
                 acting = [c for c in callbacks if getattr(type(c), hook, None) not in

@@ -188,13 +188,15 @@ def _run_search(args, argv, role) -> int:
     project = args.project or args.tuner
     project_dir = Path(args.directory) / project
     check_writable_dir(project_dir)
+    from digits.tuner.distributed import started_by_local_chief
     from digits.tuner.project_lock import ProjectLock
 
-    # One process holds the oracle of a project at a time, never beside an earlier run's workers.
+    # One process holds the oracle of a project at a time, never beside the workers that an
+    # earlier run's --parallel-trials left (a hand-started worker is the user's to manage).
     lock = ProjectLock(Path(args.directory), project)
     if role.holds_oracle:
         lock.hold_oracle()
-    else:
+    elif started_by_local_chief():
         lock.hold_worker(role.tuner_id)
     try:
         return _run_project(args, argv, role, pins, project, project_dir)

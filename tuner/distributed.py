@@ -418,6 +418,11 @@ CHIEF_TIMEOUT_SECONDS = 120.0
 EXIT_ORPHANED = 3
 
 
+def started_by_local_chief(env: dict | None = None) -> bool:
+    """Whether this process is a worker that `--parallel-trials` started (`LocalWorkers`)."""
+    return (os.environ if env is None else env).get(ENV_PARENT, "").isdigit()
+
+
 def stop_when_chief_dies(address: str | None = None, env: dict | None = None,
                          poll_seconds: float = 2.0, grace: float = STOP_GRACE_SECONDS) -> None:
     """In a worker: stop this process when its chief is gone, instead of waiting for it for

@@ -2,7 +2,9 @@
 workers of an earlier run.
 
 The process that holds the oracle (the chief, or a search of one process) holds
-`<directory>/.<project>.chief.lock`; each local worker `<directory>/.<project>.<tuner id>.lock`.
+`<directory>/.<project>.chief.lock`; each worker that `--parallel-trials` started
+`<directory>/.<project>.<tuner id>.lock` (workers started by hand for a distributed search are
+the user's to manage, and may start before their chief).
 Each is an advisory `flock` that the kernel drops when its process ends, SIGKILL included, so a
 killed search never leaves its project locked; the files hold the process ids, for the message.
 They sit beside the project, not in it, so that `--overwrite` (which empties the project) keeps
