@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -37,6 +38,7 @@ class ProjectLock:
     def __init__(self, directory: Path, project: str) -> None:
         self.directory, self.project = Path(directory), project
         self._held: list[int] = []
+        self._made_directory = not self.directory.exists()
 
     def _path(self, who: str) -> Path:
         return self.directory / f".{self.project}.{who}.lock"
@@ -82,8 +84,18 @@ class ProjectLock:
         return running
 
     def release(self) -> None:
+        """Let the locks go. A directory that holding them created is removed again when
+        nothing else landed in it (a search refused for its input leaves nothing behind)."""
         while self._held:
             os.close(self._held.pop())
+        if self._made_directory and self.directory.is_dir():
+            prefix = f".{self.project}."
+            if all(p.name.startswith(prefix) and p.name.endswith(".lock")
+                   for p in self.directory.iterdir()):
+                for path in self.directory.iterdir():
+                    path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.directory.rmdir()
 
 
 def leftover_wait() -> float:
