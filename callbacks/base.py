@@ -8,6 +8,8 @@ well. It adds Trainer-level hooks that receive the Trainer itself, an explicit `
 
 from __future__ import annotations
 
+import functools
+
 import keras
 
 
@@ -29,10 +31,29 @@ class Callback(keras.callbacks.Callback):
 
     order: int = 50
     name: str = ""
+    # True for a callback that cannot work without a Trainer (it reads the run, the data, the
+    # Trainer's predictions): passed to a plain `model.fit`, it says so instead of failing later.
+    needs_trainer: bool = False
 
     def __init__(self) -> None:
         super().__init__()
         self.trainer = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # Keras calls `on_test_end(logs)` at the end of every evaluation pass; here that is the
+        # Trainer-level `on_test_end(trainer, result)`. A subclass's own is made to tell the two
+        # apart, so that in a plain `model.fit` Keras' call reaches `on_evaluate_end(logs)`.
+        own = cls.__dict__.get("on_test_end")
+        if own is not None and not getattr(own, "_digits_two_way", False):
+            cls.on_test_end = _two_way_test_end(own)
+
+    def set_model(self, model) -> None:
+        if self.needs_trainer and self.trainer is None:
+            raise TypeError(
+                f"{type(self).__name__} is a digits callback that needs the Trainer: pass it to "
+                "digits.Trainer(callbacks=[...]), not to a plain model.fit")
+        super().set_model(model)
 
     @property
     def state_key(self) -> str:
@@ -62,9 +83,14 @@ class Callback(keras.callbacks.Callback):
     def on_validation_end(self, trainer, result) -> None:
         """Called after `Trainer.validate` with its `TestResult` on the validation split."""
 
-    def on_test_end(self, trainer, result) -> None:
+    def on_test_end(self, trainer, result=None) -> None:
         """Called after `Trainer.test` with its `TestResult`: predictions, confusion matrix and
-        per-class report, so that no callback recomputes them."""
+        per-class report, so that no callback recomputes them. (In a plain `model.fit`, Keras'
+        `on_test_end(logs)` goes to `on_evaluate_end`.)"""
+        if result is None and (trainer is None or isinstance(trainer, dict)):
+            self.on_evaluate_end(trainer)  # Keras' end of an evaluation pass
+
+    on_test_end._digits_two_way = True
 
     def on_exception(self, trainer, error: BaseException) -> None:
         """Called when any stage fails (including Ctrl-C), before the Trainer saves its state
@@ -81,6 +107,27 @@ class Callback(keras.callbacks.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned (called before `on_fit_start` on resume)."""
+
+
+def _two_way_test_end(method):
+    """`method(self, trainer, result)`, also callable by Keras as `on_test_end(logs)`, which
+    then goes to `self.on_evaluate_end(logs)`."""
+
+    @functools.wraps(method)
+    def on_test_end(self, *args, **kwargs):
+        if _keras_evaluation_end(args, kwargs):
+            return self.on_evaluate_end(*args, **kwargs)
+        return method(self, *args, **kwargs)
+
+    on_test_end._digits_two_way = True
+    return on_test_end
+
+
+def _keras_evaluation_end(args: tuple, kwargs: dict) -> bool:
+    """Whether a call of `on_test_end` is Keras' (`logs`: one dict or None), not the Trainer's
+    (`trainer, result`)."""
+    values = [*args, *kwargs.values()]
+    return len(values) == 1 and (values[0] is None or isinstance(values[0], dict))
 
 
 class EveryNEpochs(Callback):

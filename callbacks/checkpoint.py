@@ -27,6 +27,8 @@ class Checkpoint(MonitorCallback):
         >>> Trainer(callbacks=[Checkpoint(monitor="val_loss")])
     """
 
+    needs_trainer = True
+
     order = 100
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto",

@@ -42,6 +42,8 @@ class ClassificationReport(EveryNEpochs):
         >>> print((trainer.run.path / "classification_report.txt").read_text())
     """
 
+    needs_trainer = True
+
     order = 25
 
     def on_due_epoch(self, epoch: int) -> None:

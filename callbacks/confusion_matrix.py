@@ -46,6 +46,8 @@ class ConfusionMatrixImages(EveryNEpochs):
         >>> trainer.test(model, data)
     """
 
+    needs_trainer = True
+
     order = 20
     heavy = True
 

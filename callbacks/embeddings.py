@@ -125,6 +125,8 @@ class Embeddings(EveryNEpochs):
         >>> # tensorboard --logdir logs, then the Projector tab
     """
 
+    needs_trainer = True
+
     order = 35
     heavy = True
     wants_features = True  # the Trainer's test pass then collects them

@@ -68,6 +68,8 @@ class PRCurves(EveryNEpochs):
         >>> trainer = Trainer(callbacks=[PRCurves(every_n_epochs=5)])
     """
 
+    needs_trainer = True
+
     order = 22
 
     def on_due_epoch(self, epoch: int) -> None:

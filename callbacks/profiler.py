@@ -56,6 +56,8 @@ class Profiler(Callback):
         >>> # python -m digits.train --callbacks profiler
     """
 
+    needs_trainer = True
+
     order = 1  # its setup starts the clock first; it tears down while the writers are open
     wants_timings = True  # the Trainer then times every hook call
 

@@ -21,6 +21,8 @@ class CycleSnapshots(Callback):
         >>> trainer.fit(model, data)     # -> snapshot_1.keras, snapshot_2.keras, snapshot_3.keras
     """
 
+    needs_trainer = True
+
     order = 95  # before the checkpoint (100); the run's state is saved after every callback
 
     def __init__(self, cycles: int) -> None:

@@ -102,6 +102,8 @@ class TensorBoardScalars(Callback):
         >>> # then: tensorboard --logdir logs
     """
 
+    needs_trainer = True
+
     order = 10
 
     def __new__(cls, update_freq: int | None = None, histogram_freq: int = 0):

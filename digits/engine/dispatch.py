@@ -15,6 +15,9 @@ from digits.callbacks.registry import label_of
 from digits.errors import CallbackRaised, ConfigError, RunFailure
 
 _KERAS_RENAMES = {"on_test_begin": "on_evaluate_begin", "on_test_end": "on_evaluate_end"}
+# Keras' base class calls its older names from the newer hooks: a callback that overrides
+# `on_batch_end` (Keras' own TerminateOnNaN does) acts in `on_train_batch_end`.
+_KERAS_ALIASES = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
 
 
 def _digits_base():
@@ -25,7 +28,7 @@ def _digits_base():
 
 def hook_method(callback, hook: str) -> str | None:
     """The name of `callback`'s method that acts in `hook`, or None when it leaves the hook
-    to its base class (a no-op). `hook` is a Keras hook ("on_epoch_end", "on_test_end" for the
+    to its base class (a no-op). A hook set on the instance counts, as in Keras. `hook` is a Keras hook ("on_epoch_end", "on_test_end" for the
     end of an evaluation pass, ...) or one of the Trainer's ("setup", "on_fit_start", ...).
     What `python -m digits.callbacks --hooks` shows and what the dispatcher calls."""
     import keras
@@ -41,8 +44,17 @@ def hook_method(callback, hook: str) -> str | None:
         name, base = hook, getattr(_digits_base(), hook, None)
     else:
         return None
+    own = getattr(callback, "__dict__", {})
+    if callable(own.get(name)):
+        return name  # set on the instance, as Keras' LambdaCallback sets its hooks: Keras calls it
     method = getattr(type(callback), name, None)
-    return name if method is not None and method is not base else None
+    if method is not None and method is not base:
+        return name
+    alias = _KERAS_ALIASES.get(hook)
+    if alias is not None and not digits_callback and (
+            callable(own.get(alias)) or getattr(type(callback), alias) is not getattr(keras_base, alias)):
+        return name  # Keras' base `on_train_batch_end` calls the callback's `on_batch_end`
+    return None
 
 
 def check_state_keys(callbacks: list) -> None:
@@ -128,7 +140,10 @@ class Dispatcher:
             def set_params(self, params):
                 super().set_params(params)
                 for c in dispatcher.callbacks:
-                    c.set_params(params)
+                    # The Trainer runs `fit` quietly (its console is rich_progress); a
+                    # ProgbarLogger the user passed prints, as in `model.fit(verbose=1)`.
+                    shown = isinstance(c, keras.callbacks.ProgbarLogger) and not params.get("verbose")
+                    c.set_params({**params, "verbose": 1} if shown else params)
 
         # The Keras side: a fit's loop subclasses it (`digits.engine.loop.FitLoop`).
         self.keras_class = Keras

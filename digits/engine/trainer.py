@@ -15,6 +15,7 @@ records its status, and every callback tears down, whatever happened.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -317,6 +318,7 @@ class Trainer:
         saved epoch instead.
         """
         self._check_fit(model, data, initial_epoch)
+        self._meet_learning_rate_callbacks()
         self.model, self.data = model, data
         self.config = self.resolved_config(model, data, config)
         if initial_epoch:
@@ -394,6 +396,28 @@ class Trainer:
                                            " (the checkpoint keeps its best epoch)")
         self.notice(f"averaged weights, {label}: {shown}{verdict}")
 
+    def _meet_learning_rate_callbacks(self) -> None:
+        """A callback that sets the learning rate (Keras' `ReduceLROnPlateau` and
+        `LearningRateScheduler`, or any with `sets_learning_rate = True`) needs a rate it can
+        set, which a schedule is not: the run then trains at a constant rate, settable, and
+        says so once."""
+        import keras
+
+        kinds = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)
+        setters = [c for c in self.callbacks
+                   if isinstance(c, kinds) or getattr(c, "sets_learning_rate", False)]
+        if not setters or self.settings.lr_schedule == "constant":
+            return
+        names = ", ".join(label_of(c) for c in setters)
+        if self.settings.swa_epochs is not None or self.settings.lr_cycles != 1:
+            raise ConfigError(f"{names} sets the learning rate, which swa_epochs and lr_cycles "
+                              "schedule themselves: use one or the other")
+        schedule = self.settings.lr_schedule
+        self.settings = dataclasses.replace(self.settings, lr_schedule="constant")
+        self.notice(f"notice: {names} sets the learning rate, so this run trains at a constant "
+                    f"rate from {self.settings.learning_rate:g} instead of the {schedule} "
+                    "schedule (as with --lr-schedule constant)")
+
     def _check_fit(self, model, data: Dataset, initial_epoch: int) -> None:
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
                 or not 0 <= initial_epoch < self.max_epochs:
@@ -402,6 +426,12 @@ class Trainer:
         if data.train is None or data.val is None:
             raise ConfigError(f"dataset {data.name!r} has no training data (it is test-only)")
         check_model_fits_data(model, data)
+        import keras
+
+        if any(isinstance(c, keras.callbacks.SwapEMAWeights) for c in self.callbacks):
+            raise ConfigError("Keras' SwapEMAWeights: the Trainer averages the weights itself; "
+                              "use ema_decay (--ema DECAY), which validates, checkpoints and "
+                              "tests the averaged weights")
         if not self.fast_dev_run:
             check_writable_dir(self.log_dir)
 
