@@ -162,3 +162,30 @@ def test_the_failure_limit_is_a_runtime_error_naming_consecutive_failures(oracle
     assert "consecutive failures" in inspect.getsource(oracle_module.Oracle._check_consecutive_failures)
     assert internals.is_failure_limit(RuntimeError("Number of consecutive failures exceeded the limit of 3."))
     assert not internals.is_failure_limit(RuntimeError("another problem"))
+
+
+def test_a_chief_reloads_the_oracle_from_the_projects_files(tmp_path):
+    import keras
+
+    class Tiny(keras_tuner.HyperModel):
+        def build(self, hp):
+            hp.Int("units", 1, 4)
+            return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+        def fit(self, hp, model, *args, **kwargs):
+            return {"val_loss": float(hp.values["units"])}
+
+    def tuner():
+        return keras_tuner.RandomSearch(Tiny(), objective="val_loss", max_trials=2,
+                                        directory=tmp_path, project_name="p")
+
+    tuner().search()
+    project = tmp_path / "p"
+    assert (project / "oracle.json").is_file() and (project / "tuner0.json").is_file()
+    chief = tuner()
+    chief.oracle.trials.clear()  # as a chief that found no tuner file of its own starts
+    chief.tuner_id = "chief"
+    assert internals.reload_chief(chief)
+    assert len(chief.oracle.trials) == 2 and not chief.oracle.ongoing_trials
+    chief.save()
+    assert (project / "chief.json").is_file() and not internals.reload_chief(chief)

@@ -159,7 +159,19 @@ def test_parallel_trials_run_two_at_a_time_from_one_command(tmp_path):
     assert sum(log.count("ran its share of trials") for log in logs) >= 2, logs
     oracle = json.loads((tmp_path / "par" / "oracle.json").read_text())
     assert sorted(oracle["end_order"]) == ["0", "1", "2", "3"]  # each ran once
+    assert oracle["ongoing_trials"] == {}  # consistent as the search ends
     assert (tmp_path / "par" / "best_hyperparameters.json").is_file()
+
+    # The same command again: the finished search is reloaded, as a sequential one is.
+    again = run_cli("digits.tune", *TINY, "--max-trials", "4", "--max-epochs", "1",
+                    "--final-epochs", "0", "--parallel-trials", "2",
+                    "--directory", str(tmp_path), "--project", "par", timeout=400)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resumed: 4 finished trials reloaded, not rerun" in again.stdout
+    assert not re.search(r"\(id \d+\) started", again.stdout), again.stdout[-3000:]
+    assert records(tmp_path / "par") == ran
+    assert json.loads((tmp_path / "par" / "oracle.json").read_text())["end_order"] == \
+        oracle["end_order"]
 
 
 @pytest.mark.slow

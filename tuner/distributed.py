@@ -179,12 +179,14 @@ def serve(tuner, display, address: str, poll_seconds: float = 0.5, watch=None) -
     if not bound:
         raise ConfigError(f"the chief cannot listen on {address} (is the port in use?)")
     server.start()
+    tuner.save()  # the chief's own file: a rerun reloads this search (keras_tuner_internals)
     display.line(f"chief: serving the search on {address}; workers ask here for trials")
     try:
         while True:
             time.sleep(poll_seconds)
             _drain(events, tuner, display)
             if servicer.stop_triggered and _all_done(oracle):
+                tuner.save()  # as it ends: every trial ended, none left "ongoing"
                 break
             problem = watch() if watch is not None else None
             if problem:

@@ -174,3 +174,25 @@ def start_from_defaults(oracle) -> None:
         return draw()
 
     oracle._random_values = defaults_first
+
+
+def reload_chief(tuner) -> bool:
+    """Reload a distributed search's chief from its project, as keras-tuner reloads a tuner
+    that runs trials; returns whether it did.
+
+    keras-tuner reloads a tuner (and with it the oracle) only from the tuner's own file,
+    `<tuner id>.json`, which a tuner writes when it ends a trial: a chief runs none, so it never
+    wrote one, and a rerun chief started an empty oracle beside the finished trials. Here an
+    oracle whose project has `oracle.json` but no `chief.json` is reloaded (the file is
+    written once the chief serves: `digits.tuner.distributed.serve`).
+
+    Assumes: the files are `<project>/oracle.json` and `<project>/<tuner id>.json`, and
+    `Oracle.reload()` reads the trials and the oracle's state from the project.
+    """
+    from pathlib import Path
+
+    project = Path(tuner.project_dir)
+    if not (project / "oracle.json").is_file() or (project / f"{tuner.tuner_id}.json").is_file():
+        return False
+    tuner.oracle.reload()
+    return True

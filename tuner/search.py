@@ -36,6 +36,7 @@ from digits.tuner.distributed import Role, SearchStopped, settle_after_failure_l
 from digits.tuner.keras_tuner_internals import (
     EachExecution,
     is_failure_limit,
+    reload_chief,
     run_and_update_trial,
     start_from_defaults,
     trial_module,
@@ -317,6 +318,8 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
             tuner.oracle.max_trials = max_trials  # a cap on top of Hyperband's own schedule
     else:
         tuner = TUNERS[kind](max_trials=max_trials, **common)
+    if role is not None and role.kind == "chief" and not overwrite:
+        reload_chief(tuner)  # keras-tuner reloads only tuners that ran trials themselves
     if isinstance(tuner.oracle, keras_tuner.Oracle):
         start_from_defaults(tuner.oracle)  # the first trial is the hand-picked model
     if max_seconds is not None and isinstance(tuner.oracle, keras_tuner.Oracle):
