@@ -327,19 +327,37 @@ def load_mnist_5k() -> Split:
     return _pair(table[:, :784], table[:, 784].astype(np.int64), str(path))
 
 
+# Full MNIST as `keras.datasets.mnist.load_data()` fetches it: the file, where from, its SHA-256.
+KERAS_MNIST = ("mnist.npz", "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+               "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1")
+
+
 def _keras_load(module: str) -> tuple[Split, Split]:
-    """Keras' own loader (cache, else download), with a bounded network wait."""
+    """Keras' own loader (cache, else download), with a bounded network wait.
+
+    Full MNIST is fetched as Keras fetches it (`keras.utils.get_file`: Keras' cache,
+    `~/.keras/datasets/mnist.npz` or `$KERAS_HOME`, checked against the file's SHA-256, else a
+    download) and then read by `load_npz`, so that a damaged file is one clear line.
+    """
     import keras
 
-    loader = getattr(keras.datasets, module)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)
     try:
-        (x_train, y_train), (x_test, y_test) = loader.load_data()
+        if module == "mnist":
+            name, origin, sha256 = KERAS_MNIST
+            path = keras.utils.get_file(name, origin=origin, file_hash=sha256)
+        else:
+            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, module).load_data()
     except Exception as e:  # noqa: BLE001 - any failure of the download is reported the same way
         raise DatasetError(f"cannot load {module} through Keras: {type(e).__name__}: {e}") from None
     finally:
         socket.setdefaulttimeout(previous)
+    if module == "mnist":
+        train, test = load_npz(path)
+        if train is None or test is None:
+            raise DatasetError(f"{path}: Keras' MNIST file lacks its training or test part")
+        return train, test
     return _pair(x_train, y_train, module + " train"), _pair(x_test, y_test, module + " test")
 
 

@@ -150,3 +150,73 @@ def test_pipelines_run_without_tf_data_autotuning_and_yield_every_image(small_da
     assert sorted(labels.tolist()) == sorted(small_data.val.y.tolist())
     if not shuffle:
         np.testing.assert_array_equal(images, small_data.val.x)
+
+
+def keras_cache_stand_in(tmp_path, mnist5k, official_test_dir) -> tuple[list, object]:
+    """What `keras.utils.get_file` hands a user with internet: the path of mnist.npz in Keras'
+    cache, here made from real digits (the embedded 5,000 for training, the official 10,000 for
+    testing), in Keras' layout (uint8 images (N, 28, 28), uint8 labels)."""
+    _, test = load_idx_directory(official_test_dir)
+
+    def raw(split):
+        return (split.x[..., 0] * 255).round().astype(np.uint8), split.y.astype(np.uint8)
+
+    path = tmp_path / "mnist.npz"
+    (x_train, y_train), (x_test, y_test) = raw(mnist5k.train), raw(test)
+    np.savez_compressed(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    asked = []
+
+    def get_file(fname, origin=None, file_hash=None, **kwargs):
+        asked.append((fname, origin, file_hash))
+        return str(path)
+
+    return asked, get_file
+
+
+def test_auto_and_mnist_read_full_mnist_as_keras_fetches_it(tmp_path, mnist5k, official_test_dir,
+                                                            monkeypatch):
+    """The path a user with internet runs: the file Keras' own loader fetches, read here."""
+    import inspect
+
+    import keras
+
+    asked, get_file = keras_cache_stand_in(tmp_path, mnist5k, official_test_dir)
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
+    for spec in ("auto", "mnist"):
+        data = load_dataset(spec, announce=False)
+        assert data.name == "mnist" and not data.notices
+        assert len(data.train) + len(data.val) == len(mnist5k.train) and len(data.test) == 10_000
+    fname, origin, sha256 = asked[0]
+    source = inspect.getsource(keras.datasets.mnist.load_data)  # the same file as Keras'
+    assert fname == "mnist.npz" and origin.rsplit("/", 1)[0] in source and sha256 in source
+
+
+def test_a_failed_download_falls_back_or_is_one_clear_line(tmp_path, monkeypatch):
+    import keras
+
+    def get_file(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- timed out")
+
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
+    data = load_dataset("auto", announce=False)
+    assert data.name == "mnist-5k" and "full MNIST is not available" in data.notices[0]
+    with pytest.raises(DatasetError, match=r"^cannot load mnist through Keras: Exception: URL "
+                                           r"fetch failure"):
+        load_dataset("mnist")
+
+
+def test_a_damaged_keras_cache_is_one_clear_line(tmp_path, mnist5k, official_test_dir,
+                                                 monkeypatch, capsys):
+    import keras
+
+    from digits import train
+
+    asked, get_file = keras_cache_stand_in(tmp_path, mnist5k, official_test_dir)
+    whole = (tmp_path / "mnist.npz").read_bytes()
+    (tmp_path / "mnist.npz").write_bytes(whole[: len(whole) // 2])  # cut off half-way
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
+    code = train.main(["--dataset", "mnist", "--epochs", "1", "--log-dir", str(tmp_path / "logs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {tmp_path / 'mnist.npz'}: not a readable .npz file")
+    assert not (tmp_path / "logs").exists()

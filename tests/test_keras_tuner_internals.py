@@ -132,6 +132,19 @@ def test_run_trial_builds_and_fits_each_execution_through_one_method():
     assert "self._build_and_fit_model(trial, *args, **copied_kwargs)" in source
 
 
+class TinyHyperModel(keras_tuner.HyperModel):
+    """A one-unit model whose score is its hyperparameter: trials in milliseconds."""
+
+    def build(self, hp):
+        import keras
+
+        hp.Int("units", 1, 4)
+        return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+    def fit(self, hp, model, *args, **kwargs):
+        return {"val_loss": float(hp.values["units"])}
+
+
 def test_every_execution_goes_through_fit_execution(tmp_path):
     seen = []
 
@@ -140,17 +153,7 @@ def test_every_execution_goes_through_fit_execution(tmp_path):
             seen.append(trial.trial_id)
             return fit(*args, **kwargs)
 
-    class Constant(keras_tuner.HyperModel):
-        def build(self, hp):
-            import keras
-
-            hp.Int("units", 1, 4)
-            return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-
-        def fit(self, hp, model, *args, **kwargs):
-            return {"val_loss": float(hp.values["units"])}
-
-    tuner = Tuner(Constant(), objective="val_loss", max_trials=2, executions_per_trial=2,
+    tuner = Tuner(TinyHyperModel(), objective="val_loss", max_trials=2, executions_per_trial=2,
                   directory=tmp_path, project_name="p")
     tuner.search()
     assert len(seen) == 4 and len(set(seen)) == 2
@@ -165,18 +168,8 @@ def test_the_failure_limit_is_a_runtime_error_naming_consecutive_failures(oracle
 
 
 def test_a_chief_reloads_the_oracle_from_the_projects_files(tmp_path):
-    import keras
-
-    class Tiny(keras_tuner.HyperModel):
-        def build(self, hp):
-            hp.Int("units", 1, 4)
-            return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-
-        def fit(self, hp, model, *args, **kwargs):
-            return {"val_loss": float(hp.values["units"])}
-
     def tuner():
-        return keras_tuner.RandomSearch(Tiny(), objective="val_loss", max_trials=2,
+        return keras_tuner.RandomSearch(TinyHyperModel(), objective="val_loss", max_trials=2,
                                         directory=tmp_path, project_name="p")
 
     tuner().search()
