@@ -19,8 +19,19 @@ def make_optimizer(name: str, learning_rate, ema_decay: float | None = None):
             "rmsprop": keras.optimizers.RMSprop}[name](learning_rate=learning_rate, **averaging)
 
 
+def outputs_logits(model) -> bool:
+    """Whether `model` outputs logits rather than probabilities: what it declares
+    (`model.outputs_logits = True`), else what its compiled loss says (`from_logits=True`).
+    Everything downstream of `Trainer.predict` reads probabilities (the softmax of logits)."""
+    declared = getattr(model, "outputs_logits", None)
+    if declared is not None:
+        return bool(declared)
+    return bool(getattr(getattr(model, "loss", None), "from_logits", False))
+
+
 def compile_model(model, config: TrainerSettings, steps_per_epoch: int, strategy=None, *,
-                  confusion_matrix: bool = True, jit_compile: bool = False) -> int:
+                  confusion_matrix: bool = True, jit_compile: bool = False,
+                  num_classes: int | None = None) -> int:
     """Compile `model` for a run of `config`; returns the steps per execution it uses.
 
     An uncompiled model gets `config`'s optimizer with cosine (or constant) learning-rate
@@ -46,11 +57,14 @@ def compile_model(model, config: TrainerSettings, steps_per_epoch: int, strategy
     lr = learning_rate_schedule(config, steps_per_epoch)
     with strategy.scope():
         optimizer = make_optimizer(config.optimizer, lr, config.ema_decay)  # its variables belong in the scope
+        logits = outputs_logits(model)
         model.compile(
             optimizer=optimizer,
-            loss=(SmoothedSparseCrossentropy(config.label_smoothing) if config.label_smoothing
-                  else keras.losses.SparseCategoricalCrossentropy()),
-            metrics=compiled_metrics(model.output_shape[-1], confusion_matrix=confusion_matrix),
+            loss=(SmoothedSparseCrossentropy(config.label_smoothing, from_logits=logits)
+                  if config.label_smoothing
+                  else keras.losses.SparseCategoricalCrossentropy(from_logits=logits)),
+            metrics=compiled_metrics(num_classes or model.output_shape[-1],
+                                     confusion_matrix=confusion_matrix),
             steps_per_execution=spe,
             jit_compile=jit_compile,  # XLA made a small CNN ~9x slower on CPU here
         )

@@ -129,27 +129,31 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
     Args:
         label_smoothing: s, from 0 (plain cross-entropy) to below 1 (default 0.1).
+        from_logits: whether the predictions are logits rather than probabilities (default
+            False).
 
     Example:
         >>> model.compile(optimizer="adam", loss=SmoothedSparseCrossentropy(0.1))
     """
 
     def __init__(self, label_smoothing: float = 0.1, name: str = "smoothed_sparse_crossentropy",
-                 **kwargs) -> None:
+                 from_logits: bool = False, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
+        self.from_logits = bool(from_logits)
 
     def call(self, y_true, y_pred):
         classes = y_pred.shape[-1]
         labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
         targets = ops.one_hot(labels, classes, dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(targets, y_pred,
+        return keras.losses.categorical_crossentropy(targets, y_pred, from_logits=self.from_logits,
                                                      label_smoothing=self.label_smoothing)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+        config = {**super().get_config(), "label_smoothing": self.label_smoothing}
+        return {**config, "from_logits": True} if self.from_logits else config
 
 
 def compiled_metrics(num_classes: int, confusion_matrix: bool = True) -> list:

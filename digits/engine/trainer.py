@@ -25,7 +25,7 @@ import numpy as np
 
 from digits.callbacks.registry import label_of
 from digits.data import Dataset, Split, make_pipeline
-from digits.engine.compiling import compile_model
+from digits.engine.compiling import compile_model, outputs_logits
 from digits.engine.config import TrainerSettings, check_name
 from digits.engine.dispatch import Dispatcher, HookTimer
 from digits.engine.results import TestResult
@@ -319,6 +319,7 @@ class Trainer:
         """
         self._check_fit(model, data, initial_epoch)
         self._meet_learning_rate_callbacks()
+        self._say_if_unsaveable(model)
         self.model, self.data = model, data
         self.config = self.resolved_config(model, data, config)
         if initial_epoch:
@@ -327,7 +328,8 @@ class Trainer:
         train_steps = self.settings.train_steps(len(data.train))
         self.step_counter = StepCounter(train_steps)
         self.settings.check_profile_range(train_steps)
-        compile_model(model, self.settings, train_steps, self.strategy)
+        compile_model(model, self.settings, train_steps, self.strategy,
+                      num_classes=len(data.class_names))
         self.averaged = None
         if self.settings.swa_epochs is not None:
             from digits.recipes.averaging import StochasticWeightAverage
@@ -395,6 +397,24 @@ class Trainer:
         verdict = "" if kept is None else (" (kept by the checkpoint)" if kept else
                                            " (the checkpoint keeps its best epoch)")
         self.notice(f"averaged weights, {label}: {shown}{verdict}")
+
+    def _say_if_unsaveable(self, model) -> None:
+        """A `keras.Model` subclass that Keras cannot rebuild from a file (not registered with
+        `keras.saving.register_keras_serializable`) still trains and resumes (from its saved
+        variables), but its `model.keras` will not load anywhere else: said once, before the
+        first epoch, with the fix."""
+        import keras
+
+        cls = type(model)
+        if not self.enable_checkpointing or cls in (keras.Model, keras.Sequential) \
+                or cls.__module__.startswith("keras."):
+            return
+        if keras.saving.get_registered_name(cls) == cls.__name__:
+            self.notice(f"notice: {cls.__name__} is a keras.Model subclass that Keras cannot "
+                        "load from a file: its model.keras will not load in digits.evaluate, "
+                        "predict, export or serve. Decorate the class with "
+                        "@keras.saving.register_keras_serializable() and give it get_config() "
+                        "(the run still resumes from its saved variables)")
 
     def _meet_learning_rate_callbacks(self) -> None:
         """A callback that sets the learning rate (Keras' `ReduceLROnPlateau` and
@@ -538,11 +558,17 @@ class Trainer:
         if fuse:
             self._fuse(model)
         if len(split) == 0:
-            return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+            return np.zeros((0, self._classes(model)), dtype=np.float32)
         # Through digits' own pipeline: Keras' pipeline for arrays autotunes, and tearing
         # it down after the pass can stall for seconds (see `make_pipeline`).
         batches = make_pipeline(split, self.eval_batch_size)
-        return np.asarray(model.predict(batches, verbose=0), dtype=np.float32)
+        outputs = np.asarray(model.predict(batches, verbose=0), dtype=np.float32)
+        return _softmax(outputs) if outputs_logits(model) else outputs
+
+    def _classes(self, model) -> int:
+        if self.data is not None:
+            return len(self.data.class_names)
+        return int(model.output_shape[-1])
 
     def _evaluate(self, model, split: Split | None, stage: str, limit: int | None,
                   tta: bool = False) -> TestResult:
@@ -585,11 +611,12 @@ class Trainer:
             return None, None  # a subclassed model, or no Dense layer: nothing to show
         if len(split) == 0:
             return (np.zeros((0, both.outputs[0].shape[-1]), np.float32),
-                    np.zeros((0, model.output_shape[-1]), np.float32))
+                    np.zeros((0, self._classes(model)), np.float32))
         features, probabilities = both.predict(make_pipeline(split, self.eval_batch_size),
                                                verbose=0)
+        probabilities = np.asarray(probabilities, np.float32)
         return (np.asarray(features, np.float32).reshape(len(split), -1),
-                np.asarray(probabilities, np.float32))
+                _softmax(probabilities) if outputs_logits(model) else probabilities)
 
     def _hand_to_callbacks(self, stage: str, hook: str, result: TestResult) -> None:
         """Hand an evaluation's result to every callback, within the stage's setup/teardown."""
@@ -698,3 +725,8 @@ def _setting(name: str) -> property:
 for _name in SETTINGS:
     if _name != "strategy":  # `Trainer.strategy` is the tf.distribute strategy itself
         setattr(Trainer, _name, _setting(_name))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)

@@ -236,11 +236,15 @@ def load_model(path: str):
     from digits.speed.precision import for_this_machine
 
     model = for_this_machine(model)  # bfloat16 computing only where the CPU has it natively
+    import numpy as np
+
     try:
-        input_shape = tuple(model.input_shape[1:])
-        output_shape = tuple(model.output_shape[1:])
-    except (AttributeError, ValueError, TypeError):
+        shapes = model_shapes(model, np.zeros((1, 28, 28, 1), np.float32))
+    except ConfigError:
+        shapes = None
+    if shapes is None:
         raise ModelError(f"{path}: the model has no single image input and output") from None
+    input_shape, output_shape = shapes
     if input_shape not in ((28, 28, 1), (28, 28)) or output_shape != (10,):
         raise ModelError(
             f"{path}: the model takes {input_shape} and gives {output_shape}; expected 28x28x1 "
@@ -271,12 +275,37 @@ def _check_keras_archive(path: str) -> None:
         raise ModelError(f"{path}: the archive unpacks to {total} bytes, too large")
 
 
-def check_model_fits_data(model, data) -> None:
-    """Refuse a model whose input or output cannot match the dataset, before any run starts."""
+def model_shapes(model, sample=None) -> tuple[tuple, tuple] | None:
+    """(input shape, output shape) of `model` without the batch axis. A model without static
+    shapes (a `keras.Model` subclass, a Sequential without an `Input`) is called once on
+    `sample` (one image), which builds it; None when it has none and no sample is given."""
     try:
-        inputs, outputs = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+        return tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
     except (AttributeError, ValueError, TypeError):
-        return  # a subclassed model without static shapes: Keras will say what is wrong
+        if sample is None:
+            return None
+    import keras
+
+    try:
+        outputs = model(sample, training=False)
+    except Exception as e:  # noqa: BLE001 - the user's model code: said in one line
+        reason = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(f"the model fails on one {'x'.join(map(str, sample.shape[1:]))} image: "
+                          f"{type(e).__name__}: {reason[:300]}") from None
+    if isinstance(outputs, (list, tuple, dict)):
+        raise ConfigError("the model returns several outputs; digits trains models with one "
+                          "output of class scores")
+    return tuple(sample.shape[1:]), tuple(keras.ops.shape(outputs)[1:])
+
+
+def check_model_fits_data(model, data) -> None:
+    """Refuse a model whose input or output cannot match the dataset, before any run starts
+    (a subclassed model is built by one call on one image for that)."""
+    split = data.train if data.train is not None and len(data.train) else data.test
+    shapes = model_shapes(model, split.x[:1] if split is not None and len(split) else None)
+    if shapes is None:
+        return
+    inputs, outputs = shapes
     if inputs not in ((28, 28, 1), (28, 28)):
         raise ConfigError(f"the model takes inputs of shape {inputs}; the images are 28x28x1")
     classes = len(data.class_names)

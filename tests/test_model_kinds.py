@@ -1,0 +1,135 @@
+"""Every kind of Keras model through the Trainer: subclassed (built or not), with its own
+`train_step` or `compute_loss`, compiled by the user, outputting logits. Each trains, resumes,
+tests and predicts probabilities (rows summing to 1), and the user's own steps are the ones run.
+Tiny models, a few batches."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import digits
+
+
+class Small(keras.Model):
+    """A three-layer subclass, as Keras' guide writes one."""
+
+    def __init__(self, logits: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.flat = keras.layers.Flatten()
+        self.hidden = keras.layers.Dense(16, activation="relu")
+        self.out = keras.layers.Dense(10, activation=None if logits else "softmax")
+
+    def call(self, x, training=False):
+        return self.out(self.hidden(self.flat(x)))
+
+
+class CountedSteps(Small):
+    """Overrides `train_step` (calling Keras' own) and counts the steps it ran."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = keras.Variable(0, dtype="int32", trainable=False)
+
+    def train_step(self, data):
+        self.steps.assign_add(1)
+        return super().train_step(data)
+
+
+class PenalisedLoss(Small):
+    """Its own `compute_loss`: the cross-entropy plus a penalty on the hidden weights."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = keras.Variable(0, dtype="int32", trainable=False)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        self.calls.assign_add(1)
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        return loss + 1e-3 * keras.ops.sum(keras.ops.square(self.hidden.kernel))
+
+
+@keras.saving.register_keras_serializable(package="digits_tests")
+class Registered(Small):
+    def get_config(self):
+        return super().get_config()
+
+
+def fit_test_predict(model, data, tmp_path, **options):
+    trainer = digits.Trainer(max_epochs=2, limit_train_batches=4, limit_val_batches=1,
+                             log_dir=tmp_path, callbacks=[], **options)
+    trainer.fit(model, data)
+    result = trainer.test(model, data)
+    probabilities = trainer.predict(model, data.test.x[:8])
+    assert probabilities.shape == (8, 10)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4) and (probabilities >= 0).all()
+    assert 0.0 <= result.accuracy <= 1.0 and trainer.current_epoch == 2
+    return trainer
+
+
+@pytest.mark.parametrize("built", [False, True])
+def test_a_subclassed_model_trains_tests_and_predicts(small_data, tmp_path, built):
+    model = Small()
+    if built:
+        model(small_data.train.x[:1])
+    trainer = fit_test_predict(model, small_data, tmp_path, verbose=False)
+    assert trainer.history["val_loss"]
+
+
+def test_a_custom_train_step_and_compute_loss_are_the_ones_run(small_data, tmp_path):
+    steps, penalised = CountedSteps(), PenalisedLoss()
+    fit_test_predict(steps, small_data, tmp_path / "a", verbose=False, steps_per_execution=1)
+    assert int(steps.steps.numpy()) == 2 * 4
+    fit_test_predict(penalised, small_data, tmp_path / "b", verbose=False)
+    assert int(penalised.calls.numpy()) > 0
+
+
+def test_a_logits_model_the_user_compiled_reads_as_probabilities(small_data, tmp_path):
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))  # logits
+    model = keras.Model(inputs, outputs)
+    optimizer = keras.optimizers.SGD(0.05)
+    model.compile(optimizer=optimizer, metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    fit_test_predict(model, small_data, tmp_path, verbose=False)
+    assert model.optimizer is optimizer  # the user's choices kept
+
+
+def test_an_uncompiled_logits_subclass_that_says_so_trains_on_logits(small_data, tmp_path):
+    model = Small(logits=True)
+    model.outputs_logits = True
+    fit_test_predict(model, small_data, tmp_path, verbose=False)
+    assert model.loss.from_logits
+
+
+def test_a_subclass_resumes_from_its_saved_epoch(small_data, tmp_path):
+    from digits.callbacks import Callback
+
+    class StopAfterFirstEpoch(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    first = digits.Trainer(max_epochs=3, limit_train_batches=4, limit_val_batches=1,
+                           log_dir=tmp_path, callbacks=[StopAfterFirstEpoch()], verbose=False,
+                           resume=True)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(Small(name="small"), small_data)  # named as a new process would name it
+    again = digits.Trainer(max_epochs=3, limit_train_batches=4, limit_val_batches=1,
+                           log_dir=tmp_path, callbacks=[], verbose=False, resume=True)
+    again.fit(Small(name="small"), small_data)
+    assert again.resumed_from_epoch == 1 and again.current_epoch == 3
+    assert again.run.path == first.run.path
+
+
+def test_saving_a_subclass_registered_or_not(small_data, tmp_path, capsys):
+    fit_test_predict(Registered(), small_data, tmp_path / "registered")
+    assert "cannot load from a file" not in capsys.readouterr().err
+    saved = next((tmp_path / "registered").glob("*/version_0/model.keras"))
+    loaded = digits.models.load_model(str(saved))
+    assert loaded(small_data.test.x[:2]).shape == (2, 10)
+    fit_test_predict(Small(), small_data, tmp_path / "unregistered")
+    err = capsys.readouterr().err
+    assert "notice: Small is a keras.Model subclass that Keras cannot load from a file" in err
+    assert "@keras.saving.register_keras_serializable()" in err
