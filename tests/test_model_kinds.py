@@ -133,3 +133,44 @@ def test_saving_a_subclass_registered_or_not(small_data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "notice: Small is a keras.Model subclass that Keras cannot load from a file" in err
     assert "@keras.saving.register_keras_serializable()" in err
+
+
+class OwnEvaluation(Small):
+    """Its own `test_step` and `predict_step`, counted."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.tested = keras.Variable(0, dtype="int32", trainable=False)
+        self.predicted = keras.Variable(0, dtype="int32", trainable=False)
+
+    def test_step(self, data):
+        self.tested.assign_add(1)
+        return super().test_step(data)
+
+    def predict_step(self, data):
+        self.predicted.assign_add(1)
+        return super().predict_step(data)
+
+
+def test_a_custom_test_step_and_predict_step_are_the_ones_run(small_data, tmp_path):
+    model = OwnEvaluation()
+    fit_test_predict(model, small_data, tmp_path, verbose=False)
+    assert int(model.tested.numpy()) >= 2  # each epoch's validation pass
+    assert int(model.predicted.numpy()) >= 2  # the test's pass and predict's
+
+
+def test_a_model_with_the_wrong_number_of_classes_is_one_clear_error(small_data, tmp_path):
+    from digits.errors import ConfigError
+
+    class Five(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.flat, self.out = keras.layers.Flatten(), keras.layers.Dense(5, activation="softmax")
+
+        def call(self, x, training=False):
+            return self.out(self.flat(x))
+
+    trainer = digits.Trainer(max_epochs=1, log_dir=tmp_path, callbacks=[], verbose=False)
+    with pytest.raises(ConfigError, match=r"the model outputs shape \(5,\); the dataset has 10"):
+        trainer.fit(Five(), small_data)
+    assert not list(tmp_path.iterdir())
