@@ -174,3 +174,61 @@ def test_a_model_with_the_wrong_number_of_classes_is_one_clear_error(small_data,
     with pytest.raises(ConfigError, match=r"the model outputs shape \(5,\); the dataset has 10"):
         trainer.fit(Five(), small_data)
     assert not list(tmp_path.iterdir())
+
+
+def functional_logits() -> keras.Model:
+    """A functional model the user compiled on logits."""
+    inputs = keras.Input((28, 28, 1))
+    hidden = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(hidden), name="functional_logits")
+    model.compile(optimizer="adam", metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+# Each kind as a fresh process would build it (same names, so a resumed run finds its directory).
+KINDS = {
+    "subclass": lambda: Small(name="small"),
+    "registered": lambda: Registered(name="registered"),
+    "own_train_step": lambda: CountedSteps(name="counted"),
+    "own_compute_loss": lambda: PenalisedLoss(name="penalised"),
+    "own_test_and_predict_steps": lambda: OwnEvaluation(name="evaluation"),
+    "functional_logits": functional_logits,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_kind_resumes_tests_predicts_and_saves(kind, small_data, tmp_path):
+    """Every kind: cut off in its second epoch, resumed in a "new process" to the end, its best
+    checkpoint restored for the test, predictions that are probabilities, and the kept
+    `model.keras` giving the same answers when the model is loaded again (by the user's class
+    where Keras cannot rebuild it from the file)."""
+    from digits.callbacks import Callback
+
+    class CutOff(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:  # the first epoch is saved; the second is cut off
+                raise KeyboardInterrupt  # as a Ctrl-C: let through, the run kept
+
+    settings = dict(max_epochs=3, limit_train_batches=4, limit_val_batches=1, log_dir=tmp_path,
+                    verbose=False, resume=True)
+    with pytest.raises(KeyboardInterrupt):
+        digits.Trainer(callbacks=[CutOff()], **settings).fit(KINDS[kind](), small_data)
+    model = KINDS[kind]()
+    trainer = digits.Trainer(**settings)
+    trainer.fit(model, small_data)
+    assert trainer.resumed_from_epoch == 1 and trainer.current_epoch == 3
+    best = trainer.best_model(model)
+    result = trainer.test(best, small_data)
+    assert 0.0 <= result.accuracy <= 1.0
+    probabilities = trainer.predict(best, small_data.test.x[:8])
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4) and (probabilities >= 0).all()
+    saved = trainer.run.path / "model.keras"
+    assert saved.is_file()
+    if kind in ("registered", "functional_logits"):
+        again = digits.models.load_model(str(saved))
+    else:
+        again = KINDS[kind]()
+        again(small_data.test.x[:1])
+        again.load_weights(saved)
+    assert np.allclose(trainer.predict(again, small_data.test.x[:8]), probabilities, atol=2e-2)

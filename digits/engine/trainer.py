@@ -520,10 +520,9 @@ class Trainer:
 
         for c in self.callbacks:
             if isinstance(c, Checkpoint) and c.path is not None and c.path.is_file():
-                import keras
-
-                best = keras.saving.load_model(c.path, compile=False, safe_mode=True)
-                model.set_weights(best.get_weights())
+                # The weights alone: the model in hand knows its own class, so an unregistered
+                # subclass (which Keras cannot rebuild from the file) is restored as well.
+                model.load_weights(c.path)
                 break
         return model
 

@@ -250,7 +250,28 @@ def load_model(path: str):
             f"{path}: the model takes {input_shape} and gives {output_shape}; expected 28x28x1 "
             "images in and 10 class scores out"
         )
+    if _saved_with_logits(path):
+        # Trained on logits (its saved loss says from_logits): read, served and exported as
+        # probabilities like every other model, by a softmax on its output.
+        inputs = keras.Input(input_shape, name="image")
+        outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(
+            model(inputs, training=False))
+        model = keras.Model(inputs, outputs, name=model.name)
     return model
+
+
+def _saved_with_logits(path: str) -> bool:
+    """Whether the loss a saved model was compiled with says `from_logits` (its output is logits)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return False
+    loss = (config.get("compile_config") or {}).get("loss") if isinstance(config, dict) else None
+    return isinstance(loss, dict) and (loss.get("config") or {}).get("from_logits") is True
 
 
 # A .keras archive larger than this once unpacked is refused before Keras opens it.
