@@ -186,6 +186,44 @@ def add_saved_model_argument(parser: argparse.ArgumentParser) -> None:
                              "directory, .onnx, .tflite)")
 
 
+def add_model_module_argument(parser: argparse.ArgumentParser) -> None:
+    """`--model-module MODULE` (repeatable): code that defines a saved model's own classes."""
+    parser.add_argument("--model-module", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (a dotted module name, or a .py file) before loading "
+                             "the model: the module that defines your keras.Model subclass or "
+                             "layers with @keras.saving.register_keras_serializable(). It runs "
+                             "as your code; Keras safe mode stays on for the file. Repeatable")
+
+
+def import_model_modules(modules: list[str]) -> None:
+    """Import each `--model-module` (a dotted name or a `.py` file), so that the Keras classes it
+    registers can be loaded. One `error:` line for a module that is not there or fails."""
+    import importlib
+
+    for name in modules:
+        try:
+            if name.endswith(".py"):
+                path = Path(name)
+                if not path.is_file():
+                    raise ConfigError(f"--model-module {name}: no such file")
+                spec = importlib.util.spec_from_file_location(
+                    f"digits_model_module_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}", path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = module
+                spec.loader.exec_module(module)
+            else:
+                if str(Path.cwd()) not in sys.path and "" not in sys.path:
+                    sys.path.insert(0, str(Path.cwd()))  # as `python -m` finds the user's code
+                importlib.import_module(name)
+        except ConfigError:
+            raise
+        except ModuleNotFoundError as e:
+            raise ConfigError(f"--model-module {name}: no module named {e.name!r}") from None
+        except Exception as e:  # noqa: BLE001 - the user's module failed: one line, its reason
+            raise ConfigError(f"--model-module {name}: importing it failed: "
+                              f"{type(e).__name__}: {_shorten(e)}") from None
+
+
 def add_min_probability_argument(parser: argparse.ArgumentParser) -> None:
     """`--min-probability P`: below it a digit is read as uncertain (`?`)."""
     from digits.reading import MIN_PROBABILITY

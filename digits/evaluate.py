@@ -19,6 +19,7 @@ def build_parser() -> cli.ArgumentParser:
                     "or its export by digits.export (SavedModel directory, .onnx, .tflite).",
     )
     cli.add_saved_model_argument(parser)
+    cli.add_model_module_argument(parser)
     parser.add_argument("--dataset", default="auto", metavar="SPEC",
                         help="dataset whose test split to use: mnist-5k (its held-out part), "
                              "mnist, fashion-mnist, a directory of IDX files, an .npz "
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cli.import_model_modules(args.model_module)
     from digits.data import load_dataset
     from digits.deploy.runtimes import KerasRuntime, load_runtime
 

@@ -38,6 +38,7 @@ def build_parser() -> cli.ArgumentParser:
                "as a .keras model is. Exit status: 0 exported; 2 bad input (nothing written).",
     )
     parser.add_argument("--model", required=True, metavar="PATH", help="a .keras model file")
+    cli.add_model_module_argument(parser)
     parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     parser.add_argument("--output", type=cli.non_empty, default=None, metavar="PATH",
                         help="where to write (default: beside the model: model.onnx, "
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cli.import_model_modules(args.model_module)
     from digits.errors import ConfigError
 
     if args.quantize and args.format == "saved_model":

@@ -32,6 +32,7 @@ def build_parser() -> cli.ArgumentParser:
                "printed, and in --json such an image has an \"error\" entry in its place).",
     )
     cli.add_saved_model_argument(parser)
+    cli.add_model_module_argument(parser)
     parser.add_argument("--json", action="store_true",
                         help="print JSON: per image its text, and per digit the digit, "
                              "probability, top 3, box [x, y, width, height] and uncertain")
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cli.import_model_modules(args.model_module)
     from digits.errors import ImageError
     from digits.reading.images import find_digits_in_file
 

@@ -36,6 +36,7 @@ def build_parser() -> cli.ArgumentParser:
                "load, an address in use).",
     )
     cli.add_saved_model_argument(parser)
+    cli.add_model_module_argument(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default: 127.0.0.1, this machine only; "
                              "--host 0.0.0.0 serves your network)")
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cli.import_model_modules(args.model_module)
     import socket
 
     from digits.errors import ConfigError
@@ -81,7 +83,8 @@ def run(argv: list[str] | None = None) -> int:
 
     # Loaded here even with workers: a model that does not load is one error line, at once.
     reader = Reader.load(args.model, min_probability=args.min_probability, tta=args.tta)
-    settings = {"model": args.model, "min_probability": args.min_probability, "tta": args.tta,
+    settings = {"model": args.model, "model_modules": args.model_module,
+                "min_probability": args.min_probability, "tta": args.tta,
                 "max_request_bytes": args.max_request_mb * 1024 * 1024}
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -139,6 +142,7 @@ def app_from_environment():
 
     cli.quiet_tensorflow()
     settings = json.loads(os.environ[ENVIRONMENT])
+    cli.import_model_modules(settings.get("model_modules", []))
     reader = Reader.load(settings["model"], threads=1, tta=settings.get("tta", False),
                          min_probability=settings["min_probability"])
     return create_app(reader, max_request_bytes=settings["max_request_bytes"])

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 EXAMPLE = ROOT / "examples" / "lightning-style" / "mixup_model.py"
 
@@ -52,3 +52,24 @@ def test_the_mixup_subclass_trains_resumes_tests_loads_and_exports(tmp_path, cap
     assert export.main(["--model", str(run / "model.keras"), "--format", "onnx",
                         "--dataset", "mnist-5k"]) == 0
     assert (run / "model.onnx").is_file()
+
+    # A new process does not know MixupCNN until it imports the module that registers it.
+    refused = run_cli("digits.evaluate", "--model", str(run / "model.keras"),
+                      "--dataset", "mnist-5k")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "class MixupCNN is one this process does not know" in refused.stderr
+    assert "--model-module" in refused.stderr
+    import numpy as np
+    from PIL import Image
+
+    digit = data.test.x[int(np.flatnonzero(data.test.y == 3)[0]), :, :, 0]
+    Image.fromarray((digit * 255).astype(np.uint8)).save(tmp_path / "three.png")
+    read = run_cli("digits.predict", "--model", str(run / "model.keras"), "--model-module",
+                   str(EXAMPLE), "--json", str(tmp_path / "three.png"))
+    assert read.returncode == 0, read.stderr
+    assert len(json.loads(read.stdout)[0]["digits"][0]["top3"]) == 3
+    missing = run_cli("digits.evaluate", "--model", str(run / "model.keras"),
+                      "--model-module", "no_such_module_here")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1] == (
+        "error: --model-module no_such_module_here: no module named 'no_such_module_here'")

@@ -232,3 +232,54 @@ def test_each_kind_resumes_tests_predicts_and_saves(kind, small_data, tmp_path):
         again(small_data.test.x[:1])
         again.load_weights(saved)
     assert np.allclose(trainer.predict(again, small_data.test.x[:8]), probabilities, atol=2e-2)
+
+
+class Sized(keras.Model):
+    """A subclass whose width is a hyperparameter, with its own `train_step`."""
+
+    def __init__(self, units: int = 16, **kwargs):
+        super().__init__(**kwargs)
+        self.flat, self.hidden = keras.layers.Flatten(), keras.layers.Dense(units, activation="relu")
+        self.out = keras.layers.Dense(10, activation="softmax")
+        self.steps = keras.Variable(0, dtype="int32", trainable=False)
+
+    def call(self, x, training=False):
+        return self.out(self.hidden(self.flat(x)))
+
+    def train_step(self, data):
+        self.steps.assign_add(1)
+        return super().train_step(data)
+
+
+def test_the_tuners_hypermodel_may_build_a_subclass(small_data, tmp_path):
+    """A user's own search space, keras-tuner style: `build_model(hp)` returns a subclass; each
+    trial trains it through the Trainer (its own train_step run) with the learning rate it
+    declared, and the best trial's model is rebuilt and restored by keras-tuner."""
+    from digits.tuner.hypermodel import DigitsHyperModel
+    from digits.tuner.search import make_tuner
+
+    built = []
+
+    def build(hp):
+        hp.Float("learning_rate", 1e-3, 1e-2, sampling="log")
+        model = Sized(units=hp.Int("units", 8, 32, step=8), name="sized")
+        built.append(model)
+        return model
+
+    hypermodel = DigitsHyperModel(build_model=build, callbacks=lambda: [], trainer_options=dict(
+        limit_train_batches=3, limit_val_batches=1, verbose=False, steps_per_execution=1))
+    tuner = make_tuner("random", hypermodel, directory=str(tmp_path), project="own",
+                       max_trials=2, objective="val_accuracy")
+    tuner.search(small_data, epochs=2)
+    trials = tuner.oracle.get_best_trials(2)
+    assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials)
+    assert {"units", "learning_rate"} <= set(trials[0].hyperparameters.values)
+    # The two trials' models (keras-tuner builds one more first, to learn the space) ran their
+    # own train_step on every batch.
+    assert [int(m.steps.numpy()) for m in built[-2:]] == [2 * 3] * 2
+    runs = sorted(tmp_path.glob("own/trial_*/execution_0/version_0/config.json"))
+    assert len(runs) == 2
+    best = tuner.get_best_models(1)[0]
+    assert isinstance(best, Sized) and best.hidden.units == trials[0].hyperparameters["units"]
+    probabilities = best.predict(small_data.test.x[:4], verbose=0)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)

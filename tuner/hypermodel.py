@@ -41,18 +41,35 @@ class DigitsHyperModel(keras_tuner.HyperModel):
             `seed + e` (default 0).
         max_epochs: epochs of a trial when keras-tuner passes none (default 10).
         log_dir: where runs go when the tuner gives no trial directory (default "logs/tune").
+        build_model: your own search space instead of the CNN's: a function `hp ->
+            keras.Model` (Sequential, functional, a `keras.Model` subclass with its own
+            `train_step` or `compute_loss`, compiled by you or not), as keras-tuner's
+            `build(hp)` is written. The optimizer and learning rate are read from `hp`'s
+            "optimizer" and "learning_rate" where it declares them, else the Trainer's
+            defaults (or the model's own, when you compiled it).
 
     Example:
         >>> hypermodel = DigitsHyperModel(trainer_options={"batch_size": 64})
         >>> search = keras_tuner.RandomSearch(hypermodel, objective="val_accuracy",
         ...                                   max_trials=4, directory="logs/tune")
         >>> search.search(digits.load_dataset("mnist-5k"), epochs=2)
+
+        Your own model:
+        >>> def build(hp):
+        ...     hp.Float("learning_rate", 1e-4, 1e-2, sampling="log")
+        ...     return MyModel(units=hp.Int("units", 32, 256, step=32))  # a keras.Model subclass
+        >>> hypermodel = DigitsHyperModel(build_model=build)
     """
 
     def __init__(self, callbacks: Callable[[], list] | None = None,
                  trainer_options: dict | None = None, seed: int = 0, max_epochs: int = 10,
-                 log_dir: str | os.PathLike = "logs/tune") -> None:
-        super().__init__(name="digits-cnn")
+                 log_dir: str | os.PathLike = "logs/tune",
+                 build_model: Callable[[keras_tuner.HyperParameters], keras.Model] | None = None
+                 ) -> None:
+        super().__init__(name="digits-cnn" if build_model is None else "digits-own-model")
+        if build_model is not None and not callable(build_model):
+            raise ConfigError("build_model must be a function hp -> keras.Model")
+        self.build_model = build_model
         reserved = {"optimizer", "learning_rate", "max_epochs", "callbacks", "log_dir", "name",
                     "seed", "resume"} & set(trainer_options or {})
         if reserved:
@@ -75,6 +92,23 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         return Trainer(**{**self.trainer_options, **kwargs})
 
     def build(self, hp):
+        if self.build_model is not None:
+            # Seeded as the Trainer seeds its own builds: the same initial weights for the same
+            # seed, whichever trial came before.
+            keras.utils.set_random_seed(self.seed + self.execution)
+            model = self.build_model(hp)
+            if not isinstance(model, keras.Model):
+                raise keras_tuner.errors.FailedTrialError(
+                    f"build_model returned {type(model).__name__}, not a keras.Model")
+            if not model.built:
+                # Built by one call on one blank image, as the Trainer builds it: keras-tuner
+                # loads a trial's best weights into a model straight from here.
+                import numpy as np
+
+                from digits.models import model_shapes
+
+                model_shapes(model, np.zeros((1, 28, 28, 1), np.float32))
+            return model
         hyperparameters, _, _ = space.declare(hp)
         # The Trainer seeds Keras before building: the same initial weights for the same seed,
         # whichever trial came before.
@@ -96,7 +130,11 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         from digits.callbacks.registry import default_callbacks
         from digits.errors import CallbackRaised, TrainingStopped
 
-        _, optimizer, learning_rate = space.declare(hp)
+        if self.build_model is None:
+            _, optimizer, learning_rate = space.declare(hp)
+            searched = {"optimizer": optimizer, "learning_rate": float(learning_rate)}
+        else:  # the user's space: what it declares of these, the rest left to the Trainer
+            searched = {k: hp.values[k] for k in ("optimizer", "learning_rate") if k in hp.values}
         fresh = self.callbacks() if self.callbacks is not None else default_callbacks()
         group = f"trial_{trial_id}" if trial_id is not None else None
         keras_tuner_callbacks = list(callbacks or [])
@@ -109,9 +147,8 @@ class DigitsHyperModel(keras_tuner.HyperModel):
             log_dir=Path(trial_dir) if trial_dir is not None else self.log_dir / "trials",
             name=f"execution_{execution}",
             seed=self.seed + execution,
-            optimizer=optimizer,
-            learning_rate=float(learning_rate),
             resume=True,
+            **searched,
         )
         config = {"command": "tune", "trial": trial_id, "execution": execution,
                   "search_values": values}

@@ -8,6 +8,7 @@ softmax, also under a mixed-precision policy). The tuner's search space builds t
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 
 from digits.errors import ConfigError, ModelError
@@ -232,6 +233,12 @@ def load_model(path: str):
                 f"{path}: refused: the model needs arbitrary code to load (e.g. a Lambda layer) "
                 "and Keras safe mode is on"
             ) from None
+        unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", str(e))
+        if unknown:
+            raise ModelError(
+                f"{path}: the model's class {unknown.group(1)} is one this process does not "
+                "know: give the module that defines and registers it with --model-module "
+                "MODULE (a dotted name or a .py file)") from None
         raise ModelError(f"{path}: cannot load model: {message[:300]}") from None
     from digits.speed.precision import for_this_machine
 
