@@ -168,8 +168,15 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", type=non_empty, default=default_dataset, metavar="SPEC",
                        help="auto (full MNIST if available, else the embedded 5,000), mnist, "
-                            "mnist-5k, fashion-mnist, a directory of IDX files or an .npz "
+                            "mnist-5k, fashion-mnist, a directory of IDX files, an .npz, a "
+                            "folder of your images in class folders 0/ to 9/ (or train/, val/, "
+                            "test/ holding them; each image read as digits.predict reads it), "
+                            "or a CSV in Kaggle's train.csv layout "
                             f"(default: {default_dataset})")
+    group.add_argument("--strict", action="store_true",
+                       help="refuse a folder of images in which any file is not read as one "
+                            "digit (by default such files are skipped and listed in the run "
+                            "directory's skipped_images.txt)")
     group.add_argument("--test-dataset", type=non_empty, default=None, metavar="SPEC",
                        help="a separate test set, e.g. mnist-test (the official 10,000); "
                             "the main dataset then goes whole to training and validation")

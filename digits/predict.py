@@ -41,7 +41,19 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--explain", type=cli.non_empty, default=None, metavar="DIR",
                         help="write DIR/<image>.explain.png per image: the boxes and readings "
                              "on the image, beside the 28x28 inputs the model saw")
-    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    parser.add_argument("--save-digits", type=cli.non_empty, default=None, metavar="DIR",
+                        help="write every digit found, as the 28x28 input the model read, to "
+                             "DIR/<digit read>/<image>-<k>.png: sort the misread ones into "
+                             "their right folder and DIR is a dataset (--dataset DIR)")
+    kaggle = parser.add_argument_group("Kaggle's Digit Recognizer")
+    kaggle.add_argument("--csv", type=cli.non_empty, default=None, metavar="FILE",
+                        help="read the 28x28 digits of a CSV in Kaggle's test.csv layout "
+                             "(pixel0,...,pixel783 per row; a label column is ignored) instead "
+                             "of images; prints ImageId,Label rows")
+    kaggle.add_argument("--submission", type=cli.non_empty, default=None, metavar="FILE",
+                        help="with --csv: write the ImageId,Label answers to FILE (atomically) "
+                             "instead of printing them")
+    parser.add_argument("images", nargs="*", metavar="IMAGE")
     return parser
 
 
@@ -51,13 +63,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.csv is not None:
+        if args.images:
+            parser.error("give images or --csv, not both")
+        cli.import_model_modules(args.model_module)
+        return _predict_csv(args)
+    if args.submission is not None:
+        parser.error("--submission goes with --csv")
+    if not args.images:
+        parser.error("the following arguments are required: IMAGE (or --csv FILE)")
     cli.import_model_modules(args.model_module)
     from digits.errors import ImageError
     from digits.reading.images import find_digits_in_file
 
     explain_dir = _explain_directory(args.explain) if args.explain else None
-    reader, entries, failed, taken = None, [], 0, set()
+    digits_dir = _explain_directory(args.save_digits, "--save-digits") if args.save_digits else None
+    reader, entries, failed, taken, saved = None, [], 0, set(), set()
     for start in range(0, len(args.images), CHUNK):
         chunk, found, errors = args.images[start: start + CHUNK], [], {}
         for path in chunk:
@@ -81,6 +104,8 @@ def run(argv: list[str] | None = None) -> int:
             reading = readings[path]
             if explain_dir is not None:
                 _write_explanation(explain_dir, path, reading, taken)
+            if digits_dir is not None:
+                _save_digits(digits_dir, path, reading, saved)
             if args.json:
                 entries.append(reading.to_dict(path))
             else:
@@ -91,15 +116,69 @@ def run(argv: list[str] | None = None) -> int:
     return cli.EXIT_USAGE if failed else 0
 
 
-def _explain_directory(directory: str):
+def _explain_directory(directory: str, flag: str = "--explain"):
     from pathlib import Path
 
     from digits.errors import ConfigError
 
     path = Path(directory)
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"--explain {directory}: not a directory")
+        raise ConfigError(f"{flag} {directory}: not a directory")
     return path  # made when the first picture is written: a refused run leaves nothing
+
+
+def _save_digits(directory, image: str, reading, saved: set) -> None:
+    """Each digit's 28x28 input as DIR/<digit>/<image stem>-<k>.png (never over a file)."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from digits.errors import ConfigError
+    from digits.runs.atomic import atomic_path
+
+    stem = Path(image).stem or "image"
+    for k, digit in enumerate(reading.digits):
+        folder = directory / str(digit.digit)
+        target, n = folder / f"{stem}-{k}.png", 1
+        while str(target) in saved or target.exists():
+            target, n = folder / f"{stem}-{k}.{n}.png", n + 1
+        saved.add(str(target))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target, suffix=".png") as tmp:
+                pixels = np.clip(np.rint(digit.input * 255), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels, mode="L").save(tmp, format="PNG")
+        except OSError as e:
+            raise ConfigError(f"--save-digits {directory}: {e.strerror or e}") from None
+
+
+def _predict_csv(args) -> int:
+    """Kaggle's test.csv -> `ImageId,Label` (1-based ids, in the file's order)."""
+    from digits.data import read_kaggle_images
+    from digits.reading import Reader
+
+    images = read_kaggle_images(args.csv)
+    if args.submission is not None:
+        from pathlib import Path
+
+        from digits.errors import ConfigError
+
+        target = Path(args.submission)
+        if target.is_dir() or not target.parent.is_dir():
+            raise ConfigError(f"--submission {args.submission}: not a file in an existing folder")
+    reader = Reader.load(args.model, tta=args.tta)
+    labels = reader.classify(images[..., 0]).argmax(axis=1)
+    text = "ImageId,Label\n" + "".join(f"{i},{int(label)}\n" for i, label in
+                                         enumerate(labels, start=1))
+    if args.submission is None:
+        sys.stdout.write(text)
+    else:
+        from digits.runs.atomic import atomic_write_text
+
+        atomic_write_text(args.submission, text)
+        print(f"wrote {len(labels)} answers to {args.submission}", file=sys.stderr)
+    return 0
 
 
 def _write_explanation(directory, image: str, reading, taken: set[str]) -> None:

@@ -79,7 +79,8 @@ def run(argv: list[str] | None = None) -> int:
     if not args.fast_dev_run:
         check_writable_dir(Path(args.log_dir) / (args.name or args.model))
     data = load_dataset(args.dataset, test_dataset=args.test_dataset,
-                        validation_split=args.validation_split, seed=args.seed, announce=False)
+                        validation_split=args.validation_split, seed=args.seed, announce=False,
+                        strict=args.strict)
     if data.train is None:
         raise DatasetError(f"dataset {args.dataset!r} has no training data, only a test part")
     def fresh_callbacks() -> list:  # a second run (a member, the refit) gets its own

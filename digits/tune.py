@@ -235,7 +235,8 @@ def _run_project(args, argv, role, pins: dict, project: str, project_dir: Path) 
     quiet_trial_tracebacks()
     _check_pinned_values(pins)
     data = load_dataset(args.dataset, test_dataset=args.test_dataset,
-                        validation_split=args.validation_split, seed=args.seed)
+                        validation_split=args.validation_split, seed=args.seed,
+                        strict=args.strict)
     if data.train is None:
         raise DatasetError(f"dataset {args.dataset!r} has no training data, only a test part")
 

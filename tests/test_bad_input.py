@@ -342,8 +342,8 @@ CASES = [
     data("npz-too-few-examples",
          lambda t: npz(t, x_train=good_images(5), y_train=good_labels(5)), "too few"),
     # --- dataset paths that are the wrong kind of thing
-    data("dataset-is-a-csv-file", lambda t: write(t, "digits.csv", "1,2,3\n"),
-         "directory of IDX files or an .npz", subprocess=True),
+    data("dataset-is-a-csv-file-not-kaggles", lambda t: write(t, "digits.csv", "1,2,3\n"),
+         "line 1: missing column label; expected the header label,pixel0", subprocess=True),
     data("dataset-is-a-single-idx-file",
          lambda t: write(t, "train-images-idx3-ubyte", idx(IMAGES_200)),
          "directory of IDX files or an .npz"),

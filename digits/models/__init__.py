@@ -233,8 +233,10 @@ def load_model(path: str):
                 f"{path}: refused: the model needs arbitrary code to load (e.g. a Lambda layer) "
                 "and Keras safe mode is on"
             ) from None
-        unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", str(e))
-        if unknown:
+        unknown = re.search(r"Could not locate class '([^']+)'", str(e))
+        # Only a class registered by the user's code (Keras names it "package>Class"), never
+        # what a hostile config names (`os.system`), is met with the --model-module hint.
+        if unknown and re.search(r"'registered_name': '[^']*>", str(e)):
             raise ModelError(
                 f"{path}: the model's class {unknown.group(1)} is one this process does not "
                 "know: give the module that defines and registers it with --model-module "

@@ -187,7 +187,22 @@ def find_digits_in_file(path: str | Path, data: bytes | None = None) -> FoundDig
     """Read an image file (or its bytes, `data`, named `path`) and find the digits in it (see
     `find_digits`)."""
     gray, size = read_image(path, data=data)
+    if size == (28, 28) and gray.shape == (28, 28):
+        return mnist_style_digit(gray, str(path))
     return find_digits(gray, str(path), original_size=size)
+
+
+def mnist_style_digit(gray: np.ndarray, where: str = "image") -> FoundDigits:
+    """A 28x28 image is an MNIST-style input already (MNIST's own, or one digits wrote with
+    `--save-digits` or a correction): taken as it is, so it reads back bit-identical; a dark
+    digit on a light ground (its border is light) is inverted."""
+    gray = np.asarray(gray, np.float32)
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    dark = bool(border.mean() > 0.5)
+    digit = 1.0 - gray if dark else gray
+    if float(digit.max()) - float(np.median(border if not dark else 1.0 - border)) < 0.2:
+        raise ImageError(f"{where}: no digit found (a blank 28x28 image)")
+    return FoundDigits([FoundDigit(digit, (0, 0, 28, 28))], (28, 28), gray, 1.0, dark)
 
 
 def find_digits(gray: np.ndarray, where: str = "image",

@@ -98,6 +98,12 @@ class RunState:
                       "(it was cut off before its first epoch ended)")
         if not t.fast_dev_run:
             t.run.write_json("config.json", t.config)
+            skipped = getattr(t.data, "skipped", ())
+            if skipped:
+                from digits.runs.atomic import atomic_write_text
+
+                atomic_write_text(t.run.file("skipped_images.txt"), "".join(
+                    f"{where}\t{why}\n" for where, why in skipped))
         return initial_epoch, bool(state and state.get("stop_reason"))
 
     # -- saving ----------------------------------------------------------------------------
