@@ -12,6 +12,9 @@ from pathlib import Path
 from digits import cli
 
 DEFAULT_EPOCHS = 40
+# Fine-tuning (--init-from): fewer epochs at a tenth of the learning rate (see docs/your-digits.md).
+FINETUNE_EPOCHS = 10
+FINETUNE_LEARNING_RATE = 2e-4
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -30,6 +33,17 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--name", type=cli.name_type, default=None,
                         help="run name under the log dir (default: the model name)")
     cli.add_data_arguments(parser)
+    finetune = parser.add_argument_group("fine-tuning (teach a trained model your handwriting)")
+    finetune.add_argument("--init-from", type=cli.non_empty, default=None, metavar="MODEL.keras",
+                          help="start from a trained model (its architecture and weights; "
+                               "--model and --hp do not apply) and fine-tune it on --dataset: "
+                               f"then the defaults are --epochs {FINETUNE_EPOCHS} and "
+                               f"--learning-rate {FINETUNE_LEARNING_RATE:g}")
+    finetune.add_argument("--replay", type=cli.non_empty, default="mnist-5k", metavar="SPEC",
+                          help="with --init-from: a dataset whose training digits are replayed "
+                               "beside yours, as many as yours, so the model keeps what it "
+                               "knew; none to train on yours alone (default: mnist-5k)")
+    cli.add_model_module_argument(finetune)
     cli.add_trainer_arguments(parser, DEFAULT_EPOCHS)
     recipes = parser.add_argument_group("recipes (see README, \"Training recipes\")")
     cli.add_tta_argument(recipes)
@@ -45,6 +59,8 @@ def build_parser() -> cli.ArgumentParser:
                              "learning-rate cycles of one run (EPOCHS/N epochs each) instead "
                              "of N runs")
     cli.add_callback_arguments(parser)
+    # Unset until run() knows whether this is a fine-tuning (its own defaults) or not.
+    parser.set_defaults(epochs=None, learning_rate=None)
     return parser
 
 
@@ -70,24 +86,48 @@ def run(argv: list[str] | None = None) -> int:
     from digits.models import model_hyperparameters
     from digits.runs.directory import check_writable_dir
 
+    finetuning = args.init_from is not None
+    if args.epochs is None:
+        args.epochs = FINETUNE_EPOCHS if finetuning else DEFAULT_EPOCHS
+    if args.learning_rate is None:
+        args.learning_rate = FINETUNE_LEARNING_RATE if finetuning else DEFAULTS.learning_rate
+    if finetuning:
+        from digits.errors import ConfigError
+
+        clashes = [flag for flag, on in (("--hp", args.hp), ("--ensemble", args.ensemble > 1),
+                                         ("--snapshots", args.snapshots), ("--refit", args.refit),
+                                         ("--find-lr", args.find_lr),
+                                         ("--learning-rate auto", args.learning_rate == "auto"))
+                   if on]
+        if clashes:
+            raise ConfigError(f"--init-from fine-tunes the model in the file: {clashes[0]} does "
+                              "not apply")
+        cli.import_model_modules(args.model_module)
     hyperparameters = dict(args.hp)
     accepted = model_hyperparameters(args.model)  # an unknown model fails before loading data
     unknown = sorted(set(hyperparameters) - set(accepted))
     if unknown:
         raise ModelError(f"model {args.model!r} has no hyperparameter {', '.join(unknown)}; "
                          f"it takes: {', '.join(accepted) or 'none'} (the seed is --seed)")
+    default_name = "finetune" if finetuning else args.model
     if not args.fast_dev_run:
-        check_writable_dir(Path(args.log_dir) / (args.name or args.model))
+        check_writable_dir(Path(args.log_dir) / (args.name or default_name))
+    if finetuning:
+        from digits.models import load_model
+
+        initial = load_model(args.init_from)  # a bad model file fails before the data is read
     data = load_dataset(args.dataset, test_dataset=args.test_dataset,
                         validation_split=args.validation_split, seed=args.seed, announce=False,
                         strict=args.strict)
     if data.train is None:
         raise DatasetError(f"dataset {args.dataset!r} has no training data, only a test part")
+    if finetuning and args.replay != "none":
+        data = with_replay(data, args.replay, args.seed)
     def fresh_callbacks() -> list:  # a second run (a member, the refit) gets its own
         return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
 
     callbacks = fresh_callbacks()
-    name = args.name or args.model
+    name = args.name or default_name
     learning_rate = args.learning_rate
     if args.find_lr or learning_rate == "auto":
         learning_rate = None if args.find_lr or args.no_resume \
@@ -104,6 +144,10 @@ def run(argv: list[str] | None = None) -> int:
     config = {"command": "train", "dataset": args.dataset, "test_dataset": args.test_dataset,
               "validation_split": args.validation_split,
               **({"learning_rate": "auto"} if args.learning_rate == "auto" else {})}
+    if finetuning:
+        config.update(init_from=str(Path(args.init_from).resolve()),
+                      init_from_sha256=file_sha256(args.init_from),
+                      replay=args.replay)
     if args.snapshots:
         data.print_notices()
         return train_snapshot_ensemble(args, data, callbacks, name, learning_rate,
@@ -113,7 +157,7 @@ def run(argv: list[str] | None = None) -> int:
         return train_ensemble(args, data, fresh_callbacks, name, learning_rate, hyperparameters,
                               config)
     trainer = make_trainer(args, callbacks, name, learning_rate)
-    model = trainer.build_model(args.model, **hyperparameters)
+    model = initial if finetuning else trainer.build_model(args.model, **hyperparameters)
     data.print_notices()  # only now: a refused input gets its one `error:` line and nothing else
     trainer.fit(model, data, config=config)
     result = trainer.test(trainer.best_model(model), data, tta=args.tta)
@@ -121,6 +165,44 @@ def run(argv: list[str] | None = None) -> int:
     if args.refit:
         refit(args, data, fresh_callbacks, name, learning_rate, hyperparameters, config, trainer)
     return 0
+
+
+def with_replay(data, spec: str, seed: int):
+    """`data` with as many of `spec`'s training digits as `data` has, stratified and drawn with
+    `seed`, added to its training split (validation and test stay the user's own)."""
+    import numpy as np
+
+    from digits.data import Dataset, Split, load_dataset
+
+    replay = load_dataset(spec, seed=seed, announce=False).train
+    if replay is None:
+        from digits.errors import DatasetError
+
+        raise DatasetError(f"--replay {spec}: it has no training digits")
+    n = min(len(data.train), len(replay))
+    if n < len(replay):
+        from sklearn.model_selection import train_test_split
+
+        keep, _ = train_test_split(np.arange(len(replay)), train_size=n, random_state=seed,
+                                   stratify=replay.y if n >= 10 else None)
+        replay = Split(replay.x[keep], replay.y[keep])
+    train = Split(np.concatenate([data.train.x, replay.x]),
+                  np.concatenate([data.train.y, replay.y]))
+    notice = (f"fine-tuning on {len(data.train):,} of your digits and {len(replay):,} replayed "
+              f"from {spec} (--replay none: yours alone)")
+    return Dataset(train, data.val, data.test, data.name,
+                   f"{data.description}; {len(replay)} digits of {spec} replayed",
+                   data.class_names, (*data.notices, notice), data.skipped)
+
+
+def file_sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def refit(args, data, callbacks, name: str, learning_rate: float, hyperparameters: dict,

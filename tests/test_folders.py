@@ -269,3 +269,36 @@ def test_a_2gb_csv_is_refused_unread(tmp_path):
         f.truncate(2 * 1024**3)  # sparse: 2 GB on paper, nothing on disk
     with pytest.raises(DatasetError, match="larger than"):
         load_dataset(str(huge))
+
+
+def test_fine_tuning_on_other_writers_folder_reads_them_better(reader_model, tmp_path, cache,
+                                                                capsys):
+    """The user's story: other writers' digits (scikit-learn's 8x8 scans, 13 writers, none of
+    MNIST's) as a class folder -> `digits.train --init-from MODEL --dataset FOLDER` -> the other
+    part of that set read better than by the model it started from; config.json names the
+    parent model."""
+    import hashlib
+
+    from digits import train
+    from scripts.finetune_writers import read_scans, write_scans
+    from scripts.photos import sklearn_digits
+
+    images, labels = sklearn_digits()
+    write_scans(tmp_path / "writers", images[:500], labels[:500], seed=0)
+    held_x, held_y = images[900:1400], labels[900:1400]
+    before = read_scans(reader_model, held_x, held_y, seed=1)
+    assert train.main(["--init-from", reader_model, "--dataset", str(tmp_path / "writers"),
+                       "--epochs", "4", "--log-dir", str(tmp_path / "logs"),
+                       "--no-default-callbacks", "--callbacks", "checkpoint"]) == 0
+    err = capsys.readouterr().err
+    assert "fine-tuning on 405 of your digits and 405 replayed from mnist-5k" in err
+    run = tmp_path / "logs" / "finetune" / "version_0"
+    after = read_scans(str(run / "model.keras"), held_x, held_y, seed=1)
+    assert after >= before + 0.03, (before, after)
+    config = json.loads((run / "config.json").read_text())
+    assert config["init_from"] == str(Path(reader_model).resolve()) and config["replay"] == "mnist-5k"
+    assert config["init_from_sha256"] == hashlib.sha256(Path(reader_model).read_bytes()).hexdigest()
+    assert config["trainer"]["max_epochs"] == 4
+    assert train.main(["--init-from", reader_model, "--dataset", str(tmp_path / "writers"),
+                       "--hp", "filters=8"]) == 2
+    assert "--hp does not apply" in capsys.readouterr().err

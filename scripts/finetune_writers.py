@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Does fine-tuning on other writers' digits teach the model their handwriting? Before and after.
+
+Other writers: scikit-learn's 8x8 digits (UCI optdigits' test part, 13 writers, none of MNIST's),
+each written as a scan-like PNG (upscaled 4-16x, either polarity, as `scripts/photos.py` makes
+them). The first 900 become a class folder that `digits.train --init-from MODEL --dataset
+FOLDER` fine-tunes on; the other 897 (read as `digits.predict` reads them: found, made 28x28)
+are read before and after, and so is the official MNIST test set (what the model must keep).
+
+Usage:
+    python scripts/finetune_writers.py --model logs/cnn/version_0/model.keras [--seeds 0,1,2]
+        [--per-class N] [--epochs N] [--learning-rate LR] [--replay SPEC] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT))
+OFFICIAL_MNIST = ROOT / "digits" / "datasets" / "mnist-test"
+
+
+def write_scans(folder: Path, images, labels, seed: int) -> None:
+    from scripts.photos import scan
+
+    rng = np.random.default_rng(seed)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (folder / str(int(label))).mkdir(parents=True, exist_ok=True)
+        scan(image, rng)[0].save(folder / str(int(label)) / f"scan{i}.png")
+
+
+def read_scans(model: str, images, labels, seed: int) -> float:
+    """Digit accuracy on the scans read as digits.predict reads them (a refusal is a miss)."""
+    from digits.errors import ImageError
+    from digits.reading import Reader
+    from digits.reading.images import find_digits
+    from scripts.photos import gray_levels, scan
+
+    reader, rng, found, truth = Reader.load(model), np.random.default_rng(seed), [], []
+    for image, label in zip(images, labels, strict=True):
+        picture = scan(image, rng)[0]
+        try:
+            found.append(find_digits(gray_levels(picture), "scan", original_size=picture.size))
+            truth.append(int(label))
+        except ImageError:
+            continue
+    readings = reader.read(found)
+    right = sum(r.text == str(t) for r, t in zip(readings, truth, strict=True))
+    return right / len(labels)
+
+
+def official(model: str) -> float:
+    import contextlib
+    import io
+
+    from digits import evaluate
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        evaluate.main(["--model", model, "--dataset", str(OFFICIAL_MNIST), "--json"])
+    return json.loads(out.getvalue())["accuracy"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--per-class", type=int, default=None,
+                        help="only N of each class of the 900 (how many it takes)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--replay", default="mnist-5k")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    from digits import train
+    from scripts.photos import sklearn_digits
+
+    images, labels = sklearn_digits()
+    tune_x, tune_y, held_x, held_y = images[:900], labels[:900], images[900:], labels[900:]
+    if args.per_class:
+        keep = np.concatenate([np.flatnonzero(tune_y == c)[:args.per_class] for c in range(10)])
+        tune_x, tune_y = tune_x[keep], tune_y[keep]
+    before = {"scans": read_scans(args.model, held_x, held_y, 1), "official": official(args.model)}
+    print(f"before: other writers {before['scans']:.2%}, official test {before['official']:.2%}")
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work) / "writers"
+        write_scans(folder, tune_x, tune_y, seed=0)
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            logs = Path(work) / f"logs{seed}"
+            flags = ["--init-from", args.model, "--dataset", str(folder), "--seed", str(seed),
+                     "--log-dir", str(logs), "--no-default-callbacks", "--callbacks",
+                     "checkpoint", "--replay", args.replay, "--test-dataset", "mnist-test"]
+            flags += ["--epochs", str(args.epochs)] if args.epochs else []
+            flags += ["--learning-rate", str(args.learning_rate)] if args.learning_rate else []
+            start = time.perf_counter()
+            assert train.main(flags) == 0
+            seconds = time.perf_counter() - start
+            tuned = str(logs / "finetune" / "version_0" / "model.keras")
+            row = {"seed": seed, "scans": read_scans(tuned, held_x, held_y, 1),
+                   "official": official(tuned), "seconds": round(seconds, 1)}
+            print(f"seed {seed}: other writers {row['scans']:.2%}, official test "
+                  f"{row['official']:.2%}, fine-tuning {seconds:.0f} s", flush=True)
+            rows.append(row)
+    summary = {"before": before, "after": rows, "tuned_on": int(len(tune_y)),
+               "mean_scans": statistics.mean(r["scans"] for r in rows),
+               "mean_official": statistics.mean(r["official"] for r in rows)}
+    print(f"mean after: other writers {summary['mean_scans']:.2%}, official test "
+          f"{summary['mean_official']:.2%} ({len(rows)} seeds, fine-tuned on {len(tune_y)})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
