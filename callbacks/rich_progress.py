@@ -125,7 +125,10 @@ class RichProgress(Callback):
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         seconds = time.monotonic() - self._epoch_started
-        line = f"epoch {epoch + 1}/{self._max_epochs}  {_format(logs, self.metrics)}  " \
+        # Mixed datasets: each one's validation accuracy after the whole's.
+        shown = (*self.metrics, *(k for k in (logs or {})
+                                  if k.startswith("val_accuracy_") and k not in self.metrics))
+        line = f"epoch {epoch + 1}/{self._max_epochs}  {_format(logs, shown)}  " \
                f"{_duration(seconds)}"
         self._print(line)
         if self._progress is not None:

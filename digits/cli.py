@@ -164,15 +164,33 @@ def csv_list(text: str) -> list[str]:
 # ----------------------------------------------------------------------------- shared flags
 
 
+class _DatasetSpecs(argparse._AppendAction):
+    """`--dataset` given once is one spec; given again, the specs are mixed. The default (a
+    string) is replaced by the first one given, not appended to."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        # The first one given replaces the default (and a --config file's list): flags win.
+        given = getattr(namespace, self.dest) if getattr(namespace, "_datasets_given", False) \
+            else []
+        namespace._datasets_given = True
+        setattr(namespace, self.dest, [*given, values])
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "auto") -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", type=non_empty, default=default_dataset, metavar="SPEC",
+                       action=_DatasetSpecs,
                        help="auto (full MNIST if available, else the embedded 5,000), mnist, "
                             "mnist-5k, fashion-mnist, a directory of IDX files, an .npz, a "
                             "folder of your images in class folders 0/ to 9/ (or train/, val/, "
                             "test/ holding them; each image read as digits.predict reads it), "
                             "or a CSV in Kaggle's train.csv layout "
-                            f"(default: {default_dataset})")
+                            f"(default: {default_dataset}). Given more than once, the datasets "
+                            "are mixed: each is split on its own (stratified) and training, "
+                            "validation and test are their union, validation accuracy is "
+                            "reported per dataset too; SPEC:xN repeats a dataset's training "
+                            "digits N times an epoch (e.g. --dataset mine:x5 --dataset mnist-5k "
+                            "gives 300 of yours the weight of 1,500)")
     group.add_argument("--strict", action="store_true",
                        help="refuse a folder of images in which any file is not read as one "
                             "digit (by default such files are skipped and listed in the run "
@@ -350,7 +368,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
     args = parser.parse_args(argv)
     path = getattr(args, "config", None)
     if not path:
-        return args
+        return _one_dataset_is_a_string(args)
     config = load_toml(path)
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
     defaults = {}
@@ -362,7 +380,16 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
         _check_no_nul(f"{path}: {key}", value)
         defaults[dest] = _config_value(path, key, value, actions[dest])
     parser.set_defaults(**defaults)
-    return parser.parse_args(argv)
+    return _one_dataset_is_a_string(parser.parse_args(argv))
+
+
+def _one_dataset_is_a_string(args: argparse.Namespace) -> argparse.Namespace:
+    """`--dataset` given once is the string it always was (in config.json too)."""
+    if hasattr(args, "_datasets_given"):
+        del args._datasets_given
+    if isinstance(getattr(args, "dataset", None), list) and len(args.dataset) == 1:
+        args.dataset = args.dataset[0]
+    return args
 
 
 def load_toml(path: str) -> dict:
@@ -398,6 +425,8 @@ def _config_value(path: str, key: str, value, action: argparse.Action):
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")
         return value
+    if isinstance(action, _DatasetSpecs) and isinstance(value, str):
+        value = [value]  # `dataset = "mine"` as well as `dataset = ["mine", "mnist-5k"]`
     if isinstance(action, (argparse._AppendAction, argparse._ExtendAction)):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings, got {value!r}")

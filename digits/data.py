@@ -68,6 +68,9 @@ class Dataset:
     notices: tuple[str, ...] = ()
     # Images of a folder dataset that were not read as one digit: (file, why).
     skipped: tuple[tuple[str, str], ...] = ()
+    # A mix of datasets: (name, first, end) of each one's images in `val`, and their sizes.
+    val_sources: tuple[tuple[str, int, int], ...] = ()
+    sources: tuple[dict, ...] = ()
 
     def print_notices(self) -> None:
         """Print the notices about how this dataset was chosen to stderr."""
@@ -83,6 +86,7 @@ class Dataset:
             "val": len(self.val) if self.val is not None else 0,
             "test": len(self.test) if self.test is not None else 0,
             **({"skipped": len(self.skipped)} if self.skipped else {}),
+            **({"sources": list(self.sources)} if self.sources else {}),
         }
 
 
@@ -555,8 +559,72 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
     return Split(x_a, y_a), Split(x_b, y_b)
 
 
+MAX_REPEAT = 100
+
+
+def _weighted(spec: str) -> tuple[str, int]:
+    """"mine:x5" -> ("mine", 5); a spec without the suffix (or a path that exists as written,
+    suffix and all) has weight 1."""
+    import re
+
+    found = re.fullmatch(r"(.+):x(\d+)", spec)
+    if found is None or Path(spec).exists():
+        return spec, 1
+    repeat = int(found.group(2))
+    if not 1 <= repeat <= MAX_REPEAT:
+        raise DatasetError(f"{spec}: the repeat after :x must be 1 to {MAX_REPEAT}")
+    return found.group(1), repeat
+
+
+def _mixed(specs: list[str], test_dataset, validation_split, test_split, seed, strict) -> Dataset:
+    """Each spec split on its own (stratified, `seed`); training, validation and test their
+    union, a spec's training digits repeated as its `:xN` says."""
+    import re
+
+    parts, names = [], []
+    for spec in specs:
+        base, repeat = _weighted(spec)
+        data = load_dataset(base, test_dataset=test_dataset, validation_split=validation_split,
+                            test_split=test_split, seed=seed, announce=False, strict=strict)
+        if data.train is None:
+            raise DatasetError(f"dataset {base!r} has no training data, only a test part: "
+                               "give it as --test-dataset")
+        # A name for metric keys and TensorBoard tags: letters, digits, _ . - only.
+        plain = re.sub(r"[^0-9A-Za-z_.-]", "_", data.name) or "data"
+        name, n = plain, 2
+        while name in names:
+            name, n = f"{plain}_{n}", n + 1
+        names.append(name)
+        parts.append((name, repeat, data))
+    class_names = {data.class_names for _, _, data in parts}
+    if len(class_names) > 1:
+        raise DatasetError(f"{', '.join(specs)}: datasets of different classes cannot be mixed")
+
+    def union(splits: list[Split]) -> Split:
+        return Split(np.concatenate([s.x for s in splits]), np.concatenate([s.y for s in splits]))
+
+    train = union([d.train for _, repeat, d in parts for _ in range(repeat)])
+    val = union([d.val for _, _, d in parts])
+    ranges, start = [], 0
+    for name, _, data in parts:
+        ranges.append((name, start, start + len(data.val)))
+        start += len(data.val)
+    test = parts[0][2].test if test_dataset is not None else union([d.test for _, _, d in parts])
+    sources = tuple({"name": name, "spec": spec, "train": len(d.train), "repeat": repeat,
+                     "val": len(d.val)} for (name, repeat, d), spec in zip(parts, specs, strict=True))
+    tested = "; tested on "
+    description = " + ".join(d.description.split(tested)[0]
+                             + (f" (training digits x{r})" if r > 1 else "") for _, r, d in parts)
+    if test_dataset is not None and tested in parts[0][2].description:
+        description += tested + parts[0][2].description.split(tested, 1)[1]
+    return Dataset(train, val, test, "+".join(names), description, parts[0][2].class_names,
+                   tuple(n for _, _, d in parts for n in d.notices),
+                   tuple((f"{name}/{f}", why) for name, _, d in parts for f, why in d.skipped),
+                   tuple(ranges), sources)
+
+
 def load_dataset(
-    spec: str = "auto",
+    spec: str | list[str] = "auto",
     *,
     test_dataset: str | None = None,
     validation_split: float = 0.1,
@@ -568,7 +636,8 @@ def load_dataset(
     """Load a dataset spec into shuffled, stratified train/validation/test splits.
 
     Args:
-        spec: "auto" (full MNIST if cached or downloadable, else "mnist-5k" with a notice),
+        spec: a list of specs mixes them (see `--dataset`; "SPEC:xN" repeats one's training
+            digits N times); one spec: "auto" (full MNIST if cached or downloadable, else "mnist-5k" with a notice),
             "mnist", "mnist-5k", "mnist-test" (MNIST's official 10,000 test images, shipped:
             test only), "fashion-mnist", a directory of IDX files, an .npz file, a folder of
             your images in class folders 0-9 (or train/, val/, test/ of them; see
@@ -591,6 +660,14 @@ def load_dataset(
     for label, value in (("validation_split", validation_split), ("test_split", test_split)):
         if not 0.0 < value < 1.0:
             raise DatasetError(f"{label} must be between 0 and 1 (exclusive), got {value}")
+    if not isinstance(spec, str):
+        specs = list(spec)
+        if len(specs) > 1 or (specs and _weighted(specs[0])[1] > 1):
+            data = _mixed(specs, test_dataset, validation_split, test_split, seed, strict)
+            if announce:
+                data.print_notices()
+            return data
+        spec = specs[0] if specs else "auto"
     source = _read_spec(spec, strict)
     train, test, name, description = source.train, source.test, source.name, source.description
     notices, val = list(source.notices), source.val

@@ -302,3 +302,44 @@ def test_fine_tuning_on_other_writers_folder_reads_them_better(reader_model, tmp
     assert train.main(["--init-from", reader_model, "--dataset", str(tmp_path / "writers"),
                        "--hp", "filters=8"]) == 2
     assert "--hp does not apply" in capsys.readouterr().err
+
+
+def test_mixed_datasets_train_on_their_union_and_report_each_ones_validation(mnist5k, tmp_path,
+                                                                             cache, capsys):
+    """`--dataset mine:x3 --dataset mnist-5k`: each split on its own, the union trained on (the
+    user's training digits three times), validation accuracy per dataset on the console, in
+    metrics.json and in TensorBoard."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    from digits import train
+    from digits.data import load_dataset
+
+    write_folder(tmp_path / "mine", mnist5k.test, per_class=20)
+    data = load_dataset([f"{tmp_path / 'mine'}:x3", "mnist-5k"], announce=False)
+    mine = data.sources[0]
+    assert mine["name"] == "mine" and mine["repeat"] == 3 and mine["train"] >= 160
+    assert len(data.train) == 3 * mine["train"] + 4050 and len(data.val) == mine["val"] + 450
+    assert data.val_sources == (("mine", 0, mine["val"]), ("mnist-5k", mine["val"], len(data.val)))
+    assert len(data.test) == 200 - len(data.skipped) - mine["train"] - mine["val"] + 500
+    assert train.main(["--dataset", f"{tmp_path / 'mine'}:x3", "--dataset", "mnist-5k",
+                       "--epochs", "2", "--limit-train-batches", "3", "--log-dir",
+                       str(tmp_path / "logs"), "--no-default-callbacks", "--callbacks",
+                       "tensorboard,rich_progress"]) == 0
+    out, err = capsys.readouterr()
+    epoch_lines = [line for line in (out + err).splitlines() if line.startswith("epoch 2/2")]
+    assert "val_accuracy_mine" in epoch_lines[0] and "val_accuracy_mnist-5k" in epoch_lines[0]
+    run = tmp_path / "logs" / "cnn" / "version_0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    history = metrics["history"]
+    assert len(history["val_accuracy_mine"]) == 2 and len(history["val_accuracy_mnist-5k"]) == 2
+    # The whole's accuracy is the two parts', weighted by their sizes.
+    whole = (mine["val"] * history["val_accuracy_mine"][-1]
+             + 450 * history["val_accuracy_mnist-5k"][-1]) / len(data.val)
+    assert abs(whole - history["val_accuracy"][-1]) < 0.02
+    config = json.loads((run / "config.json").read_text())
+    assert config["dataset"] == [f"{tmp_path / 'mine'}:x3", "mnist-5k"]
+    assert [s["repeat"] for s in config["data"]["sources"]] == [3, 1]
+    events = event_accumulator.EventAccumulator(str(run / "validation"))
+    events.Reload()
+    tags = set(events.Tags()["tensors"]) | set(events.Tags()["scalars"])
+    assert any("accuracy_mine" in t for t in tags), tags

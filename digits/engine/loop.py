@@ -17,6 +17,8 @@ import numpy as np
 # What `FitLoop.on_epoch_end` does, in order (its docstring, and --hooks, show this).
 EPOCH_END = (
     ("averaged weights in", "the averaged weights (--ema) into the model, for the callbacks"),
+    ("validation per dataset", "with mixed datasets: val_accuracy_<name> of each one's "
+                               "validation images into the epoch's logs"),
     ("on_epoch_end", "every callback's on_epoch_end, in their order"),
     ("history", "the epoch's logs into trainer.history; trainer.current_epoch advances"),
     ("training weights back", "the training weights back into the model (--ema)"),
@@ -82,6 +84,7 @@ class FitLoop:
         # What is queued here starts when the next epoch trains.
         with self.background.held() if self.background is not None else contextlib.nullcontext():
             self._averaged_weights_in()
+            self._per_dataset(logs)
             callbacks_on_epoch_end()
             with self._timed("on_epoch_end"):
                 self._record(epoch, logs)
@@ -94,6 +97,23 @@ class FitLoop:
                         trainer.swa.update()
                     state.save()
                 state.write_metrics(status="running", background=True)  # after the state
+
+    def _per_dataset(self, logs: dict | None) -> None:
+        """Each mixed dataset's validation accuracy, as `val_accuracy_<name>` in `logs`, so the
+        console, history, metrics.json and TensorBoard show it beside the whole's."""
+        trainer = self.trainer
+        sources = getattr(trainer.data, "val_sources", ())
+        if not sources or logs is None:
+            return
+        predicted = trainer._validation_predictions()
+        if predicted is None:
+            return
+        labels, probabilities = predicted
+        right = probabilities.argmax(axis=1) == labels
+        for name, first, end in sources:
+            end = min(end, len(right))  # --limit-val-batches may cut the split short
+            if end > first:
+                logs[f"val_accuracy_{name}"] = float(right[first:end].mean())
 
     def _averaged_weights_in(self) -> None:
         if self.weight_average is not None:
