@@ -47,6 +47,14 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--workers", type=cli.worker_count, default=1, metavar="N",
                         help="processes answering requests, each with its own copy of the "
                              "model (default: 1; one per core serves the most requests)")
+    parser.add_argument("--corrections", type=cli.non_empty, default=None, metavar="DIR",
+                        help="let people correct a reading: the page (and POST "
+                             "/api/corrections) saves a digit said to be a 7 as DIR/7/<hash>.png, "
+                             "its 28x28 input; DIR is then a dataset (digits.train --init-from "
+                             "MODEL --dataset DIR)")
+    parser.add_argument("--max-corrections", type=cli.positive_int, default=10_000, metavar="N",
+                        help="digits DIR may hold before corrections are refused (default: "
+                             "10000)")
     parser.add_argument("--max-request-mb", type=cli.positive_int,
                         default=MAX_REQUEST_BYTES // (1024 * 1024), metavar="MB",
                         help="largest request body accepted (default: "
@@ -81,11 +89,18 @@ def run(argv: list[str] | None = None) -> int:
     from digits.deploy.service import ENVIRONMENT, create_app
     from digits.reading import Reader
 
+    if args.corrections is not None:
+        import os
+
+        if os.path.exists(args.corrections) and not os.path.isdir(args.corrections):
+            raise ConfigError(f"--corrections {args.corrections}: not a directory")
+
     # Loaded here even with workers: a model that does not load is one error line, at once.
     reader = Reader.load(args.model, min_probability=args.min_probability, tta=args.tta)
     settings = {"model": args.model, "model_modules": args.model_module,
                 "min_probability": args.min_probability, "tta": args.tta,
-                "max_request_bytes": args.max_request_mb * 1024 * 1024}
+                "max_request_bytes": args.max_request_mb * 1024 * 1024,
+                "corrections": args.corrections, "max_corrections": args.max_corrections}
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     workers = f", {args.workers} workers" if args.workers > 1 else ""
@@ -113,7 +128,9 @@ def run(argv: list[str] | None = None) -> int:
         Multiprocess(config, sockets=[sock], **extra).run()
         print("stopped", file=sys.stderr)
         return 0
-    app = create_app(reader, max_request_bytes=settings["max_request_bytes"])
+    app = create_app(reader, max_request_bytes=settings["max_request_bytes"],
+                     corrections=settings["corrections"],
+                     max_corrections=settings["max_corrections"])
     config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     # uvicorn handles Ctrl-C and SIGTERM while it runs (finishing the requests in hand), then
@@ -145,7 +162,9 @@ def app_from_environment():
     cli.import_model_modules(settings.get("model_modules", []))
     reader = Reader.load(settings["model"], threads=1, tta=settings.get("tta", False),
                          min_probability=settings["min_probability"])
-    return create_app(reader, max_request_bytes=settings["max_request_bytes"])
+    return create_app(reader, max_request_bytes=settings["max_request_bytes"],
+                      corrections=settings.get("corrections"),
+                      max_corrections=settings.get("max_corrections", 10_000))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ events and reads the page's answer. SIGTERM stops it last.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import io
 import json
@@ -47,9 +48,15 @@ def served_model(reader_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(served_model):
+def corrections(tmp_path_factory):
+    return tmp_path_factory.mktemp("corrections") / "fixed"
+
+
+@pytest.fixture(scope="module")
+def server(served_model, corrections):
     tool = screenshot_serve()
-    proc, url = tool.start_server(served_model, "--max-request-mb", "2")
+    proc, url = tool.start_server(served_model, "--max-request-mb", "2", "--corrections",
+                                  str(corrections), "--max-corrections", "3")
     yield proc, url
     tool.stop_server(proc)
 
@@ -156,6 +163,62 @@ def test_hostile_requests_get_4xx_json_and_the_server_goes_on(server, mnist5k):
     assert request(url, "POST", "/api/predict", digit)[1]["text"] == str(mnist5k.test.y[0])
 
 
+def test_a_correction_lands_in_the_folder_as_a_dataset_and_bad_ones_get_4xx(
+        server, corrections, mnist5k):
+    """POST /api/corrections with a reading's 28x28 input: saved atomically as
+    <folder>/<label>/<hash>.png, which reads back as a dataset bit-identical; the same digit
+    twice is kept once; bad labels and bodies get a 4xx JSON error; the count is bounded."""
+    import base64
+
+    from digits.reading.folders import read_folder
+
+    _, url = server
+    digit = np.rint(mnist5k.test.x[3, :, :, 0] * 255).astype(np.uint8)
+    answer = request(url, "POST", "/api/predict?inputs=1", png_bytes(255 - digit))[1]
+    data_url = answer["digits"][0]["input"]
+    post = functools.partial(request, url, "POST", "/api/corrections",
+                             headers={"Content-Type": "application/json"})
+    status, saved = post(json.dumps({"label": 7, "input": data_url}).encode())
+    assert status == 200 and saved["label"] == 7 and saved["new"] is True
+    path = corrections / saved["saved"]
+    assert path.parent == corrections / "7" and path.suffix == ".png"
+    status, again = post(json.dumps({"label": 7, "input": data_url}).encode())
+    assert status == 200 and again["new"] is False and again["saved"] == saved["saved"]
+    sent = np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))))
+    images = read_folder(corrections, cache=False, workers=1)
+    x, y = images.splits["train"]
+    assert any(np.array_equal(image, sent) for image, label in zip(x, y, strict=True)
+               if label == 7)
+    tiny = "data:image/png;base64," + base64.b64encode(png_bytes(np.zeros((29, 28), np.uint8))).decode()
+    for body, status_expected in [
+        (json.dumps({"label": 12, "input": data_url}).encode(), 400),
+        (json.dumps({"label": "seven", "input": data_url}).encode(), 400),
+        (json.dumps({"label": True, "input": data_url}).encode(), 400),
+        (json.dumps({"label": 3, "input": "data:image/png;base64,AAAA"}).encode(), 400),
+        (json.dumps({"label": 3, "input": tiny}).encode(), 400),
+        (json.dumps({"label": 3}).encode(), 400),
+        (b"not json", 400),
+        (b"[1, 2]", 400),
+        (json.dumps({"label": 3, "input": "x" * 70_000}).encode(), 413),
+    ]:
+        status, error = post(body)
+        assert status == status_expected and set(error) == {"error"}, (body[:60], status, error)
+    # --max-corrections 3: the fourth new digit is refused (507), nothing written.
+    for k in range(4, 10):
+        other = np.rint(mnist5k.test.x[k, :, :, 0] * 255).astype(np.uint8)
+        url_k = "data:image/png;base64," + base64.b64encode(png_bytes(other)).decode()
+        status, body = post(json.dumps({"label": 1, "input": url_k}).encode())
+        if status != 200:
+            assert status == 507 and "limit" in body["error"]
+            break
+    else:
+        pytest.fail("the corrections folder has no limit")
+    assert sum(1 for _ in corrections.rglob("*.png")) <= 3
+    assert request(url, "GET", "/api/health")[0] == 200  # still serving
+    for extra in (corrections / "1").glob("*.png"):
+        extra.unlink()  # room for the page's correction
+
+
 def test_concurrent_requests_are_all_answered_alike(server, mnist5k):
     _, url = server
     images = [png_bytes((255 - mnist5k.test.x[k, ..., 0] * 255).astype(np.uint8)) for k in range(4)]
@@ -180,7 +243,7 @@ def test_concurrent_requests_are_all_answered_alike(server, mnist5k):
         assert [body["text"] for _, (_, body) in replies] == [a["text"] for a in alone]
 
 
-def test_the_page_reads_digits_drawn_with_a_pointer(server, mnist5k, number_photo):
+def test_the_page_reads_digits_drawn_with_a_pointer(server, mnist5k, number_photo, corrections):
     if not CHROMIUM.exists() or not Path("/usr/bin/chromedriver").exists():
         pytest.fail("the page's test needs Debian's chromium and chromium-driver "
                     "(.ci/run installs them)")
@@ -190,6 +253,7 @@ def test_the_page_reads_digits_drawn_with_a_pointer(server, mnist5k, number_phot
     try:
         driver.get(url + "/")
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import Select, WebDriverWait
 
         tool.draw_number(driver, "2026")
         answer = tool.read_page(driver)
@@ -201,6 +265,13 @@ def test_the_page_reads_digits_drawn_with_a_pointer(server, mnist5k, number_phot
         for _ in range(strokes_of_six):
             driver.find_element(By.ID, "undo").click()
         assert tool.read_page(driver)["reading"] == answer["reading"][:3]
+        # "It is a 5" under the first digit: saved as the served corrections folder's 5/.
+        Select(driver.find_elements(By.CSS_SELECTOR, ".fix select")[0]).select_by_value("5")
+        driver.find_elements(By.CSS_SELECTOR, ".fix button")[0].click()
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(
+            By.CSS_SELECTOR, ".fix .saved")[0].text.startswith(("saved", "not saved")))
+        assert driver.find_elements(By.CSS_SELECTOR, ".fix .saved")[0].text == "saved as 5"
+        assert len(list((corrections / "5").glob("*.png"))) >= 1
         driver.find_element(By.ID, "clear").click()
         cleared = tool.read_page(driver)
         assert cleared["reading"] == "" and cleared["digits"] == 0

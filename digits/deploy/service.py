@@ -92,8 +92,20 @@ async def _send_json(send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024):
-    """The FastAPI application serving `reader` (a `digits.reading.Reader`)."""
+# `--corrections DIR` keeps at most this many digits; a correction's body is at most this big.
+MAX_CORRECTIONS = 10_000
+MAX_CORRECTION_BYTES = 64 * 1024
+
+
+def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024,
+               corrections: str | Path | None = None, max_corrections: int = MAX_CORRECTIONS):
+    """The FastAPI application serving `reader` (a `digits.reading.Reader`).
+
+    With `corrections` (a folder), `POST /api/corrections` saves a digit a person labelled:
+    `{"label": 7, "input": "data:image/png;base64,..."}` (the 28x28 input `/api/predict?inputs=1`
+    answered with) becomes `<folder>/7/<content hash>.png`, a class folder `digits.train
+    --dataset` reads back bit-identical.
+    """
     from digits.errors import ImageError
 
     app = FastAPI(title="digits", docs_url=None, redoc_url=None, openapi_url=None)
@@ -155,6 +167,32 @@ def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024):
                 return JSONResponse({"image": name, "error": str(e)}, status_code=_status(e))
         return entry
 
+    @app.get("/api/corrections")
+    async def corrections_info():
+        return {"enabled": corrections is not None}
+
+    @app.post("/api/corrections")
+    async def correct(request: Request):
+        if corrections is None:
+            return JSONResponse({"error": "corrections are off: start digits.serve with "
+                                          "--corrections DIR"}, status_code=404)
+        body = await request.body()
+        if len(body) > MAX_CORRECTION_BYTES:
+            return JSONResponse({"error": "a correction is a label and one 28x28 input"},
+                                status_code=413)
+        try:
+            label, pixels = correction_from(body)
+        except ValueError as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        try:
+            saved, new = await asyncio.to_thread(save_correction, Path(corrections), label,
+                                                 pixels, max_corrections)
+        except OverflowError as e:
+            return JSONResponse({"error": str(e)}, status_code=507)
+        except OSError as e:
+            return JSONResponse({"error": f"cannot save: {e.strerror or e}"}, status_code=507)
+        return {"saved": saved, "label": label, "new": new}
+
     wrapped = BodyLimit(app, max_request_bytes)
     wrapped.fastapi = app  # for tests that want the FastAPI object itself
     return wrapped
@@ -193,6 +231,69 @@ def _status(error) -> int:
     if "not a readable image" in text:
         return 415
     return 422  # decoded, but nothing readable as a digit (blank, noise, truncated)
+
+
+def correction_from(body: bytes) -> tuple[int, np.ndarray]:
+    """A correction's JSON -> (label, the 28x28 uint8 input); ValueError says what is wrong."""
+    import json
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        answer = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("the body must be JSON: {\"label\": 0-9, \"input\": a PNG data URL}") from None
+    if not isinstance(answer, dict):
+        raise ValueError("the body must be a JSON object with label and input")
+    label = answer.get("label")
+    if isinstance(label, str) and label.isdigit() and len(label) == 1:
+        label = int(label)
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= 9:
+        raise ValueError("label must be a digit 0-9")
+    data_url = answer.get("input")
+    prefix = "data:image/png;base64,"
+    if not isinstance(data_url, str) or not data_url.startswith(prefix):
+        raise ValueError("input must be the digit's 28x28 input as a PNG data URL "
+                         "(what /api/predict?inputs=1 answered)")
+    try:
+        png = base64.b64decode(data_url[len(prefix):], validate=True)
+        with Image.open(io.BytesIO(png), formats=("PNG",)) as image:
+            if image.size != (28, 28):
+                raise ValueError(f"input must be 28x28 pixels, not {image.size[0]}x{image.size[1]}")
+            pixels = np.asarray(image.convert("L"), np.uint8)
+    except ValueError:
+        raise
+    except (UnidentifiedImageError, OSError, base64.binascii.Error):
+        raise ValueError("input is not a readable PNG") from None
+    if pixels.max() < 50:
+        raise ValueError("input is blank")
+    return label, pixels
+
+
+def save_correction(folder: Path, label: int, pixels: np.ndarray,
+                    limit: int = MAX_CORRECTIONS) -> tuple[str, bool]:
+    """`folder/<label>/<hash>.png`, written atomically; (its path in the folder, whether it is
+    new). The name is the pixels' hash, so the same digit sent twice is kept once."""
+    import hashlib
+
+    from PIL import Image
+
+    from digits.runs.atomic import atomic_path
+
+    name = hashlib.blake2b(pixels.tobytes(), digest_size=12).hexdigest() + ".png"
+    target = folder / str(label) / name
+    relative = f"{label}/{name}"
+    if target.exists():
+        return relative, False
+    count = sum(1 for c in range(10) if (folder / str(c)).is_dir()
+                for p in (folder / str(c)).iterdir() if p.suffix == ".png")
+    if count >= limit:
+        raise OverflowError(f"the corrections folder holds {count} digits, its limit: train on "
+                            "them, then empty it or raise --max-corrections")
+    (folder / str(label)).mkdir(parents=True, exist_ok=True)
+    with atomic_path(target, suffix=".png") as tmp:
+        Image.fromarray(pixels, mode="L").save(tmp, format="PNG")
+    return relative, True
 
 
 def png_data_url(image: np.ndarray) -> str:
