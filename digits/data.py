@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import re
 import socket
 import struct
 import sys
@@ -319,9 +320,10 @@ MAX_CSV_BYTES = 512 * 1024**2
 PIXEL_COLUMNS = tuple(f"pixel{i}" for i in range(784))
 
 
-def load_kaggle_csv(path: str | os.PathLike, labelled: bool = True):
+def load_kaggle_csv(path: str | os.PathLike, labelled: bool | None = True):
     """Kaggle's Digit Recognizer CSV: `label,pixel0,...,pixel783` (train.csv) -> a `Split`, or
     with `labelled=False` `pixel0,...,pixel783` (test.csv) -> float32 images (N, 28, 28, 1).
+    With `labelled=None` the header says which (and only the images are returned).
 
     Pixels are 0-255 grey levels, white digit on black, as MNIST's. Any deviation (a missing or
     extra column, a short row, text in a pixel, a label outside 0-9, a pixel outside 0-255) is a
@@ -338,8 +340,11 @@ def load_kaggle_csv(path: str | os.PathLike, labelled: bool = True):
             body = f.read()
     except OSError as e:
         raise DatasetError(f"{path}: cannot read: {e.strerror or e}") from None
-    expected = (("label",) if labelled else ()) + PIXEL_COLUMNS
     columns = tuple(c.strip().strip('"') for c in header.split(","))
+    images_only = labelled is None
+    if images_only:
+        labelled = columns[:1] == ("label",)
+    expected = (("label",) if labelled else ()) + PIXEL_COLUMNS
     if columns != expected:
         missing = [c for c in expected if c not in columns]
         extra = [c for c in columns if c not in expected]
@@ -375,20 +380,8 @@ def load_kaggle_csv(path: str | os.PathLike, labelled: bool = True):
     if labels.min() < 0 or labels.max() >= NUM_CLASSES:
         line = int(np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))[0])
         raise DatasetError(f"{path}: line {line + 2}: label {int(labels[line])}; expected 0-9")
-    return _pair(images, labels, str(path))
-
-
-def read_kaggle_images(path: str | os.PathLike) -> np.ndarray:
-    """The images of a Kaggle Digit Recognizer CSV, test.csv layout or (its labels ignored)
-    train.csv layout: float32 (N, 28, 28, 1)."""
-    try:
-        with open(path, "rb") as f:
-            first = f.readline(64).decode("utf-8-sig", "replace").split(",")[0].strip().strip('"')
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read: {e.strerror or e}") from None
-    if first == "label":
-        return load_kaggle_csv(path).x
-    return load_kaggle_csv(path, labelled=False)
+    split = _pair(images, labels, str(path))
+    return split.x if images_only else split
 
 
 def mnist_5k_path() -> Path:
@@ -565,8 +558,6 @@ MAX_REPEAT = 100
 def _weighted(spec: str) -> tuple[str, int]:
     """"mine:x5" -> ("mine", 5); a spec without the suffix (or a path that exists as written,
     suffix and all) has weight 1."""
-    import re
-
     found = re.fullmatch(r"(.+):x(\d+)", spec)
     if found is None or Path(spec).exists():
         return spec, 1
@@ -576,16 +567,14 @@ def _weighted(spec: str) -> tuple[str, int]:
     return found.group(1), repeat
 
 
-def _mixed(specs: list[str], test_dataset, validation_split, test_split, seed, strict) -> Dataset:
-    """Each spec split on its own (stratified, `seed`); training, validation and test their
-    union, a spec's training digits repeated as its `:xN` says."""
-    import re
-
+def _mixed(specs: list[str], weighted: list[tuple[str, int]], read: list[_Source],
+           test: Split | None, validation_split, test_split, seed) -> Dataset:
+    """Each source split on its own (stratified, `seed`); training, validation and test their
+    union, a spec's training digits repeated as its `:xN` says. `test`: a separate test set
+    (read once for all of them), else the union of their own test parts."""
     parts, names = [], []
-    for spec in specs:
-        base, repeat = _weighted(spec)
-        data = load_dataset(base, test_dataset=test_dataset, validation_split=validation_split,
-                            test_split=test_split, seed=seed, announce=False, strict=strict)
+    for (base, repeat), source in zip(weighted, read, strict=True):
+        data = _split(source, validation_split, test_split, seed, test)
         if data.train is None:
             raise DatasetError(f"dataset {base!r} has no training data, only a test part: "
                                "give it as --test-dataset")
@@ -609,18 +598,45 @@ def _mixed(specs: list[str], test_dataset, validation_split, test_split, seed, s
     for name, _, data in parts:
         ranges.append((name, start, start + len(data.val)))
         start += len(data.val)
-    test = parts[0][2].test if test_dataset is not None else union([d.test for _, _, d in parts])
+    test = union([d.test for _, _, d in parts]) if test is None else test
     sources = tuple({"name": name, "spec": spec, "train": len(d.train), "repeat": repeat,
                      "val": len(d.val)} for (name, repeat, d), spec in zip(parts, specs, strict=True))
-    tested = "; tested on "
-    description = " + ".join(d.description.split(tested)[0]
-                             + (f" (training digits x{r})" if r > 1 else "") for _, r, d in parts)
-    if test_dataset is not None and tested in parts[0][2].description:
-        description += tested + parts[0][2].description.split(tested, 1)[1]
+    description = " + ".join(d.description + (f" (training digits x{r})" if r > 1 else "")
+                             for _, r, d in parts)
     return Dataset(train, val, test, "+".join(names), description, parts[0][2].class_names,
                    tuple(n for _, _, d in parts for n in d.notices),
                    tuple((f"{name}/{f}", why) for name, _, d in parts for f, why in d.skipped),
                    tuple(ranges), sources)
+
+
+def _test_source(test_dataset: str, strict: bool) -> _Source:
+    """A `--test-dataset`: its test part, or its training part where it has no test part."""
+    other = _read_spec(test_dataset, strict)
+    if other.test is None:
+        other.test, other.description = other.train, f"{other.description} (training part)"
+    return other
+
+
+def _split(source: _Source, validation_split: float, test_split: float, seed: int,
+           test: Split | None = None) -> Dataset:
+    """One source's splits: `test` when given (a separate test set; the source's own test part,
+    if any, is then left unused and all of it goes to training and validation), else its own
+    test part or `test_split` of it; validation its own val/ or `validation_split` of the rest."""
+    train, val, description = source.train, source.val, source.description
+    if test is None:
+        test = source.test
+        if train is not None and test is None:
+            train, test = stratified_split(train, test_split, seed)
+            description = f"{description}; {test_split:.0%} held out for testing"
+    if train is None:
+        val = None
+        description += " (test only)"
+    elif val is None:
+        train, val = stratified_split(train, validation_split, seed)
+    class_names = FASHION_CLASSES if source.name == "fashion-mnist" \
+        else tuple(str(i) for i in range(10))
+    return Dataset(train, val, test, source.name, description, class_names, source.notices,
+                   source.skipped)
 
 
 def load_dataset(
@@ -660,37 +676,19 @@ def load_dataset(
     for label, value in (("validation_split", validation_split), ("test_split", test_split)):
         if not 0.0 < value < 1.0:
             raise DatasetError(f"{label} must be between 0 and 1 (exclusive), got {value}")
-    if not isinstance(spec, str):
-        specs = list(spec)
-        if len(specs) > 1 or (specs and _weighted(specs[0])[1] > 1):
-            data = _mixed(specs, test_dataset, validation_split, test_split, seed, strict)
-            if announce:
-                data.print_notices()
-            return data
-        spec = specs[0] if specs else "auto"
-    source = _read_spec(spec, strict)
-    train, test, name, description = source.train, source.test, source.name, source.description
-    notices, val = list(source.notices), source.val
-    class_names = FASHION_CLASSES if name == "fashion-mnist" else tuple(str(i) for i in range(10))
-    if test_dataset is not None:
-        # The main dataset's own test part, if any, is left unused: a separate test set means
-        # everything in `spec` goes to training and validation.
-        other = _read_spec(test_dataset, strict)
-        notices += other.notices
-        test, test_description = other.test, other.description
-        if test is None:
-            test, test_description = other.train, f"{test_description} (training part)"
-        description = f"{description}; tested on {test_description}"
-    elif train is not None and test is None:
-        train, test = stratified_split(train, test_split, seed)
-        description = f"{description}; {test_split:.0%} held out for testing"
-    if train is None:
-        val = None
-        description += " (test only)"
-    elif val is None:
-        train, val = stratified_split(train, validation_split, seed)
-    data = Dataset(train, val, test, name, description, class_names, tuple(notices),
-                   source.skipped)
+    specs = [spec] if isinstance(spec, str) else list(spec) or ["auto"]
+    weighted = [_weighted(s) for s in specs]
+    read = [_read_spec(base, strict) for base, _ in weighted]  # then the test set, once
+    tested_on = _test_source(test_dataset, strict) if test_dataset is not None else None
+    test = tested_on.test if tested_on is not None else None
+    if len(specs) > 1 or weighted[0][1] > 1:
+        data = _mixed(specs, weighted, read, test, validation_split, test_split, seed)
+    else:
+        data = _split(read[0], validation_split, test_split, seed, test)
+    if tested_on is not None:
+        data = dataclasses.replace(data, description=f"{data.description}; tested on "
+                                   f"{tested_on.description}",
+                                   notices=(*data.notices, *tested_on.notices))
     if announce:
         data.print_notices()
     return data

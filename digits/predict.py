@@ -155,10 +155,10 @@ def _save_digits(directory, image: str, reading, saved: set) -> None:
 
 def _predict_csv(args) -> int:
     """Kaggle's test.csv -> `ImageId,Label` (1-based ids, in the file's order)."""
-    from digits.data import read_kaggle_images
+    from digits.data import load_kaggle_csv
     from digits.reading import Reader
 
-    images = read_kaggle_images(args.csv)
+    images = load_kaggle_csv(args.csv, labelled=None)  # test.csv, or train.csv's images
     if args.submission is not None:
         from pathlib import Path
 

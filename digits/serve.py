@@ -164,7 +164,7 @@ def app_from_environment():
                          min_probability=settings["min_probability"])
     return create_app(reader, max_request_bytes=settings["max_request_bytes"],
                       corrections=settings.get("corrections"),
-                      max_corrections=settings.get("max_corrections", 10_000))
+                      max_corrections=settings["max_corrections"])
 
 
 if __name__ == "__main__":

@@ -170,29 +170,27 @@ def run(argv: list[str] | None = None) -> int:
 def with_replay(data, spec: str, seed: int):
     """`data` with as many of `spec`'s training digits as `data` has, stratified and drawn with
     `seed`, added to its training split (validation and test stay the user's own)."""
+    import dataclasses
+
     import numpy as np
 
-    from digits.data import Dataset, Split, load_dataset
+    from digits.data import Split, load_dataset, stratified_split
 
     replay = load_dataset(spec, seed=seed, announce=False).train
     if replay is None:
         from digits.errors import DatasetError
 
         raise DatasetError(f"--replay {spec}: it has no training digits")
-    n = min(len(data.train), len(replay))
-    if n < len(replay):
-        from sklearn.model_selection import train_test_split
-
-        keep, _ = train_test_split(np.arange(len(replay)), train_size=n, random_state=seed,
-                                   stratify=replay.y if n >= 10 else None)
-        replay = Split(replay.x[keep], replay.y[keep])
-    train = Split(np.concatenate([data.train.x, replay.x]),
-                  np.concatenate([data.train.y, replay.y]))
+    if len(data.train) < len(replay):
+        # As many as the user's, each class in its share (drawn with `seed`).
+        replay = stratified_split(replay, len(data.train) / len(replay), seed)[1]
     notice = (f"fine-tuning on {len(data.train):,} of your digits and {len(replay):,} replayed "
               f"from {spec} (--replay none: yours alone)")
-    return Dataset(train, data.val, data.test, data.name,
-                   f"{data.description}; {len(replay)} digits of {spec} replayed",
-                   data.class_names, (*data.notices, notice), data.skipped)
+    return dataclasses.replace(
+        data, train=Split(np.concatenate([data.train.x, replay.x]),
+                          np.concatenate([data.train.y, replay.y])),
+        description=f"{data.description}; {len(replay)} digits of {spec} replayed",
+        notices=(*data.notices, notice))
 
 
 def file_sha256(path: str) -> str:

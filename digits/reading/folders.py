@@ -98,6 +98,8 @@ def find_files(root: Path) -> tuple[dict, list]:
     total = sum(len(v) for v in splits.values())
     if total == 0:
         raise DatasetError(f"{root}: no image files in its class folders 0-9")
+    if total > MAX_FILES:
+        raise DatasetError(f"{root}: more than {MAX_FILES} files; split the folder")
     return splits, skipped
 
 
@@ -141,8 +143,6 @@ def _class_files(folder: Path, root: Path, real_root: Path, skipped: list) -> li
                 skipped.append((_relative(f, root), f"a link out of {root}"))
             else:
                 files.append((f, label))
-            if len(files) > MAX_FILES:
-                raise DatasetError(f"{root}: more than {MAX_FILES} files; split the folder")
     return files
 
 
@@ -160,8 +160,6 @@ def read_folder(root: str | os.PathLike, *, strict: bool = False,
         where, why = skipped[0]
         raise DatasetError(f"{root / where}: {why} (--strict; {len(skipped)} such)")
     every = [(split, path, label) for split, files in splits.items() for path, label in files]
-    if sum(1 for _ in every) > MAX_FILES:
-        raise DatasetError(f"{root}: more than {MAX_FILES} files; split the folder")
     keys = [_content_key(path) for _, path, _ in every]
     store = _Cache(root) if cache else None
     known = store.load() if store is not None else {}
