@@ -2,7 +2,8 @@
 
 Nothing here imports TensorFlow: `--help` and argument errors answer at once. Errors caused by
 the user's input become one `error: ...` line on stderr and exit code 2; a failure during
-training (a NaN loss, a callback that raised) exits 1; Ctrl-C exits 130.
+training (a NaN loss, a callback that raised) exits 1; Ctrl-C exits 130, and SIGTERM, handled the
+same way, 143.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from digits.errors import ConfigError, DigitsError, RunFailure
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that died of it
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
@@ -543,15 +545,45 @@ def _startup_noise_filtered():
                 sys.stderr.flush()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, `kill`, a container stopping): handled as Ctrl-C is, so a run
+    keeps its state and a search's chief stops its workers, then the command exits 143."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the command runs, SIGTERM raises `Terminated` (only where Python's default action,
+    dying at once, is still in place, and on the main thread, where handlers live)."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run a CLI body, turning errors into exit codes: usage 2, failure 1, Ctrl-C 130."""
+    """Run a CLI body, turning errors into exit codes: usage 2, failure 1, Ctrl-C 130, SIGTERM
+    143."""
     quiet_tensorflow()
     try:
-        return int(main(argv) or 0)
-    except KeyboardInterrupt:
-        print("\ninterrupted: state up to the last finished epoch is saved; run the same "
+        with _sigterm_as_interrupt():
+            return int(main(argv) or 0)
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"\n{what}: state up to the last finished epoch is saved; run the same "
               "command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     except DigitsError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILURE if isinstance(e, RunFailure) else EXIT_USAGE

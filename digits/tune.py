@@ -281,7 +281,8 @@ def _run_project(args, argv, role, pins: dict, project: str, project_dir: Path) 
         workers = LocalWorkers(args.parallel_trials, worker_argv(argv),
                                port=int(role.address.rsplit(":", 1)[1]),
                                log_dir=project_dir / "workers",
-                               trials_per_process=trials_per_process() or TRIALS_PER_PROCESS)
+                               trials_per_process=trials_per_process() or TRIALS_PER_PROCESS,
+                               say=display.line)
         display.line(f"running {args.parallel_trials} trials at a time, each worker with "
                      f"{workers.threads} TensorFlow thread(s); their logs in {workers.log_dir}")
     try:

@@ -182,3 +182,47 @@ def test_a_chief_reloads_the_oracle_from_the_projects_files(tmp_path):
     assert len(chief.oracle.trials) == 2 and not chief.oracle.ongoing_trials
     chief.save()
     assert (project / "chief.json").is_file() and not internals.reload_chief(chief)
+
+
+def test_state_files_are_written_whole_or_not_at_all(oracle, tmp_path, monkeypatch):
+    internals.atomic_state_files()
+    internals.atomic_state_files()  # once is enough; twice changes nothing
+    oracle.create_trial("tuner0")
+    path = tmp_path / "project" / "oracle.json"
+    before = path.read_text()
+    assert "tuner0" in before  # Oracle.save went through the atomic writer
+
+    from pathlib import Path
+
+    def full_disk(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    oracle.ongoing_trials.clear()
+    with pytest.raises(OSError, match="No space left"):
+        oracle.save()
+    monkeypatch.undo()
+    assert path.read_text() == before  # keras-tuner's own writer would have left it empty
+    assert [p.name for p in path.parent.iterdir() if ".tmp" in p.name] == []
+
+
+def test_a_finished_trial_that_the_oracle_still_lists_as_running_is_not_rerun(oracle, tmp_path):
+    running = oracle.create_trial("tuner0")
+    other = oracle.create_trial("tuner1")
+    saved = oracle.get_state()  # as saved before the trial ended
+    running.status = "COMPLETED"
+    running.score = 0.5
+    internals.save_trial(oracle, running)  # the trial's file written, then the search killed
+    internals.save_trial(oracle, other)
+    from keras_tuner.src import utils
+
+    utils.save_json(str(tmp_path / "project" / "oracle.json"), saved)
+    again = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective("val_loss", "min"), max_trials=2,
+        hyperparameters=oracle.hyperparameters)
+    again._set_project_dir(str(tmp_path), "project")
+    again.reload()
+    assert sorted(again._retry_queue) == sorted([running.trial_id, other.trial_id])
+    assert internals.keep_finished_trials_finished(again) == [running.trial_id]
+    assert again._retry_queue == [other.trial_id]
+    assert again.create_trial("tuner0").trial_id == other.trial_id

@@ -172,18 +172,22 @@ def test_sigkill_after_the_third_epoch_then_the_same_command_finishes_the_run(tm
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_the_state_says_how_to_resume_and_exits_130(tmp_path):
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"),
+                                                 (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_saves_the_state_says_how_to_resume_and_exits_130_or_143(
+        tmp_path, signum, code, said):
     run = tmp_path / "cnn" / "version_0"
     # Far more epochs than pass before the signal (30 take about 8 s), so a lost signal shows
     # as a run that went on, not as a run that had simply ended.
     proc = start(train_command(tmp_path, epochs=400))
     wait_for_epochs(proc, run / "metrics.json", 2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=300)
     ended = json.loads((run / "metrics.json").read_text())
-    assert ended["epochs_completed"] < 400, "the run went on to its end: the Ctrl-C was lost"
-    assert proc.returncode == 130, stderr[-3000:]
+    assert ended["epochs_completed"] < 400, "the run went on to its end: the signal was lost"
+    assert proc.returncode == code, stderr[-3000:]
     assert "Traceback" not in stderr
+    assert f"\n{said}: state up to the last finished epoch is saved" in stderr
     assert "run the same command again to resume" in stderr
     assert f"are saved in {run}" in stderr
     metrics = json.loads((run / "metrics.json").read_text())

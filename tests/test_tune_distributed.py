@@ -283,3 +283,51 @@ def test_workers_end_within_15_seconds_of_their_killed_chief(tmp_path, whom):
                 pass
     logs = " ".join((tmp_path / "k" / "workers" / f"{w}.log").read_text() for w in workers)
     assert f"its chief (pid {chief.pid}) is gone; stopping" in logs
+
+
+class ScriptedWorkers:
+    """`LocalWorkers` whose processes run a line of Python instead of `digits.tune`."""
+
+    @staticmethod
+    def make(code: str, tmp_path: Path, count: int = 1):
+        from digits.tuner.distributed import LocalWorkers
+
+        said: list[str] = []
+
+        class Workers(LocalWorkers):
+            def _start(self, tuner_id, mode):
+                with open(self.log_dir / f"{tuner_id}.log", mode) as log:
+                    self._log_start[tuner_id] = log.seek(0, os.SEEK_END)
+                    self.processes[tuner_id] = subprocess.Popen(
+                        [sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
+
+        return Workers(count, [], port=1, log_dir=tmp_path, say=said.append), said
+
+
+def check_until_done(workers) -> str | None:
+    for _ in range(200):
+        workers.wait(10)
+        problem = workers.check()
+        if problem or all(p.poll() == 0 for p in workers.processes.values()):
+            return problem
+    raise AssertionError("the workers never settled")
+
+
+def test_a_killed_worker_is_started_again_a_bounded_number_of_times(tmp_path):
+    workers, said = ScriptedWorkers.make(
+        "import os, signal; print('training', flush=True); os.kill(os.getpid(), signal.SIGKILL)",
+        tmp_path)
+    problem = check_until_done(workers)
+    assert len(said) == workers.MAX_REPLACEMENTS == 3
+    assert re.fullmatch(r"worker tuner0 \(pid \d+\) was killed \(SIGKILL\); starting it again: "
+                        r"its trial resumes from its last finished epoch", said[0])
+    assert re.fullmatch(r"worker tuner0 \(pid \d+\) was killed \(SIGKILL\), and workers died 3 "
+                        r"times before in this run", problem)
+
+
+def test_a_worker_that_ends_with_an_error_line_stops_the_search_with_it(tmp_path):
+    workers, said = ScriptedWorkers.make(
+        "import sys; print('error: No space left on device'); sys.exit(2)", tmp_path)
+    assert check_until_done(workers) == \
+        "worker tuner0 exited with code 2: error: No space left on device"
+    assert said == []

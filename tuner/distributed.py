@@ -285,24 +285,36 @@ class LocalWorkers:
     environment, limited to its share of the cores (TensorFlow's `TF_NUM_INTRAOP_THREADS`, one
     inter-op thread), its output in `<log_dir>/<tuner id>.log`; this process is the chief.
 
+    A worker that dies without an `error:` line of its own (killed, out of memory, a crash) is
+    started again under the same id: keras-tuner hands a returning id its unfinished trial, which
+    resumes from its last finished epoch, and `say` reports it in one line. After
+    `MAX_REPLACEMENTS` such deaths in one run the search stops instead (something keeps killing
+    them). A worker that ends with an `error:` line stops the search with that line.
+
     Args:
         count: workers to start.
         argv: the `digits.tune` arguments for each worker.
         port: the chief's port on 127.0.0.1.
         log_dir: where each worker's output goes.
         threads: TensorFlow threads per worker (default: the usable cores shared out).
+        say: prints one line for the search's console (default: nothing).
     """
 
+    MAX_REPLACEMENTS = 3
+
     def __init__(self, count: int, argv: list[str], port: int, log_dir, threads: int | None = None,
-                 trials_per_process: int = TRIALS_PER_PROCESS) -> None:
+                 trials_per_process: int = TRIALS_PER_PROCESS, say=None) -> None:
         from pathlib import Path
 
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.threads = threads = threads or max(1, usable_cores() // count)
         self.argv, self.port, self.trials_per_process = list(argv), port, trials_per_process
+        self.say = say or (lambda line: None)
         self.restarts = 0
+        self.replacements = 0
         self.processes: dict = {}
+        self._log_start: dict[str, int] = {}  # where each worker's current process began its log
         for i in range(count):
             self._start(f"tuner{i}", mode="w")
 
@@ -316,17 +328,28 @@ class LocalWorkers:
                ENV_PARENT: str(os.getpid()),
                ENV_TRIALS_PER_PROCESS: str(self.trials_per_process)}
         with open(self.log_dir / f"{tuner_id}.log", mode) as log:
+            self._log_start[tuner_id] = log.seek(0, os.SEEK_END)
             self.processes[tuner_id] = subprocess.Popen(
                 [sys.executable, "-m", "digits.tune", *self.argv], env=env, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def check(self) -> str | None:
-        """Restart each worker that ran its share of trials (it exits with `EXIT_RECYCLE`);
-        return why the search cannot go on when a worker ended with an error (its trial would
-        wait for it forever), else None."""
+        """Restart each worker that ran its share of trials (it exits with `EXIT_RECYCLE`) or
+        died without saying why (see the class); return why the search cannot go on when a
+        worker ended with an error (its trial would wait for it forever), else None."""
         for tuner_id, process in list(self.processes.items()):
-            if process.poll() == EXIT_RECYCLE:
+            code = process.poll()
+            if code == EXIT_RECYCLE:
                 self.restarts += 1
+                self._start(tuner_id, mode="a")
+            elif code not in (None, 0) and self._error_line(tuner_id) is None:
+                how = _how_it_ended(code)
+                if self.replacements >= self.MAX_REPLACEMENTS:
+                    return (f"worker {tuner_id} (pid {process.pid}) {how}, and workers died "
+                            f"{self.replacements} times before in this run")
+                self.replacements += 1
+                self.say(f"worker {tuner_id} (pid {process.pid}) {how}; starting it again: its "
+                         "trial resumes from its last finished epoch")
                 self._start(tuner_id, mode="a")
         failed = {t: c for t, p in self.processes.items() if (c := p.poll()) not in (None, 0)}
         if not failed:
@@ -334,13 +357,23 @@ class LocalWorkers:
         tuner_id, code = next(iter(failed.items()))
         return f"worker {tuner_id} exited with code {code}: {self.last_line(tuner_id)}"
 
-    def last_line(self, tuner_id: str) -> str:
+    def _lines(self, tuner_id: str) -> list[str]:
+        """The output of the worker's current process."""
         try:
-            lines = (self.log_dir / f"{tuner_id}.log").read_text(errors="replace").splitlines()
+            with open(self.log_dir / f"{tuner_id}.log", "rb") as log:
+                log.seek(self._log_start.get(tuner_id, 0))
+                return log.read().decode("utf-8", "replace").splitlines()
         except OSError:
-            return "no output"
-        errors = [line for line in lines if line.startswith("error:")]
-        return (errors or [line for line in lines if line.strip()] or ["no output"])[-1]
+            return []
+
+    def _error_line(self, tuner_id: str) -> str | None:
+        errors = [line for line in self._lines(tuner_id) if line.startswith("error:")]
+        return errors[-1] if errors else None
+
+    def last_line(self, tuner_id: str) -> str:
+        lines = self._lines(tuner_id)
+        return self._error_line(tuner_id) or next(
+            (line for line in reversed(lines) if line.strip()), "no output")
 
     def wait(self, seconds: float = 30.0) -> dict[str, int | None]:
         """Wait up to `seconds` for every worker to end; their exit codes (None: still running)."""
@@ -365,6 +398,18 @@ class LocalWorkers:
                     pass
             if running and signum == signal.SIGINT:
                 self.wait(grace)
+
+
+def _how_it_ended(code: int) -> str:
+    """'was killed (SIGKILL)' for a negative exit code, else 'exited with code N'."""
+    import signal
+
+    if code < 0:
+        try:
+            return f"was killed ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed (signal {-code})"
+    return f"exited with code {code} without an error line"
 
 
 def parallel_trials(value, role: Role) -> int:

@@ -176,6 +176,57 @@ def start_from_defaults(oracle) -> None:
     oracle._random_values = defaults_first
 
 
+def atomic_state_files() -> None:
+    """Make keras-tuner write its state files (`oracle.json`, each `trial.json`, each tuner's
+    file) whole or not at all: to a temporary file beside the target, then renamed over it
+    (`digits.runs.atomic`). keras-tuner truncates and rewrites them in place, so a kill or a
+    full disk in the middle of a write left a file that no rerun could read. Paths with a
+    scheme (`gs://...`) keep keras-tuner's own writer.
+
+    Assumes: `Stateful.save(fname)` and the tuner's files go through
+    `keras_tuner.src.utils.save_json(path, obj)`, looked up on the module at each call, which
+    writes the JSON text of `obj` and returns it.
+    """
+    import json
+
+    from keras_tuner.src import utils
+
+    if getattr(utils.save_json, "digits_atomic", False):
+        return
+    original = utils.save_json
+
+    def save_json(path, obj):
+        if "://" in str(path):
+            return original(path, obj)
+        from digits.runs.atomic import atomic_write_text
+
+        text = json.dumps(obj)
+        atomic_write_text(path, text)
+        return text
+
+    save_json.digits_atomic = True
+    utils.save_json = save_json
+
+
+def keep_finished_trials_finished(oracle) -> list[str]:
+    """After a reload: take out of the oracle's retry queue each trial that its own file says
+    finished (completed, failed for good, or stopped), and return their ids.
+
+    keras-tuner writes a trial's `trial.json` as the trial ends and `oracle.json` just after; a
+    search killed between the two, or whose disk filled up there, left `oracle.json` naming the
+    finished trial as still running, and the reload queued it to run again.
+
+    Assumes: `Oracle.reload()` moves every trial that `oracle.json` lists as ongoing into
+    `oracle._retry_queue` (trial ids) and reads each trial's status from its `trial.json`.
+    """
+    finished = {"COMPLETED", "FAILED", "STOPPED"}
+    queue = oracle._retry_queue
+    kept = [t for t in queue if oracle.trials.get(t) is not None
+            and oracle.trials[t].status in finished]
+    queue[:] = [t for t in queue if t not in kept]
+    return kept
+
+
 def reload_chief(tuner) -> bool:
     """Reload a distributed search's chief from its project, as keras-tuner reloads a tuner
     that runs trials; returns whether it did.

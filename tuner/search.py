@@ -35,7 +35,9 @@ from digits.tuner.display import format_seconds
 from digits.tuner.distributed import Role, SearchStopped, settle_after_failure_limit
 from digits.tuner.keras_tuner_internals import (
     EachExecution,
+    atomic_state_files,
     is_failure_limit,
+    keep_finished_trials_finished,
     reload_chief,
     run_and_update_trial,
     start_from_defaults,
@@ -311,6 +313,7 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
         display=display,
         role=role,
     )
+    atomic_state_files()  # before the tuner writes or reloads anything
     if kind == "hyperband":
         tuner = HyperbandSearch(max_epochs=max_epochs, factor=factor,
                                 hyperband_iterations=hyperband_iterations, **common)
@@ -320,6 +323,8 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
         tuner = TUNERS[kind](max_trials=max_trials, **common)
     if role is not None and role.kind == "chief" and not overwrite:
         reload_chief(tuner)  # keras-tuner reloads only tuners that ran trials themselves
+    if isinstance(tuner.oracle, keras_tuner.Oracle) and not overwrite:
+        keep_finished_trials_finished(tuner.oracle)
     if isinstance(tuner.oracle, keras_tuner.Oracle):
         start_from_defaults(tuner.oracle)  # the first trial is the hand-picked model
     if max_seconds is not None and isinstance(tuner.oracle, keras_tuner.Oracle):
