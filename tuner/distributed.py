@@ -355,6 +355,9 @@ class LocalWorkers:
         if not failed:
             return None
         tuner_id, code = next(iter(failed.items()))
+        error = self._error_line(tuner_id)
+        if error is not None:  # its own words say it all (its exit code may be a crash on exit)
+            return f"worker {tuner_id}: {error.removeprefix('error:').strip()}"
         return f"worker {tuner_id} exited with code {code}: {self.last_line(tuner_id)}"
 
     def _lines(self, tuner_id: str) -> list[str]:
