@@ -50,10 +50,10 @@ class Job:
     """`digits.tune COMMAND --directory DIRECTORY` in a session of its own, its output read line
     by line (stdout and stderr together) as it comes."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, command: list[str] = COMMAND) -> None:
         self.directory = directory
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "digits.tune", *COMMAND, "--directory", str(directory)],
+            [sys.executable, "-m", "digits.tune", *command, "--directory", str(directory)],
             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             stdin=subprocess.DEVNULL, start_new_session=True)
         self.lines: list[str] = []
@@ -243,6 +243,44 @@ def test_the_main_job_killed_at_every_stage_resumes_to_the_same_result(tmp_path)
 
     model = load_model(str(project / "best-ensemble" / "version_0" / "model.keras"))
     assert model.output_shape[-1] == 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tuner", ["hyperband", "bayesian"])
+def test_a_parallel_search_killed_mid_way_keeps_its_oracles_state(tmp_path, tuner):
+    """Hyperband's brackets and Bayesian optimisation's history live in the chief's oracle:
+    killed after two trials, the rerun goes on from them, so the search ends with the trials
+    its schedule plans, each run once, none with values an earlier one had."""
+    from digits.tuner.search import planned_trials
+
+    # Hyperband to 3 epochs plans 6 trials (three of them continue another); Bayesian 5 trials.
+    budget = ["--max-epochs", "3"] if tuner == "hyperband" else ["--max-trials", "5",
+                                                                "--max-epochs", "1"]
+    command = [*COMMAND, "--tuner", tuner, *budget, "--final-epochs", "0"]  # the last ones win
+    if tuner == "hyperband":
+        command.remove("--max-trials")
+        command.remove("4")
+    planned = planned_trials(tuner, None if tuner == "hyperband" else 5, 3)
+    project = tmp_path / "k"
+    job = Job(tmp_path, command)
+    job.wait_for(r"completed on tuner")
+    job.wait_for(r"completed on tuner")
+    job.kill_all()
+    done = completed_trials(project)
+    assert 2 <= len(done) < planned
+
+    job = Job(tmp_path, command)
+    assert job.finish() == 0, job.output[-3000:]
+    assert f"resumed: {len(done)} finished trials reloaded, not rerun" in job.output
+    assert set(started_trials(job.output)).isdisjoint(done), job.output
+    trials = [json.loads(p.read_text()) for p in project.glob("trial_*/trial.json")]
+    assert len(trials) == planned and {t["status"] for t in trials} == {"COMPLETED"}
+    values = [json.dumps(t["hyperparameters"]["values"], sort_keys=True) for t in trials]
+    assert len(set(values)) == len(values)
+    assert json.loads((project / "oracle.json").read_text())["ongoing_trials"] == {}
+    if tuner == "hyperband":  # each continued trial continues one of this search's trials
+        continued = [t["hyperparameters"]["values"].get("tuner/trial_id") for t in trials]
+        assert {c for c in continued if c} <= {t["trial_id"] for t in trials}
 
 
 def mount_small_filesystem(path: Path, size: str) -> None:
