@@ -80,6 +80,31 @@ class Callback(keras.callbacks.Callback):
     def on_fit_end(self, trainer) -> None:
         """Called once when `Trainer.fit` finishes normally (also after early stopping)."""
 
+    # --- what changes the weights themselves (`EMA`, `StochasticWeightAveraging`) ----------
+
+    def optimizer_options(self, trainer, steps_per_epoch: int) -> dict:
+        """Keyword arguments for the optimizer the Trainer builds for an uncompiled model (Keras'
+        `use_ema`, or a `learning_rate` schedule of its own); default: none. Asked once per fit,
+        before compiling; two callbacks may not set the same argument."""
+        return {}
+
+    def state_variables(self, trainer) -> list:
+        """Keras variables the run's state keeps beside the model's and the optimizer's, saved
+        at every epoch's end and restored to the bit on resume; default: none. Asked once per
+        fit, after compiling, before the saved state is restored (`trainer.model` is set)."""
+        return []
+
+    def on_before_state_save(self, trainer, epoch: int) -> None:
+        """Called at the end of every epoch (`epoch` from 0), after every callback's
+        `on_epoch_end` and the history, just before the run's state is saved (also after a
+        fault, when nothing is saved): put into the model what the state must hold."""
+
+    def offer_weights(self, trainer, logs: dict, label: str) -> bool | None:
+        """The model holds weights that no epoch ended with (an average, called `label`),
+        validated with `logs`: keep them if they are better, as the checkpoint does. Returns
+        whether they were kept (None: not this callback's concern). See `Trainer.offer_weights`."""
+        return None
+
     def on_validation_end(self, trainer, result) -> None:
         """Called after `Trainer.validate` with its `TestResult` on the validation split."""
 

@@ -61,11 +61,11 @@ class Checkpoint(MonitorCallback):
             return
         self._keep_if_better(logs, epoch + 1, None)
 
-    def offer(self, logs: dict, epochs: int, label: str) -> bool | None:
-        """A model that no epoch ended with (the Trainer's averaged weights, validated with
-        `logs` after `epochs` epochs): saved, as the best, if its monitored metric is better.
-        Returns whether it was kept (None: nothing to compare or nowhere to save)."""
-        return self._keep_if_better(logs, epochs, label)
+    def offer_weights(self, trainer, logs: dict, label: str) -> bool | None:
+        """Weights that no epoch ended with (an average, validated with `logs` after the run's
+        epochs): saved, as the best, if its monitored metric is better. Returns whether they
+        were kept (None: nothing to compare or nowhere to save)."""
+        return self._keep_if_better(logs, trainer.current_epoch, label)
 
     def _keep_if_better(self, logs, epochs: int, label: str | None) -> bool | None:
         """Save the model if `logs` score better than the best so far; whether it did (None:

@@ -83,14 +83,19 @@ def print_callbacks(console=None) -> None:
 # is `on_test_end` to Keras; digits callbacks take it as `on_evaluate_end`. An epoch's end is
 # the fit loop's steps (`digits.engine.loop.EPOCH_END`), the callbacks' among them.
 EPOCH_ENDS = "each epoch ends (then the run's state is saved)"
+CALLBACK_STEPS = ("on_epoch_end", "on_before_state_save", "state_dict")  # the loop's, theirs
+TRAINER_HOOKS = ("optimizer_options", "state_variables", "setup", "on_fit_start",
+                 "on_before_state_save", "on_fit_end", "offer_weights", "teardown",
+                 "on_exception")
 RUN_HOOKS = (
-    ("fit starts", ("setup", "on_fit_start", "on_train_begin")),
+    ("fit starts", ("optimizer_options", "state_variables", "setup", "on_fit_start",
+                    "on_train_begin")),
     ("each epoch starts", ("on_epoch_begin",)),
     ("each training batch", ("on_train_batch_begin", "on_train_batch_end")),
     ("each validation pass", ("on_test_begin", "on_test_batch_begin", "on_test_batch_end",
                               "on_test_end")),
-    (EPOCH_ENDS, ("on_epoch_end", "state_dict")),  # shown as the loop's steps
-    ("fit ends", ("on_train_end", "on_fit_end", "teardown")),
+    (EPOCH_ENDS, CALLBACK_STEPS),  # shown as the loop's steps
+    ("fit ends", ("on_train_end", "on_fit_end", "offer_weights", "teardown")),
     ("test", ("setup", "on_test_end", "teardown")),
     ("a resumed run, before fit starts", ("load_state_dict",)),
     ("anything raised", ("on_exception",)),
@@ -105,7 +110,7 @@ def hook_rows(callbacks: list) -> list[tuple[str, str, list[str]]]:
     rows = []
     for moment, hooks in RUN_HOOKS:
         for hook in (steps if moment == EPOCH_ENDS else hooks):
-            if hook not in ("on_epoch_end", "state_dict") and moment == EPOCH_ENDS:
+            if hook not in CALLBACK_STEPS and moment == EPOCH_ENDS:
                 rows.append((moment, hook, [f"(the trainer: {steps[hook]})"]))
                 continue
             if hook in ("state_dict", "load_state_dict"):
@@ -115,9 +120,7 @@ def hook_rows(callbacks: list) -> list[tuple[str, str, list[str]]]:
                           (None, getattr(Callback, hook))]
                 shown = hook
             else:
-                trainer_level = moment == "test" or hook in ("setup", "on_fit_start",
-                                                             "on_fit_end", "teardown",
-                                                             "on_exception")
+                trainer_level = moment == "test" or hook in TRAINER_HOOKS
                 acting = [c for c in callbacks if _acts(c, hook, trainer_level)]
                 shown = "on_evaluate_" + hook[len("on_test_"):] \
                     if moment == "each validation pass" and hook in ("on_test_begin", "on_test_end") \

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from digits.callbacks.base import Callback
 from tests.test_resume import CrashAt, fit, make_trainer, op_determinism_off_afterwards  # noqa: F401
+
+
+def ema_of(trainer):
+    """The averages the run's EMA callback swaps (`digits.callbacks.ema`)."""
+    from digits.callbacks.ema import EMA
+
+    return next(c for c in trainer.callbacks if isinstance(c, EMA)).average
 
 
 class ValidationWeights(Callback):
@@ -17,22 +26,22 @@ class ValidationWeights(Callback):
         self.seen = []
 
     def on_epoch_end(self, epoch, logs=None):
-        average = self.trainer.weight_average
+        average = ema_of(self.trainer)
         self.seen.append((self.model.get_weights()[0].copy(),
                           [a.numpy().copy() for _, a in average.pairs()][0]))
 
 
 def test_keras_keeps_one_average_per_trainable_variable_among_the_optimizer_variables():
-    """What digits.recipes.averaging assumes of Keras' private names, and that the run's state (the
+    """What digits.callbacks.ema assumes of Keras' private names, and that the run's state (the
     optimizer's variables) holds the averages."""
     import keras
 
+    from digits.callbacks.ema import WeightAverage
     from digits.engine.compiling import make_optimizer
     from digits.models import build_model
-    from digits.recipes.averaging import WeightAverage
 
     model = build_model("cnn", filters=4, dense_units=8)
-    model.compile(optimizer=make_optimizer("adam", 1e-3, ema_decay=0.9),
+    model.compile(optimizer=make_optimizer("adam", 1e-3, use_ema=True, ema_momentum=0.9),
                   loss="sparse_categorical_crossentropy")
     model.optimizer.build(model.trainable_variables)
     average = WeightAverage.of(model)
@@ -67,7 +76,7 @@ def test_validation_checkpoint_and_the_final_model_use_the_average(tmp_path, sma
     assert all(not np.array_equal(in_model, kept) for in_model, kept in watch.seen)
     # Training went on from the training weights, not from the average: the average moved
     # towards them (decay 0.9) rather than being overwritten each epoch.
-    average = trainer.weight_average
+    average = ema_of(trainer)
     assert not average.in_model
     # After the fit the model holds the average (Keras' finalize_variable_values) ...
     for (_, a), v in zip(average.pairs(), model.trainable_variables, strict=True):
@@ -105,9 +114,17 @@ def test_a_resumed_run_with_averaged_weights_ends_bit_identical(tmp_path, small_
 def test_swa_settings_and_schedule():
     """The averaged epochs run at a constant swa_lr (half the rate unless given), reached
     by the cosine as they begin; averaging twice, or with restarts, is refused."""
-    from digits.engine.compiling import learning_rate_schedule
+    from digits import Trainer
+    from digits.callbacks.swa import StochasticWeightAveraging
     from digits.engine.config import TrainerSettings
     from digits.errors import ConfigError
+
+    def learning_rate_schedule(config, steps_per_epoch):
+        """The schedule the run's SWA callback asks the optimizer for."""
+        trainer = Trainer(callbacks=[], **{f.name: getattr(config, f.name) for f in
+                                           dataclasses.fields(config)})
+        [swa] = [c for c in trainer.callbacks if isinstance(c, StochasticWeightAveraging)]
+        return swa.optimizer_options(trainer, steps_per_epoch)["learning_rate"]
 
     config = TrainerSettings(max_epochs=10, swa_epochs=4, learning_rate=1e-3)
     assert config.swa_lr == pytest.approx(5e-4) and config.swa_start_epoch == 6
@@ -134,7 +151,7 @@ def test_swa_settings_and_schedule():
 def test_swa_is_the_mean_of_the_epochs_weights_and_batch_norm_is_recomputed_for_it():
     import keras
 
-    from digits.recipes.averaging import StochasticWeightAverage
+    from digits.callbacks.swa import StochasticWeightAverage
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9)(
@@ -212,3 +229,72 @@ def json_round_trip(value):
     import json
 
     return json.loads(json.dumps(value))
+
+
+# -- the hooks averaging uses, open to any callback -------------------------------------------
+
+
+class Counted(Callback):
+    """A plugin keeping a variable in the run's state (`state_variables`) that it advances just
+    before each save (`on_before_state_save`), and asking the optimizer for an option."""
+
+    def __init__(self, option: dict | None = None) -> None:
+        super().__init__()
+        self.option = option or {}
+        self.variable = None
+
+    def optimizer_options(self, trainer, steps_per_epoch):
+        return self.option
+
+    def state_variables(self, trainer):
+        import keras
+
+        self.variable = keras.Variable(0, dtype="int64", trainable=False, name="counted")
+        return [self.variable]
+
+    def on_before_state_save(self, trainer, epoch):
+        self.variable.assign(self.variable.numpy() * 10 + epoch + 1)
+
+
+def test_a_plugins_state_variables_are_saved_each_epoch_and_restored_on_resume(tmp_path,
+                                                                             small_data):
+    from digits.errors import CallbackRaised
+
+    with pytest.raises(CallbackRaised):
+        fit(make_trainer(tmp_path, "r", [Counted(), CrashAt(2)]), small_data, filters=4)
+    counted = Counted()
+    trainer = make_trainer(tmp_path, "r", [counted])
+    fit(trainer, small_data, filters=4)
+    assert trainer.resumed_from_epoch == 2
+    assert int(counted.variable.numpy()) == 1234  # epochs 1-2 saved and restored, 3-4 added
+
+
+def test_optimizer_options_reach_the_optimizer_and_may_not_clash(tmp_path, small_data):
+    from digits.errors import ConfigError
+
+    trainer = make_trainer(tmp_path, "o", [Counted({"weight_decay": 0.01})], max_epochs=1)
+    model = fit(trainer, small_data, filters=4)
+    assert model.optimizer.weight_decay == pytest.approx(0.01)
+    trainer = make_trainer(tmp_path, "o2", [Counted({"clipnorm": 1.0}),
+                                            Counted({"clipnorm": 2.0})], max_epochs=1)
+    with pytest.raises(ConfigError, match="both set the optimizer's 'clipnorm'"):
+        fit(trainer, small_data, filters=4)
+
+
+def test_a_model_compiled_with_use_ema_is_validated_with_its_averages(tmp_path, small_data):
+    import keras
+
+    from digits.callbacks.ema import EMA
+    from digits.callbacks.swa import StochasticWeightAveraging
+    from digits.errors import ConfigError
+
+    watch = ValidationWeights()
+    trainer = make_trainer(tmp_path, "own", [watch], max_epochs=2)
+    model = trainer.build_model("cnn", filters=4, dense_units=32)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, use_ema=True, ema_momentum=0.9),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    trainer.fit(model, small_data)
+    assert [type(c).__name__ for c in trainer.callbacks][0] == "EMA"
+    assert all(not np.array_equal(in_model, kept) for in_model, kept in watch.seen)
+    with pytest.raises(ConfigError, match="two ways of averaging"):
+        _ = make_trainer(tmp_path, "both", [EMA(0.9), StochasticWeightAveraging(1, 1e-3)]).callbacks

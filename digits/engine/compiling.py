@@ -7,16 +7,15 @@ from __future__ import annotations
 from digits.engine.config import TrainerSettings
 
 
-def make_optimizer(name: str, learning_rate, ema_decay: float | None = None):
+def make_optimizer(name: str, learning_rate, **options):
     """A Keras optimizer by name ("adam", "adamw", "sgd" with Nesterov momentum, "rmsprop"),
-    keeping an exponential moving average of the weights with `ema_decay` (`digits.recipes.averaging`)."""
+    with Keras' own `options` on top (`use_ema=True, ema_momentum=0.99`: the `EMA` callback's)."""
     import keras
 
-    averaging = {"use_ema": True, "ema_momentum": ema_decay} if ema_decay is not None else {}
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, **averaging)
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, **options)
     return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate=learning_rate, **averaging)
+            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate=learning_rate, **options)
 
 
 def outputs_logits(model) -> bool:
@@ -31,12 +30,14 @@ def outputs_logits(model) -> bool:
 
 def compile_model(model, config: TrainerSettings, steps_per_epoch: int, strategy=None, *,
                   confusion_matrix: bool = True, jit_compile: bool = False,
-                  num_classes: int | None = None) -> int:
+                  num_classes: int | None = None, optimizer_options: dict | None = None) -> int:
     """Compile `model` for a run of `config`; returns the steps per execution it uses.
 
     An uncompiled model gets `config`'s optimizer with cosine (or constant) learning-rate
     decay over the whole run, cross-entropy smoothed by `label_smoothing`, accuracy and the
     streaming confusion matrix (`confusion_matrix=False` leaves it out: XLA cannot compile it).
+    `optimizer_options` go to the optimizer as they are (what the callbacks asked for through
+    `Callback.optimizer_options`: a `learning_rate` there replaces the schedule).
     A model the user compiled keeps their choices; only the execution grouping is set.
     """
     import keras
@@ -54,9 +55,12 @@ def compile_model(model, config: TrainerSettings, steps_per_epoch: int, strategy
         model.steps_per_execution = spe
         build_optimizer(model, strategy)
         return spe
-    lr = learning_rate_schedule(config, steps_per_epoch)
+    options = dict(optimizer_options or {})
+    lr = options.pop("learning_rate", None)
+    if lr is None:
+        lr = learning_rate_schedule(config, steps_per_epoch)
     with strategy.scope():
-        optimizer = make_optimizer(config.optimizer, lr, config.ema_decay)  # its variables belong in the scope
+        optimizer = make_optimizer(config.optimizer, lr, **options)  # its variables belong in the scope
         logits = outputs_logits(model)
         model.compile(
             optimizer=optimizer,
@@ -74,24 +78,12 @@ def compile_model(model, config: TrainerSettings, steps_per_epoch: int, strategy
 
 def learning_rate_schedule(config: TrainerSettings, steps_per_epoch: int):
     """The learning rate over the run: `config.learning_rate` decayed by a cosine to 1% of
-    itself (or held constant, or restarted `lr_cycles` times).
-
-    With stochastic weight averaging (`swa_epochs`) the cosine reaches `swa_lr` as the
-    averaged epochs begin and stays there (Keras' `CosineDecay` holds its floor past its
-    steps): a constant rate for the averaged epochs, as in Izmailov et al. 2018 and
-    Lightning's `StochasticWeightAveraging`, so that they explore around the minimum instead
-    of settling into one point (an average of near-identical weights changes nothing).
+    itself (or held constant, or restarted `lr_cycles` times). Stochastic weight averaging
+    replaces it with its own (`digits.callbacks.swa`).
     """
     import keras
 
     total_steps = max(1, steps_per_epoch * config.max_epochs)
-    if config.swa_epochs is not None:
-        before = steps_per_epoch * config.swa_start_epoch
-        if config.lr_schedule == "constant":
-            return keras.optimizers.schedules.PiecewiseConstantDecay(
-                [before], [config.learning_rate, config.swa_lr])
-        return keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, max(1, before), alpha=config.swa_lr / config.learning_rate)
     if config.lr_schedule == "constant":
         return config.learning_rate
     if config.lr_cycles > 1:  # restarts: each cycle decays from the full rate again

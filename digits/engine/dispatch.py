@@ -169,9 +169,17 @@ class Dispatcher:
                 # SystemExit too: a plugin calling sys.exit() must not end the run silently.
                 raise CallbackRaised(callback, hook, e) from e
 
+    def collect(self, hook: str, *args) -> list[tuple]:
+        """(callback, what it returned) from every digits callback that overrides the
+        Trainer-level `hook` (`optimizer_options`, `state_variables`, `offer_weights`), in
+        order; a callback that raises is named (`CallbackRaised`)."""
+        return collect(self.callbacks, hook, *args)
+
     def trainer_hook(self, hook: str, *args) -> None:
-        """A Trainer-level hook ("setup", "on_fit_start", ...) on every digits callback."""
-        self._call_pairs([(c, hook) for c in self._digits_callbacks()], *args)
+        """A Trainer-level hook ("setup", "on_fit_start", ...) on every digits callback that
+        acts in it (the base class's no-ops are not called, nor timed)."""
+        self._call_pairs([(c, hook) for c in self._digits_callbacks() if _overrides(c, hook)],
+                         *args)
 
     def on_exception(self, trainer, error: BaseException) -> list[str]:
         """Every callback's `on_exception`; what fails here is returned, never raised."""
@@ -197,3 +205,26 @@ class Dispatcher:
                 if self.timer is not None:
                     self.timer.add(c, self.stage, hook, time.perf_counter() - start)
         return problems
+
+
+def collect(callbacks: list, hook: str, *args) -> list[tuple]:
+    """`Dispatcher.collect` over `callbacks`, without a dispatcher."""
+    base = _digits_base()
+    answers = []
+    for c in callbacks:
+        if not isinstance(c, base) or not _overrides(c, hook):
+            continue
+        try:
+            answers.append((c, getattr(c, hook)(*args)))
+        except (KeyboardInterrupt, RunFailure, ConfigError):
+            raise
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - attributed and re-raised
+            raise CallbackRaised(c, hook, e) from e
+    return answers
+
+
+def _overrides(callback, hook: str) -> bool:
+    """Whether a digits callback acts in the Trainer-level `hook` (its class or the instance
+    replaces the base class's no-op)."""
+    return callable(getattr(callback, "__dict__", {}).get(hook)) or \
+        getattr(type(callback), hook) is not getattr(_digits_base(), hook)

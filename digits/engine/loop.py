@@ -16,13 +16,11 @@ import numpy as np
 
 # What `FitLoop.on_epoch_end` does, in order (its docstring, and --hooks, show this).
 EPOCH_END = (
-    ("averaged weights in", "the averaged weights (--ema) into the model, for the callbacks"),
     ("validation per dataset", "with mixed datasets: val_accuracy_<name> of each one's "
                                "validation images into the epoch's logs"),
     ("on_epoch_end", "every callback's on_epoch_end, in their order"),
     ("history", "the epoch's logs into trainer.history; trainer.current_epoch advances"),
-    ("training weights back", "the training weights back into the model (--ema)"),
-    ("weight average", "the stochastic weight average takes in the epoch (--swa; not after a fault)"),
+    ("on_before_state_save", "every callback's on_before_state_save"),
     ("state_dict", "the run's state saved: variables and every callback's state_dict "
                    "(not after a fault: the last good state is kept)"),
     ("metrics.json", "metrics.json written (status running)"),
@@ -38,21 +36,19 @@ class FitLoop:
         trainer: the Trainer whose fit this is (its history, epoch count, stop, state).
         dispatcher: runs the callbacks' hooks (`digits.engine.dispatch.Dispatcher`).
         epoch_variable: the variable the training pipeline draws each epoch's order from.
-        weight_average: `digits.recipes.averaging.WeightAverage` when the optimizer averages
-            the weights (--ema), else None.
         background: the fit's background writer (`digits.runs.background`), or None.
 
     What each epoch's end does, in order, is `EPOCH_END`. While the callbacks and the state
     write their files on the background thread, those writes wait until the whole end of the
     epoch has queued them (`FitWrites.held`), so they run beside the next epoch's training.
+    Weight averaging acts through the callbacks' hooks (`digits.callbacks.ema`,
+    `digits.callbacks.swa`): the loop knows nothing of it.
     """
 
-    def __init__(self, trainer, dispatcher, epoch_variable, weight_average=None,
-                 background=None) -> None:
+    def __init__(self, trainer, dispatcher, epoch_variable, background=None) -> None:
         self.trainer = trainer
         self.dispatcher = dispatcher
         self.epoch_variable = epoch_variable
-        self.weight_average = weight_average
         self.background = background
         self.name = BOOKKEEPING
 
@@ -66,12 +62,6 @@ class FitLoop:
                 loop.epoch_variable.assign(epoch)  # this epoch's data order
                 super().on_epoch_begin(epoch, logs)
 
-            def on_test_begin(self, logs=None):
-                # A fit's validation pass, and the epoch's callbacks after it, see the
-                # averaged weights; the epoch's end puts the training ones back.
-                loop._averaged_weights_in()
-                super().on_test_begin(logs)
-
             def on_epoch_end(self, epoch, logs=None):
                 loop.on_epoch_end(epoch, logs, lambda: super(Loop, self).on_epoch_end(epoch, logs))
 
@@ -83,18 +73,14 @@ class FitLoop:
         state = trainer.state
         # What is queued here starts when the next epoch trains.
         with self.background.held() if self.background is not None else contextlib.nullcontext():
-            self._averaged_weights_in()
             self._per_dataset(logs)
             callbacks_on_epoch_end()
             with self._timed("on_epoch_end"):
                 self._record(epoch, logs)
-                if self.weight_average is not None:
-                    self.weight_average.use_training()  # the state holds what trains on
+            self.dispatcher.trainer_hook("on_before_state_save", trainer, epoch)
+            with self._timed("on_epoch_end"):
                 if trainer.stopped is None or not trainer.stopped.fault:
-                    # A faulted epoch (NaN weights) never replaces the last good state, nor
-                    # joins the averaged weights.
-                    if trainer.swa is not None and epoch >= trainer.settings.swa_start_epoch:
-                        trainer.swa.update()
+                    # A faulted epoch (NaN weights) never replaces the last good state.
                     state.save()
                 state.write_metrics(status="running", background=True)  # after the state
 
@@ -114,10 +100,6 @@ class FitLoop:
             end = min(end, len(right))  # --limit-val-batches may cut the split short
             if end > first:
                 logs[f"val_accuracy_{name}"] = float(right[first:end].mean())
-
-    def _averaged_weights_in(self) -> None:
-        if self.weight_average is not None:
-            self.weight_average.use_average()
 
     def _record(self, epoch: int, logs: dict | None) -> None:
         trainer = self.trainer

@@ -65,14 +65,16 @@ class Trainer:
         label_smoothing: smoothing of the training targets, in [0, 0.5] (default 0.1; 0 is
             plain cross-entropy). Used when the model is not compiled.
         ema_decay: keep an exponential moving average of the weights with this decay (e.g.
-            0.99) and validate, checkpoint and finish with it (`digits.recipes.averaging`); None (the
-            default) trains without. Used when the model is not compiled; a model compiled
-            with an optimizer that has `use_ema=True` gets the same treatment.
+            0.99) and validate, checkpoint and finish with it (adds the callback
+            `digits.callbacks.ema.EMA`); None (the default) trains without. Used when the model
+            is not compiled; a model compiled with an optimizer that has `use_ema=True` gets
+            the same treatment.
         swa_epochs: stochastic weight averaging over the last N epochs: the learning rate
             decays to `swa_lr` as they begin and stays there, the weights at the end of each
             are averaged, and after the fit the average (its batch-norm statistics recomputed
             over the training images) is validated; the checkpoint keeps it if validation
-            prefers it to every epoch (`digits.recipes.averaging`). None (the default): no averaging.
+            prefers it to every epoch (adds the callback
+            `digits.callbacks.swa.StochasticWeightAveraging`). None (the default): no averaging.
         swa_lr: the constant learning rate of the averaged epochs (default: half of
             `learning_rate`).
         fast_dev_run: run two batches of each stage, one epoch, and write nothing heavy.
@@ -169,13 +171,10 @@ class Trainer:
         # Steps counted inside the compiled loop while a callback asks (`wants_step_counter`:
         # the progress bars), so that they move within a multi-step call; see step_counter.py.
         self.step_counter = StepCounter()
-        # During a fit with averaged weights: swaps them in for validation and the epoch's
-        # callbacks, and out before the state is saved (`digits.recipes.averaging`).
-        self.weight_average = None
-        # During a fit with `swa_epochs`: the running mean of the weights; after it, what
-        # validation said of the mean (`averaged`, also in metrics.json).
-        self.swa = None
+        # What validation said of averaged weights offered after the fit (stochastic weight
+        # averaging, `digits.callbacks.swa`); also in metrics.json.
         self.averaged: dict | None = None
+        self._state_variables: list = []  # the callbacks' (`Callback.state_variables`)
         self._callbacks: list | None = None
         self._predicted: tuple | None = None  # (step, labels, probabilities) of validation
         self._strategy = None
@@ -234,8 +233,28 @@ class Trainer:
             from digits.callbacks.profiler import ProfileBatches
 
             chosen.append(ProfileBatches(*self.profile_batch))
+        chosen = self._averaging_callbacks(chosen)
         # A stable sort: equal orders keep the order they were given in.
         return sorted(chosen, key=lambda c: getattr(c, "order", 50))
+
+    def _averaging_callbacks(self, chosen: list) -> list:
+        """The callback behind `ema_decay` (`digits.callbacks.ema.EMA`) or `swa_epochs`
+        (`digits.callbacks.swa.StochasticWeightAveraging`), unless one was given; one way of
+        averaging at a time."""
+        from digits.callbacks.ema import EMA
+        from digits.callbacks.swa import StochasticWeightAveraging
+
+        settings = self.settings
+        if settings.ema_decay is not None and not any(isinstance(c, EMA) for c in chosen):
+            chosen = [*chosen, EMA(settings.ema_decay)]
+        if settings.swa_epochs is not None and not any(
+                isinstance(c, StochasticWeightAveraging) for c in chosen):
+            chosen = [*chosen, StochasticWeightAveraging(settings.swa_epochs, settings.swa_lr)]
+        kinds = {type(c).__name__ for c in chosen if isinstance(c, (EMA, StochasticWeightAveraging))}
+        if len(kinds) > 1:
+            raise ConfigError("EMA and StochasticWeightAveraging are two ways of averaging the "
+                              "weights; choose one")
+        return chosen
 
     def _seed_everything(self) -> None:
         import keras
@@ -328,15 +347,16 @@ class Trainer:
         train_steps = self.settings.train_steps(len(data.train))
         self.step_counter = StepCounter(train_steps)
         self.settings.check_profile_range(train_steps)
-        compile_model(model, self.settings, train_steps, self.strategy,
-                      num_classes=len(data.class_names))
-        self.averaged = None
-        if self.settings.swa_epochs is not None:
-            from digits.recipes.averaging import StochasticWeightAverage
-
-            self.swa = StochasticWeightAverage(model)  # before the state that restores it
-        self.state.open(model, self.config)
+        self._average_a_compiled_optimizer(model)
         dispatcher = self._dispatcher("fit", self.callbacks)
+        compile_model(model, self.settings, train_steps, self.strategy,
+                      num_classes=len(data.class_names),
+                      optimizer_options=self._optimizer_options(dispatcher, train_steps))
+        self.averaged = None
+        # Before the state that restores them.
+        self._state_variables = [v for _, variables in dispatcher.collect(
+            "state_variables", self) for v in variables]
+        self.state.open(model, self.config)
         background = self.state.writes.start()
         with self._stage("fit", dispatcher):
             # Callbacks set up after their saved state is back, so setup may read it.
@@ -348,55 +368,50 @@ class Trainer:
             self.state.writes.raise_failure()
             if self.stopped is not None and self.stopped.fault:
                 raise TrainingStopped(self.stopped.reason)
-            if self.swa is not None and self.swa.epochs:
-                self._finish_averaging(model, data)
             dispatcher.trainer_hook("on_fit_end", self)
             self.state.writes.raise_failure()  # what on_fit_end queued, too
             self.state.write_metrics(status="fitted")
         return getattr(model, "history", None)
 
     def state_variables(self) -> list:
-        """Variables the run's state keeps beside the model's and the optimizer's."""
-        return self.swa.variables if self.swa is not None else []
+        """Variables the run's state keeps beside the model's and the optimizer's: those the
+        callbacks asked for (`Callback.state_variables`, such as stochastic weight averaging's
+        running mean)."""
+        return self._state_variables
 
-    def _finish_averaging(self, model, data: Dataset) -> None:
-        """Stochastic weight averaging's end: the mean into the model, its batch-norm
-        statistics recomputed, validated as the epochs were, and offered to the checkpoint.
+    def offer_weights(self, logs: dict, label: str) -> bool | None:
+        """The model holds weights that no epoch ended with (an average, called `label`, such
+        as `digits.callbacks.swa`'s), validated with `logs`: every callback may keep them
+        (`Callback.offer_weights`; the checkpoint saves them if they are its best). Returns
+        whether one kept them (None: no callback compared them)."""
+        from digits.engine.dispatch import collect
 
-        It depends only on the saved state (the mean, the seed generators), so a run resumed
-        after its last epoch finishes the same way.
-        """
-        import tensorflow as tf
+        answers = [kept for _, kept in collect(self.callbacks, "offer_weights", self, logs, label)
+                   if kept is not None]
+        return any(answers) if answers else None
 
-        from digits.callbacks.checkpoint import Checkpoint
+    def _optimizer_options(self, dispatcher: Dispatcher, train_steps: int) -> dict:
+        """What the callbacks ask of the optimizer the Trainer builds (`optimizer_options`)."""
+        options: dict = {}
+        owners: dict = {}
+        for callback, asked in dispatcher.collect("optimizer_options", self, train_steps):
+            for key, value in (asked or {}).items():
+                if key in options:
+                    raise ConfigError(f"{label_of(owners[key])} and {label_of(callback)} both "
+                                      f"set the optimizer's {key!r}: use one of them")
+                options[key], owners[key] = value, callback
+        return options
 
-        self.swa.apply()
-        start = time.perf_counter()
-        # Shuffled (a class-sorted dataset would give one-class batches), in an order drawn
-        # from the seed and the epoch after the last: the same on every resume.
-        batches = make_pipeline(data.train, self.batch_size, shuffle=True, seed=self.seed,
-                                epoch=tf.constant(self.max_epochs, tf.int64),
-                                limit_batches=self.settings.train_steps(len(data.train)))
-        recalibrated = self.swa.recalibrate(batches)
-        val = make_pipeline(data.val, self.eval_batch_size, limit_batches=self.limit_val_batches)
-        logs = {k: float(v) for k, v in model.evaluate(val, verbose=0, return_dict=True).items()
-                if np.ndim(v) == 0}
-        logs = {f"val_{k}": v for k, v in logs.items()}
-        first = self.settings.swa_start_epoch + 1
-        last = first + self.swa.epochs - 1
-        label = f"the mean of epochs {first}-{last}" if last > first else f"epoch {first}"
-        kept = None
-        for c in self.callbacks:
-            if isinstance(c, Checkpoint):
-                kept = c.offer(logs, self.current_epoch, label)
-        self.averaged = {"epochs": [first, last], "batch_norm_batches": recalibrated,
-                         "seconds": round(time.perf_counter() - start, 3), **logs,
-                         **({"kept": kept} if kept is not None else {})}
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("val_loss",
-                                                                            "val_accuracy"))
-        verdict = "" if kept is None else (" (kept by the checkpoint)" if kept else
-                                           " (the checkpoint keeps its best epoch)")
-        self.notice(f"averaged weights, {label}: {shown}{verdict}")
+    def _average_a_compiled_optimizer(self, model) -> None:
+        """A model compiled with an optimizer that keeps weight averages (`use_ema=True`) is
+        validated, checkpointed and finished with them as `ema_decay` would (an `EMA`
+        callback without a decay of its own)."""
+        from digits.callbacks.ema import EMA, optimizer_with_averages
+
+        if optimizer_with_averages(model) is not None and not any(
+                isinstance(c, EMA) for c in self.callbacks):
+            self._callbacks = sorted([EMA(), *self.callbacks],
+                                     key=lambda c: getattr(c, "order", 50))
 
     def _say_if_unsaveable(self, model) -> None:
         """A `keras.Model` subclass that Keras cannot rebuild from a file (not registered with
@@ -462,12 +477,10 @@ class Trainer:
         import tensorflow as tf
 
         from digits.engine.loop import FitLoop
-        from digits.recipes.averaging import WeightAverage
 
         # The training pipeline draws each epoch's data order from this variable.
         epoch_variable = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
-        self.weight_average = WeightAverage.of(model)
-        loop = FitLoop(self, dispatcher, epoch_variable, self.weight_average, background)
+        loop = FitLoop(self, dispatcher, epoch_variable, background)
         train_ds = make_pipeline(data.train, self.batch_size, shuffle=True, seed=self.seed,
                                  epoch=epoch_variable, limit_batches=train_steps)
         val_ds = make_pipeline(data.val, self.eval_batch_size,

@@ -1,3 +1,4 @@
-"""Training and inference recipes: averaged weights (`averaging`), test-time augmentation
-(`tta`), the learning-rate range test (`lr_finder`) and ensembles (`ensemble`).
+"""Training and inference recipes: test-time augmentation (`tta`), the learning-rate range test
+(`lr_finder`) and ensembles (`ensemble`). Averaged weights are callbacks:
+`digits.callbacks.ema` (`--ema`) and `digits.callbacks.swa` (`--swa`).
 """
