@@ -59,6 +59,7 @@ def number_type(kind: type, lo=None, hi=None, lo_open: bool = False, label: str 
         return value
 
     parse.__name__ = label
+    parse.whole = kind is int  # a TOML float is refused for it, not truncated
     return parse
 
 
@@ -202,8 +203,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "
                             "the main dataset then goes whole to training and validation")
     group.add_argument("--validation-split", type=fraction, default=0.1, metavar="F",
                        help="fraction held out for validation, stratified (default: 0.1)")
-    group.add_argument("--seed", type=seed_int, default=0, metavar="N",
-                       help="seed of the data split, data order and weights (default: 0)")
+    add_setting_argument(group, "seed")
 
 
 def add_saved_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -290,35 +290,80 @@ swa_lr = setting_type("swa_lr", "a learning rate in (0, 10]")
 probability = number_type(float, 0.0, 1.0, label="a probability in [0, 1]")
 
 
-def add_label_smoothing_argument(group) -> None:
-    group.add_argument("--label-smoothing", type=label_smoothing,
-                       default=settings.DEFAULTS.label_smoothing, metavar="S",
-                       help="smoothing of the training targets, 0 for plain cross-entropy "
-                            "(default: 0.1; it keeps 'best by validation loss' from picking a "
-                            "lucky early epoch)")
+def _setting_fields():
+    import dataclasses
+
+    return {f.name: f for f in dataclasses.fields(settings.TrainerSettings)}
+
+
+def setting_flags(command: str) -> list[str]:
+    """The settings `command` ("train" or "tune") offers as flags, in their declared order
+    (`--seed` is among the data flags)."""
+    return [name for name, f in _setting_fields().items()
+            if f.metadata["flag"] and name != "seed"
+            and (command == "train" or f.metadata["tune"])]
+
+
+_PARSERS = {
+    "count": lambda name, label: positive_int,
+    "range": lambda name, label: setting_type(name, label),
+    "auto_or_count": lambda name, label: steps_per_execution,
+    "batch_range": lambda name, label: batch_range,
+}
+
+
+def add_setting_argument(group, name: str, default=None, type=None, help: str | None = None):
+    """The flag of the Trainer setting `name`, made from its declaration
+    (`digits.engine.config.setting`): flag, type, range, default and help. `default`, `type`
+    and `help` replace the declared ones where a command needs its own."""
+    field = _setting_fields()[name]
+    meta = field.metadata
+    value = field.default if default is None else default
+    if value is None and meta["none_word"]:
+        value = meta["none_word"]
+    kwargs = {"default": value, "help": (help or meta["help"]).format(default=field.default)}
+    if meta["parse"] == "switch":
+        kwargs["action"] = "store_true"
+    elif meta["parse"] == "choice":
+        kwargs["choices"] = [meta["none_word"] if c is None else c for c in meta["choices"]]
+    else:
+        kwargs["type"] = type or _PARSERS[meta["parse"]](name, meta["label"])
+        kwargs["metavar"] = meta["metavar"]
+    group.add_argument(meta["flag"], **kwargs)
+
+
+def settings_from_args(args: argparse.Namespace) -> dict:
+    """The Trainer settings the parsed flags give (each setting whose flag the command has),
+    as keyword arguments for `Trainer`."""
+    given = vars(args)
+    chosen = {}
+    for name, field in _setting_fields().items():
+        meta = field.metadata
+        dest = meta["flag"] and meta["flag"].lstrip("-").replace("-", "_")
+        if dest and dest in given:
+            value = given[dest]
+            chosen[name] = None if meta["none_word"] and value == meta["none_word"] else value
+    return chosen
 
 
 def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int) -> None:
+    """`digits.train`'s training flags: every setting that has one, then where runs go."""
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=positive_int, default=epochs_default, metavar="N",
-                       help=f"epochs to train (default: {epochs_default})")
-    group.add_argument("--learning-rate", type=learning_rate_or_auto,
-                       default=settings.DEFAULTS.learning_rate, metavar="LR",
-                       help="initial learning rate, decayed by a cosine schedule, or auto: "
-                            "the suggestion of a learning-rate range test run first "
-                            "(default: 0.002)")
-    group.add_argument("--find-lr", action="store_true",
-                       help="run the learning-rate range test only: plot the loss against "
-                            "the learning rate (PNG, TensorBoard), print the suggestion, exit")
-    group.add_argument("--optimizer", choices=settings.OPTIMIZERS,
-                       default=settings.DEFAULTS.optimizer,
-                       help="optimizer (default: adam)")
-    add_shared_training_arguments(group)
-    group.add_argument("--strategy", choices=[str(s).lower() for s in settings.STRATEGIES],
-                       default="none",
-                       help="mirrored: tf.distribute.MirroredStrategy over this host's GPUs")
-    group.add_argument("--fast-dev-run", action="store_true",
-                       help="a couple of batches of each stage, one epoch, nothing heavy written")
+    for name in setting_flags("train"):
+        if name == "max_epochs":
+            add_setting_argument(group, name, default=epochs_default,
+                                 help=f"epochs to train (default: {epochs_default})")
+        elif name == "learning_rate":
+            add_setting_argument(
+                group, name, type=learning_rate_or_auto,
+                help="initial learning rate, decayed by a cosine schedule, or auto: the "
+                     "suggestion of a learning-rate range test run first (default: {default:g})")
+            group.add_argument("--find-lr", action="store_true",
+                               help="run the learning-rate range test only: plot the loss "
+                                    "against the learning rate (PNG, TensorBoard), print the "
+                                    "suggestion, exit")
+        else:
+            add_setting_argument(group, name)
     group.add_argument("--log-dir", type=non_empty, default="logs", metavar="DIR",
                        help="root of all runs (default: logs)")
     group.add_argument("--no-resume", action="store_true",
@@ -326,36 +371,10 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int) 
 
 
 def add_shared_training_arguments(group) -> None:
-    """The training options `digits.train` and `digits.tune` share, declared once."""
-    group.add_argument("--batch-size", type=batch_int, default=settings.DEFAULTS.batch_size,
-                       metavar="N",
-                       help="batch size (default: 128)")
-    add_label_smoothing_argument(group)
-    group.add_argument("--ema", type=ema_decay, default=None, metavar="DECAY",
-                       help="validate, checkpoint and test an exponential moving average of "
-                            "the weights with this decay, e.g. 0.99 (default: off)")
-    group.add_argument("--swa", type=positive_int, default=None, metavar="EPOCHS",
-                       help="stochastic weight averaging: average the weights of the last "
-                            "EPOCHS epochs, trained at a constant --swa-lr, recompute the "
-                            "batch-norm statistics, keep the average if validation prefers it "
-                            "(digits.tune: in the final retraining; default: off)")
-    group.add_argument("--swa-lr", type=swa_lr, default=None, metavar="LR",
-                       help="with --swa: the learning rate of the averaged epochs (default: "
-                            "half the initial learning rate)")
-    group.add_argument("--deterministic", action="store_true",
-                       help="deterministic TensorFlow ops (reproducible, slower)")
-    group.add_argument("--precision", choices=settings.PRECISIONS, default="auto",
-                       help="Keras dtype policy (default: auto = mixed_bfloat16 on a CPU with "
-                            "native bfloat16, AVX512_BF16 or AMX, else float32)")
-    group.add_argument("--steps-per-execution", type=steps_per_execution, default="auto",
-                       metavar="N", help="batches per compiled call (default: auto = 32)")
-    group.add_argument("--limit-train-batches", type=positive_int, default=None, metavar="N",
-                       help="train on at most N batches per epoch (quick runs, tests)")
-    group.add_argument("--limit-val-batches", type=positive_int, default=None, metavar="N",
-                       help="validate on at most N batches")
-    group.add_argument("--profile-batch", type=batch_range, default=None, metavar="START,STOP",
-                       help="a TensorFlow profiler trace of these training batches (counted "
-                            "from 1) for TensorBoard's Profile tab (pip install -e '.[profile]')")
+    """The training flags `digits.tune` offers too (its trials and final retraining): the
+    settings declared with `tune=True`."""
+    for name in setting_flags("tune"):
+        add_setting_argument(group, name)
 
 
 # ----------------------------------------------------------------------------- TOML config
@@ -450,7 +469,7 @@ def _config_value(path: str, key: str, value, action: argparse.Action):
         return [_convert(where, action, str(v)) for v in value]
     if isinstance(value, (dict, list)) or isinstance(value, bool):
         raise ConfigError(f"{where} has the wrong type: {value!r}")
-    if action.type in (int, positive_int, non_negative_int, seed_int, batch_int) and isinstance(value, float):
+    if (action.type is int or getattr(action.type, "whole", False)) and isinstance(value, float):
         raise ConfigError(f"{where} must be a whole number, got {value!r}")
     converted = _convert(where, action, str(value))
     if action.choices is not None and converted not in action.choices:

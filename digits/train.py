@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from digits import cli
+from digits.engine.config import DEFAULTS
 
-DEFAULT_EPOCHS = 40
+DEFAULT_EPOCHS = DEFAULTS.max_epochs
 # Fine-tuning (--init-from): fewer epochs at a tenth of the learning rate (see docs/your-digits.md).
 FINETUNE_EPOCHS = 10
 FINETUNE_LEARNING_RATE = 2e-4
@@ -81,7 +82,6 @@ def run(argv: list[str] | None = None) -> int:
     # (no TensorFlow yet) first.
     from digits.callbacks.registry import resolve
     from digits.data import load_dataset
-    from digits.engine.config import DEFAULTS
     from digits.errors import DatasetError, ModelError
     from digits.models import model_hyperparameters
     from digits.runs.directory import check_writable_dir
@@ -292,30 +292,16 @@ def train_snapshot_ensemble(args, data, callbacks: list, name: str, learning_rat
 
 def make_trainer(args, callbacks: list, name: str, learning_rate: float,
                  seed: int | None = None, epochs: int | None = None, **more):
+    """The Trainer of this command line: every setting its flags give
+    (`cli.settings_from_args`), then what this run changes (`learning_rate`, `seed`,
+    `epochs`, `more`)."""
     from digits.engine.trainer import Trainer
 
-    return Trainer(
-        max_epochs=args.epochs if epochs is None else epochs,
-        callbacks=callbacks,
-        log_dir=args.log_dir,
-        name=name,
-        seed=args.seed if seed is None else seed,
-        deterministic=args.deterministic,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        strategy=None if args.strategy == "none" else args.strategy,
-        optimizer=args.optimizer,
-        learning_rate=learning_rate,
-        label_smoothing=args.label_smoothing,
-        ema_decay=args.ema,
-        fast_dev_run=args.fast_dev_run,
-        limit_train_batches=args.limit_train_batches,
-        limit_val_batches=args.limit_val_batches,
-        steps_per_execution=args.steps_per_execution,
-        profile_batch=args.profile_batch,
-        **{"resume": not args.no_resume, "swa_epochs": args.swa, "swa_lr": args.swa_lr,
-           **more},
-    )
+    return Trainer(callbacks=callbacks, **{
+        "log_dir": args.log_dir, "name": name, "resume": not args.no_resume,
+        **cli.settings_from_args(args), "learning_rate": learning_rate,
+        **({"seed": seed} if seed is not None else {}),
+        **({"max_epochs": epochs} if epochs is not None else {}), **more})
 
 
 def find_learning_rate(trainer, args, data, hyperparameters: dict):

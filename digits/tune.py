@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from digits import cli
+from digits.engine.config import DEFAULTS
 from digits.tuner.pruning import PRUNERS, check_pruner
 from digits.tuner.space import MODEL, TRAINER_HYPERPARAMETERS, check_pins, space_help
 
@@ -32,7 +33,7 @@ TUNERS = ("hyperband", "random", "bayesian", "grid")
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
 DEFAULT_MAX_TRIALS = 10
 DEFAULT_MAX_EPOCHS = 4
-DEFAULT_FINAL_EPOCHS = 40
+DEFAULT_FINAL_EPOCHS = DEFAULTS.max_epochs  # as digits.train
 # Three retrained models averaged: on validation (500 images a seed, seeds 0-2) 99.13% and a
 # lower loss on every seed, against 98.98% for one of them; official test 99.54% against 99.46%
 # (BENCHMARKS.md, 2026-12-05). About 2 minutes more per extra member on 2 cores in bfloat16.
@@ -240,13 +241,10 @@ def _run_project(args, argv, role, pins: dict, project: str, project_dir: Path) 
     if data.train is None:
         raise DatasetError(f"dataset {args.dataset!r} has no training data, only a test part")
 
-    trainer_options = {
-        "batch_size": args.batch_size, "limit_train_batches": args.limit_train_batches,
-        "limit_val_batches": args.limit_val_batches, "precision": args.precision,
-        "profile_batch": args.profile_batch,
-        "deterministic": args.deterministic, "steps_per_execution": args.steps_per_execution,
-        "label_smoothing": args.label_smoothing, "ema_decay": args.ema,
-    }
+    # Every trial trains with the settings the flags give, but stochastic weight averaging
+    # (trials are too short to average; it is the final retraining's).
+    trainer_options = {k: v for k, v in cli.settings_from_args(args).items()
+                       if k not in ("seed", "swa_epochs", "swa_lr")}
     hypermodel = DigitsHyperModel(callbacks=trial_callbacks, trainer_options=trainer_options,
                                   seed=args.seed, max_epochs=args.max_epochs,
                                   log_dir=args.directory)
@@ -518,25 +516,13 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
 
     def final_trainer(member: int | None = None):
         return Trainer(
-            max_epochs=args.final_epochs,
             callbacks=with_hparams(run_callbacks(), HParams(values, group="best")),
             log_dir=project_dir,
             name="best" if member is None else ensemble.member_name("best", member),
-            seed=args.seed + (member or 0),
-            deterministic=args.deterministic,
-            batch_size=args.batch_size,
-            precision=args.precision,
-            label_smoothing=args.label_smoothing,
-            ema_decay=args.ema,
-            swa_epochs=args.swa,  # the final retraining's: trials are too short to average
-            swa_lr=args.swa_lr,
-            optimizer=values["optimizer"],
-            learning_rate=float(values["learning_rate"]),
-            limit_train_batches=args.limit_train_batches,
-            limit_val_batches=args.limit_val_batches,
-            steps_per_execution=args.steps_per_execution,
-            profile_batch=args.profile_batch,
             resume=True,
+            **{**cli.settings_from_args(args), "max_epochs": args.final_epochs,
+               "seed": args.seed + (member or 0), "optimizer": values["optimizer"],
+               "learning_rate": float(values["learning_rate"])},
         )
     members = f", {args.final_ensemble} times (an ensemble)" if args.final_ensemble > 1 else ""
     print(f"retraining the best hyperparameters (trial {record['trial_id']}) for "

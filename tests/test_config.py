@@ -113,3 +113,89 @@ def test_a_good_profile_range_is_kept_and_checked_against_the_run():
     with pytest.raises(ConfigError, match="ends past the run's 6 training batches"):
         config.check_profile_range(train_steps=3)
     assert "profile_batch" not in config.to_dict()  # it observes a run; resuming ignores it
+
+
+# -- one declaration per setting ---------------------------------------------------------------
+
+
+def parser_of(command: str) -> argparse.ArgumentParser:
+    module = {"train": "digits.train", "tune": "digits.tune"}[command]
+    import importlib
+
+    return importlib.import_module(module).build_parser()
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_every_declared_flag_is_offered_with_its_declared_default_and_help(command):
+    options = {o: a for a in parser_of(command)._actions for o in a.option_strings}
+    for field in dataclasses.fields(TrainerSettings):
+        meta = field.metadata
+        assert meta["help"], field.name
+        offered = meta["flag"] and (command == "train" or meta["tune"] or field.name == "seed")
+        if not offered:
+            continue
+        action = options[meta["flag"]]
+        default = meta["none_word"] if field.default is None and meta["none_word"] else \
+            field.default
+        if field.name != "max_epochs":  # digits.tune's trials and final retraining have theirs
+            assert action.default == default or (command, field.name) in {
+                ("train", "learning_rate")}, field.name  # None: resolved with --init-from
+        if field.name not in ("max_epochs", "learning_rate"):
+            assert action.help == meta["help"].format(default=field.default)
+
+
+def test_the_flags_give_the_trainer_exactly_the_settings_they_name(tmp_path):
+    from digits.engine.trainer import Trainer
+
+    args = parser_of("train").parse_args([
+        "--epochs", "7", "--batch-size", "64", "--ema", "0.9", "--strategy", "none",
+        "--precision", "float32", "--steps-per-execution", "3", "--profile-batch", "1,2",
+        "--limit-train-batches", "5", "--deterministic", "--seed", "4", "--optimizer", "sgd",
+        "--learning-rate", "0.01", "--label-smoothing", "0"])
+    chosen = cli.settings_from_args(args)
+    assert Trainer(log_dir=tmp_path, **chosen).settings == TrainerSettings(
+        max_epochs=7, batch_size=64, ema_decay=0.9, strategy=None, precision="float32",
+        steps_per_execution=3, profile_batch=(1, 2), limit_train_batches=5,
+        deterministic=True, seed=4, optimizer="sgd", learning_rate=0.01, label_smoothing=0.0)
+    tune_args = parser_of("tune").parse_args(["--swa", "3", "--batch-size", "32"])
+    assert {k: cli.settings_from_args(tune_args)[k] for k in ("swa_epochs", "batch_size")} == \
+        {"swa_epochs": 3, "batch_size": 32}
+    assert "optimizer" not in cli.settings_from_args(tune_args)  # searched, not a flag there
+
+
+def test_a_new_setting_is_one_field_and_the_commands_offer_it(monkeypatch):
+    """Declared once (a field with `setting(...)`), it is a flag of both commands with its
+    range, and the flags hand it back."""
+    from digits.engine import config
+
+    grown = dataclasses.make_dataclass(
+        "GrownSettings", [("warmup_epochs", int, config.setting(
+            2, "epochs of linear warm-up (default: {default})", "--warmup-epochs", "N", "count",
+            tune=True))], bases=(TrainerSettings,), frozen=True)
+    monkeypatch.setattr(config, "TrainerSettings", grown)
+    for command in ("train", "tune"):
+        parser = parser_of(command)
+        assert cli.settings_from_args(parser.parse_args(["--warmup-epochs", "5"]))[
+            "warmup_epochs"] == 5
+        action = next(a for a in parser._actions if "--warmup-epochs" in a.option_strings)
+        assert (action.default, action.help) == (2, "epochs of linear warm-up (default: 2)")
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--warmup-epochs", "0"])
+
+
+def test_the_trainer_takes_settings_whole_or_as_keywords_and_refuses_unknown_ones(tmp_path):
+    import inspect
+
+    from digits.engine.trainer import Trainer
+
+    whole = Trainer(TrainerSettings(max_epochs=3, batch_size=32), log_dir=tmp_path, batch_size=16)
+    assert (whole.max_epochs, whole.batch_size) == (3, 16)  # a keyword wins
+    parameters = inspect.signature(Trainer).parameters
+    assert all(parameters[f.name].default == f.default for f in dataclasses.fields(TrainerSettings))
+    assert all(f"{f.name}=" in Trainer.__doc__ for f in dataclasses.fields(TrainerSettings))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_epoch'"):
+        Trainer(max_epoch=3)
+    assert DEFAULTS.max_epochs == 40 and Trainer().max_epochs == 40
+    from digits import train, tune
+
+    assert train.DEFAULT_EPOCHS == tune.DEFAULT_FINAL_EPOCHS == DEFAULTS.max_epochs

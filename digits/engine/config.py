@@ -87,34 +87,102 @@ def check_name(value) -> None:
         raise ConfigError(f"name must be 1-100 letters, digits, '.', '_' or '-', got {value!r}")
 
 
+def setting(default, help: str, flag: str | None = None, metavar: str | None = None,
+            parse: str | None = None, label: str | None = None, tune: bool = False,
+            none_word: str | None = None, choices: tuple = ()):
+    """A `TrainerSettings` field, declared once: everything else is made from this.
+
+    Args:
+        default: its value when not given (the Trainer's, the flags', the tuner's).
+        help: what it does, in a line: the flag's help and the Trainer's documentation
+            (`{default}` is replaced by the default).
+        flag: its command-line flag (`--epochs`), or None for a setting the commands do not
+            offer; `digits.cli.add_setting_arguments` makes the flag from this declaration.
+        metavar: the flag's placeholder (`N`).
+        parse: how the flag reads its value: "switch" (present or not), "choice" (one of
+            `choices`), "range" (a number in `RANGES[name]`; `label` names it in errors),
+            "count" (a whole number >= 1), "auto_or_count" or "batch_range" (`START,STOP`).
+        choices: the values a "choice" takes.
+        tune: `digits.tune` offers the flag too (its trials and final retraining train with it).
+        none_word: the word the flag takes for None (`--strategy none`).
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "flag": flag, "metavar": metavar, "parse": parse, "label": label,
+        "tune": tune, "none_word": none_word, "choices": tuple(choices)})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainerSettings:
     """Every setting of a `Trainer` run, checked once (a bad one raises `ConfigError`).
 
+    Each is declared here once (`setting`): its default, its help, its flag. The Trainer takes
+    them as keyword arguments (or a whole `TrainerSettings`), `digits.train` and `digits.tune`
+    make their flags from them (`digits.cli.add_setting_arguments`) and read them back
+    (`digits.cli.settings_from_args`). A new setting is one field here plus its test.
     `fast_dev_run` is resolved here: one epoch and two batches of each stage.
     """
 
-    max_epochs: int = 40
-    seed: int = 0
-    deterministic: bool = False
-    batch_size: int = 128
-    precision: str = "auto"
-    strategy: str | None = None
-    optimizer: str = "adam"
-    learning_rate: float = 2e-3
-    lr_schedule: str = "cosine"
-    lr_cycles: int = 1
-    label_smoothing: float = 0.1
-    ema_decay: float | None = None
-    swa_epochs: int | None = None
-    swa_lr: float | None = None
-    fast_dev_run: bool = False
-    limit_train_batches: int | None = None
-    limit_val_batches: int | None = None
-    limit_test_batches: int | None = None
-    steps_per_execution: int | str = "auto"
-    fused_batch_norm: bool = True
-    profile_batch: tuple[int, int] | None = None
+    max_epochs: int = setting(40, "epochs to train (default: {default})", "--epochs", "N",
+                              "count")
+    learning_rate: float = setting(
+        2e-3, "initial learning rate, decayed by a cosine schedule (default: {default:g})",
+        "--learning-rate", "LR", "range", "a learning rate in (0, 10]")
+    optimizer: str = setting("adam", "optimizer (default: {default})", "--optimizer",
+                             parse="choice", choices=OPTIMIZERS)
+    batch_size: int = setting(128, "batch size (default: {default})", "--batch-size", "N",
+                              "range", "a batch size from 1 to 65536", tune=True)
+    label_smoothing: float = setting(
+        0.1, "smoothing of the training targets, 0 for plain cross-entropy (default: "
+             "{default:g}; it keeps 'best by validation loss' from picking a lucky early epoch)",
+        "--label-smoothing", "S", "range", "a label smoothing in [0, 0.5]", tune=True)
+    ema_decay: float | None = setting(
+        None, "validate, checkpoint and test an exponential moving average of the weights with "
+              "this decay, e.g. 0.99 (default: off; digits.callbacks.ema)",
+        "--ema", "DECAY", "range", "a decay in (0, 0.9999]", tune=True)
+    swa_epochs: int | None = setting(
+        None, "stochastic weight averaging: average the weights of the last EPOCHS epochs, "
+              "trained at a constant --swa-lr, recompute the batch-norm statistics, keep the "
+              "average if validation prefers it (digits.tune: in the final retraining; default: "
+              "off; digits.callbacks.swa)", "--swa", "EPOCHS", "count", tune=True)
+    swa_lr: float | None = setting(
+        None, "with --swa: the learning rate of the averaged epochs (default: half the initial "
+              "learning rate)", "--swa-lr", "LR", "range", "a learning rate in (0, 10]",
+        tune=True)
+    deterministic: bool = setting(False, "deterministic TensorFlow ops (reproducible, slower)",
+                                  "--deterministic", parse="switch", tune=True)
+    precision: str = setting(
+        "auto", "Keras dtype policy (default: auto = mixed_bfloat16 on a CPU with native "
+                "bfloat16, AVX512_BF16 or AMX, else float32)", "--precision", parse="choice",
+        tune=True, choices=PRECISIONS)
+    steps_per_execution: int | str = setting(
+        "auto", "batches per compiled call (default: auto = 32)", "--steps-per-execution", "N",
+        "auto_or_count", tune=True)
+    limit_train_batches: int | None = setting(
+        None, "train on at most N batches per epoch (quick runs, tests)",
+        "--limit-train-batches", "N", "count", tune=True)
+    limit_val_batches: int | None = setting(None, "validate on at most N batches",
+                                            "--limit-val-batches", "N", "count", tune=True)
+    profile_batch: tuple[int, int] | None = setting(
+        None, "a TensorFlow profiler trace of these training batches (counted from 1) for "
+              "TensorBoard's Profile tab (pip install -e '.[profile]')", "--profile-batch",
+        "START,STOP", "batch_range", tune=True)
+    strategy: str | None = setting(
+        None, "mirrored: tf.distribute.MirroredStrategy over this host's GPUs", "--strategy",
+        parse="choice", none_word="none", choices=STRATEGIES)
+    fast_dev_run: bool = setting(
+        False, "a couple of batches of each stage, one epoch, nothing heavy written",
+        "--fast-dev-run", parse="switch")
+    seed: int = setting(0, "seed of the data split, data order and weights (default: {default})",
+                        "--seed", "N", "range", "a seed from 0 to 2147483647")
+    lr_schedule: str = setting("cosine", "the learning rate's schedule: cosine (decay to 1% "
+                                         "over the run) or constant")
+    lr_cycles: int = setting(1, "with the cosine schedule, restart it this many times: equal "
+                                "cycles over the run, each from the full learning rate "
+                                "(digits.train --snapshots)")
+    limit_test_batches: int | None = setting(None, "test on at most N batches")
+    fused_batch_norm: bool = setting(
+        True, "run BatchNormalization layers on TensorFlow's fused kernel (the same math and "
+              "files, 1.1-1.3x faster training of the default cnn on CPU; digits.speed.fusion)")
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "seed", "learning_rate", "label_smoothing"):

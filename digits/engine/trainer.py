@@ -26,7 +26,7 @@ import numpy as np
 from digits.callbacks.registry import label_of
 from digits.data import Dataset, Split, make_pipeline
 from digits.engine.compiling import compile_model, outputs_logits
-from digits.engine.config import TrainerSettings, check_name
+from digits.engine.config import DEFAULTS, TrainerSettings, check_name
 from digits.engine.dispatch import Dispatcher, HookTimer
 from digits.engine.results import TestResult
 from digits.engine.step_counter import StepCounter
@@ -37,62 +37,27 @@ from digits.runs.directory import RunDirectory, check_writable_dir  # noqa: F401
 from digits.runs.state import RunState
 from digits.speed.precision import dtype_policy, resolve_precision
 
-SETTINGS = tuple(f for f in TrainerSettings.__dataclass_fields__)
+SETTINGS = tuple(f.name for f in dataclasses.fields(TrainerSettings))
 
 
 class Trainer:
     """Trains, validates, tests and predicts, writing everything under one run directory.
 
     Args:
-        max_epochs: epochs to train (default 40, as `digits.train`).
+        settings: a `TrainerSettings` (every setting, checked once); each of its fields may
+            also be given as a keyword argument, which wins (listed below).
         callbacks: callback instances (digits or plain Keras). None means the default set
             (TensorBoard scalars, confusion-matrix images, reports, plots, progress, checkpoint).
         log_dir: root of all runs (default "logs").
         name: the run's name; runs land in `<log_dir>/<name>/version_<n>` (default: model name).
-        seed: seeds Python, NumPy, TensorFlow and the data order (default 0).
-        deterministic: make TensorFlow ops deterministic (slower, reproducible to the bit).
-        batch_size: training batch size (default 128).
-        precision: "auto" (the default: "mixed_bfloat16" on a CPU with native bfloat16,
-            AVX512_BF16 or AMX, and no GPU; else "float32"), "float32", "mixed_float16" or
-            "mixed_bfloat16"; set before the model is built (use `trainer.build_model`).
-            `trainer.precision` is the resolved policy (`digits.speed.precision`).
-        strategy: None or "mirrored" (one host, many GPUs).
-        optimizer: "adam", "adamw", "sgd" or "rmsprop", used when the model is not compiled.
-        learning_rate: initial learning rate (default 2e-3).
-        lr_schedule: "cosine" (decay to zero over the run, default) or "constant".
-        lr_cycles: with "cosine", restart the decay this many times: equal cycles over the
-            run, each from the full learning rate (default 1: one decay over the whole run).
-        label_smoothing: smoothing of the training targets, in [0, 0.5] (default 0.1; 0 is
-            plain cross-entropy). Used when the model is not compiled.
-        ema_decay: keep an exponential moving average of the weights with this decay (e.g.
-            0.99) and validate, checkpoint and finish with it (adds the callback
-            `digits.callbacks.ema.EMA`); None (the default) trains without. Used when the model
-            is not compiled; a model compiled with an optimizer that has `use_ema=True` gets
-            the same treatment.
-        swa_epochs: stochastic weight averaging over the last N epochs: the learning rate
-            decays to `swa_lr` as they begin and stays there, the weights at the end of each
-            are averaged, and after the fit the average (its batch-norm statistics recomputed
-            over the training images) is validated; the checkpoint keeps it if validation
-            prefers it to every epoch (adds the callback
-            `digits.callbacks.swa.StochasticWeightAveraging`). None (the default): no averaging.
-        swa_lr: the constant learning rate of the averaged epochs (default: half of
-            `learning_rate`).
-        fast_dev_run: run two batches of each stage, one epoch, and write nothing heavy.
-        limit_train_batches / limit_val_batches / limit_test_batches: cap the batches per stage.
-        steps_per_execution: batches per compiled call; "auto" picks 32 (1.2x for seed-cnn and
-            1.9x for mlp on this project's CPU; about even for the heavier cnn).
-        fused_batch_norm: run the model's BatchNormalization layers on TensorFlow's fused
-            kernel (`digits.speed.fusion`): the same math, weights and saved files, and 1.1-1.3x faster
-            training of the default CNN on CPU (BENCHMARKS.md).
-        profile_batch: (START, STOP), training batches counted from 1 over the run: a
-            TensorFlow profiler trace of them for TensorBoard's Profile tab
-            (`digits.callbacks.profiler.ProfileBatches`).
         enable_checkpointing: add the `checkpoint` callback (best model.keras) if none is given.
         resume: resume the latest unfinished run of this name, if there is one.
         verbose: print notices (resume, run directory) to stderr.
+        **settings: any field of `TrainerSettings` (see below).
 
     Every setting is also a read-only attribute (`trainer.batch_size`), and all of them
-    together are `trainer.settings`, a `digits.engine.config.TrainerSettings`.
+    together are `trainer.settings`. `precision="auto"` (the default) becomes the policy it
+    resolves to (`digits.speed.precision`).
 
     Example:
         >>> from digits import Trainer, load_dataset
@@ -107,44 +72,26 @@ class Trainer:
 
     def __init__(
         self,
-        max_epochs: int = 40,
+        settings: TrainerSettings | None = None,
+        *,
         callbacks: list | None = None,
         log_dir: str | os.PathLike = "logs",
         name: str | None = None,
-        seed: int = 0,
-        deterministic: bool = False,
-        batch_size: int = 128,
-        precision: str = "auto",
-        strategy: str | None = None,
-        optimizer: str = "adam",
-        learning_rate: float = 2e-3,
-        lr_schedule: str = "cosine",
-        lr_cycles: int = 1,
-        label_smoothing: float = 0.1,
-        ema_decay: float | None = None,
-        swa_epochs: int | None = None,
-        swa_lr: float | None = None,
-        fast_dev_run: bool = False,
-        limit_train_batches: int | None = None,
-        limit_val_batches: int | None = None,
-        limit_test_batches: int | None = None,
-        steps_per_execution: int | str = "auto",
-        fused_batch_norm: bool = True,
-        profile_batch: tuple[int, int] | None = None,
         enable_checkpointing: bool = True,
         resume: bool = False,
         verbose: bool = True,
+        **setting_values,
     ) -> None:
-        self.settings = TrainerSettings(
-            max_epochs=max_epochs, seed=seed, deterministic=deterministic,
-            batch_size=batch_size, precision=resolve_precision(precision), strategy=strategy,
-            optimizer=optimizer,
-            learning_rate=learning_rate, lr_schedule=lr_schedule, lr_cycles=lr_cycles,
-            label_smoothing=label_smoothing, ema_decay=ema_decay, swa_epochs=swa_epochs,
-            swa_lr=swa_lr, fast_dev_run=fast_dev_run,
-            limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
-            limit_test_batches=limit_test_batches, steps_per_execution=steps_per_execution,
-            fused_batch_norm=fused_batch_norm, profile_batch=profile_batch)
+        unknown = sorted(set(setting_values) - set(SETTINGS))
+        if unknown:
+            raise TypeError(f"Trainer() got an unexpected keyword argument {unknown[0]!r} (its "
+                            f"settings: {', '.join(SETTINGS)})")
+        if settings is not None and not isinstance(settings, TrainerSettings):
+            raise TypeError(f"Trainer(settings) takes a TrainerSettings, got {settings!r}; "
+                            "give settings such as max_epochs as keyword arguments")
+        chosen = dataclasses.replace(settings or DEFAULTS, **setting_values)
+        self.settings = dataclasses.replace(chosen,
+                                            precision=resolve_precision(chosen.precision))
         if name is not None:
             check_name(name)
         self.enable_checkpointing = enable_checkpointing
@@ -734,9 +681,31 @@ def _setting(name: str) -> property:
                     doc=f"The `{name}` setting (read-only; see `Trainer.settings`).")
 
 
-for _name in SETTINGS:
-    if _name != "strategy":  # `Trainer.strategy` is the tf.distribute strategy itself
-        setattr(Trainer, _name, _setting(_name))
+def _declare_settings() -> None:
+    """Every setting, as declared once in `TrainerSettings`: a read-only attribute, a keyword
+    argument in `Trainer`'s signature (for `help()` and editors) and a line of its docstring."""
+    import inspect
+    import textwrap
+
+    fields = dataclasses.fields(TrainerSettings)
+    for field in fields:
+        if field.name != "strategy":  # `Trainer.strategy` is the tf.distribute strategy itself
+            setattr(Trainer, field.name, _setting(field.name))
+    lines = ["", "    Settings (keyword arguments; each declared once, in `TrainerSettings`):"]
+    for field in fields:
+        text = field.metadata["help"].format(default=field.default)
+        flag = f" [{field.metadata['flag']}]" if field.metadata["flag"] else ""
+        lines += textwrap.wrap(f"{field.name}={field.default!r}{flag}: {text}", 96,
+                               initial_indent=" " * 8, subsequent_indent=" " * 12)
+    Trainer.__doc__ += "\n".join(lines) + "\n"
+    init = inspect.signature(Trainer.__init__)
+    kept = [p for p in init.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    Trainer.__init__.__signature__ = init.replace(parameters=[*kept, *(
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                          annotation=f.type) for f in fields)])
+
+
+_declare_settings()
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
