@@ -1,16 +1,16 @@
 """The main job killed anywhere, then the same command again: nothing finished is lost or redone.
 
 `python -m digits.tune` with its default two trials at a time (a chief and two workers), real
-processes and real signals. One search is killed at every stage of the main job in turn, each
+processes and real signals. One search is killed at every stage of the main job in turn (the chief's whole process group
+is `tests/test_tune_distributed.py`'s), each
 time rerun with the same command, and must end exactly as the same search run straight through
 (`--deterministic`: a resumed run trains bit-identically): the same trials with the same
 hyperparameters and scores, the same best, the same members and ensemble test results.
 
 | what is killed                      | when                                   |
 | ----------------------------------- | -------------------------------------- |
-| everything (chief and workers)      | during a trial                         |
+| the chief alone (SIGKILL)           | during a trial: its workers end by themselves within 15 s |
 | one worker (SIGKILL)                | during a trial: replaced, the search goes on |
-| the chief alone (SIGKILL)           | between trials (its workers end by themselves) |
 | the chief (SIGTERM)                 | during a trial: exits 143 within seconds |
 | everything                          | during the final retraining of a member |
 | everything                          | between members                        |
@@ -41,7 +41,7 @@ FINAL_EPOCHS = 8
 COMMAND = ["--final-ensemble", "2", "--dataset", "mnist-5k", "--tuner", "random",
            "--limit-train-batches", "12", "--limit-val-batches", "2", "--hp", "filters=8",
            "--hp", "dense_units=32", "--no-default-callbacks", "--callbacks",
-           "tensorboard,nan_guard", "--max-trials", "4", "--max-epochs", "2", "--final-epochs",
+           "tensorboard,nan_guard", "--max-trials", "3", "--max-epochs", "2", "--final-epochs",
            str(FINAL_EPOCHS), "--deterministic", "--project", "k"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1"}
 
@@ -170,17 +170,21 @@ def test_the_main_job_killed_at_every_stage_resumes_to_the_same_result(tmp_path)
     here = tmp_path / "killed"
     project = here / "k"
 
-    # 1. Everything, during the first trials.
+    # 1. The chief alone (SIGKILL), during the first trials: its workers, each in a session of
+    # its own, notice and stop within 15 s (each keeping its finished epochs).
     job = Job(here)
-    job.wait_for(r"trial \d/4 \(id \d\) started")
+    job.wait_for(r"trial \d/3 \(id \d\) started")
     time.sleep(1.5)
-    job.kill_all()
+    assert len(job.workers()) == 2
+    os.kill(job.proc.pid, signal.SIGKILL)
+    job.proc.wait()
+    job.wait_for_workers_to_end(within=17)  # 2 s poll + 10 s grace + exit, and margin
 
-    # 2. One worker during a trial: replaced, its trial resumed. Then the chief alone, between
-    # trials (just after one ended): its workers end by themselves.
+    # 2. One worker during a trial: replaced, its trial resumed. Then SIGTERM to the chief
+    # during another trial: it stops its workers and exits 143 within seconds.
     done = completed_trials(project)
     job = Job(here)
-    line = job.wait_for(r"trial \d/4 \(id \d\) started on tuner")
+    line = job.wait_for(r"trial \d/3 \(id \d\) started on tuner")
     assert all(f"(id {t})" not in line for t in done)
     victim = line.rsplit("started on ", 1)[1].split(":")[0]
     time.sleep(1.0)
@@ -188,16 +192,6 @@ def test_the_main_job_killed_at_every_stage_resumes_to_the_same_result(tmp_path)
     os.kill(int(worker_pid), signal.SIGKILL)
     job.wait_for(rf"worker {victim} \(pid {worker_pid}\) was killed \(SIGKILL\); starting it "
                  "again: its trial resumes from its last finished epoch", timeout=30)
-    job.wait_for(r"completed on tuner")
-    os.kill(job.proc.pid, signal.SIGKILL)
-    job.proc.wait()
-    job.wait_for_workers_to_end(within=17)
-    assert set(started_trials(job.output)).isdisjoint(done), job.output
-
-    # 3. SIGTERM to the chief during a trial: it stops its workers and exits 143 in seconds.
-    done = completed_trials(project)
-    job = Job(here)
-    job.wait_for(rf"resumed: {len(done)} finished trials? reloaded, not rerun")
     job.wait_for(r"started on tuner")
     time.sleep(1.0)
     sent = time.monotonic()
@@ -208,25 +202,27 @@ def test_the_main_job_killed_at_every_stage_resumes_to_the_same_result(tmp_path)
     assert not job.workers()
     assert set(started_trials(job.output)).isdisjoint(done), job.output
 
-    # 4. Everything, during the first member's retraining (after two of its epochs).
+    # 3. Everything, during the first member's retraining (after two of its epochs).
     done = completed_trials(project)
     job = Job(here)
     job.wait_for(r"member 1 of 2")
     assert set(started_trials(job.output)).isdisjoint(done), job.output
     wait_for_epochs(project / "best-member0" / "version_0", 2)
     job.kill_all()
-    cut = json.loads((project / "best-member0" / "version_0" / "metrics.json").read_text())
-    assert cut["epochs_completed"] < FINAL_EPOCHS
+    # The state's own file says which epoch a rerun resumes from (metrics.json is written
+    # after it, so a kill between the two leaves it an epoch behind).
+    cut = json.loads((project / "best-member0" / "version_0" / "state" / "trainer.json")
+                     .read_text())["epoch"]
+    assert 2 <= cut < FINAL_EPOCHS
 
-    # 5. Everything, between members: the first one finished, the second about to start.
+    # 4. Everything, between members: the first one finished, the second about to start.
     job = Job(here)
-    assert "resumed: 4 finished trials reloaded, not rerun" in job.wait_for("resumed:")
-    job.wait_for(rf"resumed .*best-member0/version_0 from epoch {cut['epochs_completed']} of "
-                 f"{FINAL_EPOCHS}")
+    assert "resumed: 3 finished trials reloaded, not rerun" in job.wait_for("resumed:")
+    job.wait_for(rf"resumed .*best-member0/version_0 from epoch {cut} of {FINAL_EPOCHS}")
     job.wait_for(r"member 2 of 2")
     job.kill_all()
 
-    # 6. Everything, while the ensemble is being joined and tested.
+    # 5. Everything, while the ensemble is being joined and tested.
     job = Job(here)
     job.wait_for(r"best-member1/version_0")
     job.kill_all()
@@ -246,21 +242,18 @@ def test_the_main_job_killed_at_every_stage_resumes_to_the_same_result(tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tuner", ["hyperband", "bayesian"])
-def test_a_parallel_search_killed_mid_way_keeps_its_oracles_state(tmp_path, tuner):
-    """Hyperband's brackets and Bayesian optimisation's history live in the chief's oracle:
-    killed after two trials, the rerun goes on from them, so the search ends with the trials
-    its schedule plans, each run once, none with values an earlier one had."""
+def test_a_parallel_hyperband_search_killed_mid_way_keeps_its_oracles_state(tmp_path):
+    """Hyperband's brackets live in the chief's oracle (as Bayesian optimisation's history
+    does): killed after two trials, the rerun goes on from them, so the search ends with the
+    trials its schedule plans, each run once, none with values an earlier one had."""
+    tuner = "hyperband"
     from digits.tuner.search import planned_trials
 
-    # Hyperband to 3 epochs plans 6 trials (three of them continue another); Bayesian 5 trials.
-    budget = ["--max-epochs", "3"] if tuner == "hyperband" else ["--max-trials", "5",
-                                                                "--max-epochs", "1"]
-    command = [*COMMAND, "--tuner", tuner, *budget, "--final-epochs", "0"]  # the last ones win
-    if tuner == "hyperband":
-        command.remove("--max-trials")
-        command.remove("4")
-    planned = planned_trials(tuner, None if tuner == "hyperband" else 5, 3)
+    # Hyperband to 3 epochs plans 6 trials (three of them continue another).
+    at = COMMAND.index("--max-trials")  # Hyperband plans its own trials; the last flags win
+    command = [*COMMAND[:at], *COMMAND[at + 2:], "--tuner", tuner, "--max-epochs", "3",
+               "--final-epochs", "0"]
+    planned = planned_trials(tuner, None, 3)
     project = tmp_path / "k"
     job = Job(tmp_path, command)
     job.wait_for(r"completed on tuner")
@@ -278,9 +271,9 @@ def test_a_parallel_search_killed_mid_way_keeps_its_oracles_state(tmp_path, tune
     values = [json.dumps(t["hyperparameters"]["values"], sort_keys=True) for t in trials]
     assert len(set(values)) == len(values)
     assert json.loads((project / "oracle.json").read_text())["ongoing_trials"] == {}
-    if tuner == "hyperband":  # each continued trial continues one of this search's trials
-        continued = [t["hyperparameters"]["values"].get("tuner/trial_id") for t in trials]
-        assert {c for c in continued if c} <= {t["trial_id"] for t in trials}
+    # Each continued trial continues one of this search's trials.
+    continued = [t["hyperparameters"]["values"].get("tuner/trial_id") for t in trials]
+    assert {c for c in continued if c} <= {t["trial_id"] for t in trials}
 
 
 def mount_small_filesystem(path: Path, size: str) -> None:
@@ -295,8 +288,9 @@ def mount_small_filesystem(path: Path, size: str) -> None:
 def test_a_full_disk_stops_the_search_with_one_line_and_the_rerun_finishes_it(tmp_path):
     small = tmp_path / "small"
     mount_small_filesystem(small, "4M")  # room for two or three of these trials
+    command = [*COMMAND, "--max-trials", "4"]  # the last flags win
     try:
-        job = Job(small)
+        job = Job(small, command)
         code = job.finish()
         assert code == 1, job.output[-3000:]
         errors = [line for line in job.output.splitlines() if line.startswith("error:")]
@@ -308,7 +302,7 @@ def test_a_full_disk_stops_the_search_with_one_line_and_the_rerun_finishes_it(tm
                    for t in done}
 
         subprocess.run(["mount", "-o", "remount,size=256M", str(small)], check=True)
-        job = Job(small)
+        job = Job(small, command)
         assert job.finish() == 0, job.output[-3000:]
         assert f"resumed: {len(done)} finished trial" in job.output
         assert set(started_trials(job.output)).isdisjoint(done), job.output
