@@ -262,13 +262,17 @@ def _run_project(args, argv, role, pins: dict, project: str, project_dir: Path) 
 
         check_settings(project_dir, settings)
     tuner = _make_tuner(args, hypermodel, project, max_trials, pins, overwrite, display, role)
+    # A rerun of a search whose trials have all ended goes straight to its summary and final
+    # retraining: no worker is started only to hear that there is nothing to run.
+    from digits.tuner.search import search_is_over
+
+    over = role.kind == "chief" and search_is_over(tuner.oracle, planned)
     if role.holds_oracle:
-        _print_search_start(args, tuner, role, display, project_dir, planned, settings)
+        _print_search_start(args, tuner, role, display, project_dir, planned, settings, over)
     else:
         display.line(f"worker {role.tuner_id}: asking the chief at {role.address} for trials")
-
     workers = None
-    if role.kind == "chief" and args.parallel_trials > 1:
+    if role.kind == "chief" and args.parallel_trials > 1 and not over:
         from digits.tuner.distributed import (
             TRIALS_PER_PROCESS,
             LocalWorkers,
@@ -284,21 +288,25 @@ def _run_project(args, argv, role, pins: dict, project: str, project_dir: Path) 
         display.line(f"running {args.parallel_trials} trials at a time, each worker with "
                      f"{workers.threads} TensorFlow thread(s); their logs in {workers.log_dir}")
     try:
-        return _search(args, tuner, display, role, project_dir, data, run_callbacks, workers)
+        return _search(args, tuner, display, role, project_dir, data, run_callbacks, workers,
+                       serve_trials=not over)
     finally:
         if workers is not None:
             workers.stop()
 
 
 def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks,
-            workers=None) -> int:
+            workers=None, serve_trials: bool = True) -> int:
     """Run this process's part of the search, then (the chief, or a lone search) sum it up
-    and retrain the best; the command's exit code."""
+    and retrain the best; the command's exit code. A chief with `serve_trials=False` (every
+    trial has ended) serves none."""
     from digits.tuner.distributed import SearchStopped
 
     try:
         with display.session():
-            if role.kind == "chief":
+            if role.kind == "chief" and not serve_trials:
+                pass
+            elif role.kind == "chief":
                 from digits.tuner.distributed import serve
 
                 serve(tuner, display, role.address,
@@ -389,7 +397,8 @@ def _check_pinned_values(pins: dict) -> None:
         Trainer(callbacks=[], **trainer_pins)
 
 
-def _print_search_start(args, tuner, role, display, project_dir, planned, settings) -> None:
+def _print_search_start(args, tuner, role, display, project_dir, planned, settings,
+                        over: bool = False) -> None:
     from digits.tuner.display import plural
     from digits.tuner.search import objective_direction, reload_report, write_settings
 
@@ -412,7 +421,9 @@ def _print_search_start(args, tuner, role, display, project_dir, planned, settin
                          "crashed): keras-tuner restarts it, and it resumes from its last "
                          "finished epoch")
         display.line("resumed: " + "; ".join(parts), style="yellow")
-    if role.kind == "chief":
+    if role.kind == "chief" and over:
+        display.line("chief: every planned trial has ended; no workers are started")
+    elif role.kind == "chief":
         display.line("chief: holds the search and runs no trials itself; the workers run them")
 
 

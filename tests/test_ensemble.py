@@ -60,6 +60,8 @@ def test_train_ensemble_reports_each_member_saves_one_model_and_reuses_finished_
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing" in again.stdout and not (tmp_path / "cnn-member0/version_1").exists()
+    # ... and joins them into the same ensemble directory, not a new version each time.
+    assert not (tmp_path / "cnn-ensemble/version_1").exists()
     evaluated = run_cli("digits.evaluate", "--model", str(ensemble_dir / "model.keras"),
                         "--dataset", "mnist-5k", "--json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]

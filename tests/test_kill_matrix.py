@@ -50,11 +50,11 @@ class Job:
     """`digits.tune COMMAND --directory DIRECTORY` in a session of its own, its output read line
     by line (stdout and stderr together) as it comes."""
 
-    def __init__(self, directory: Path, command: list[str] = COMMAND) -> None:
+    def __init__(self, directory: Path, command: list[str] = COMMAND, env: dict | None = None):
         self.directory = directory
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "digits.tune", *command, "--directory", str(directory)],
-            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT, env={**ENV, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             stdin=subprocess.DEVNULL, start_new_session=True)
         self.lines: list[str] = []
         self._queue: queue.Queue = queue.Queue()
@@ -163,9 +163,19 @@ def no_temporaries(project: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_the_main_job_killed_at_every_stage_resumes_to_the_same_result(tmp_path):
-    straight = Job(tmp_path / "straight")
+    # Straight through, each worker started afresh after two trials (as after 10 by default).
+    first = tmp_path / "straight" / "k"
+    straight = Job(tmp_path / "straight", env={"DIGITS_TUNE_TRIALS_PER_PROCESS": "2"})
     assert straight.finish() == 0, straight.output[-3000:]
-    expected = outcome(tmp_path / "straight" / "k")
+    assert "running 2 trials at a time, each worker with 1 TensorFlow thread(s)" in straight.output
+    expected = outcome(first)
+    records = [json.loads(p.read_text()) for p in first.glob("trial_*/digits_trial.json")]
+    assert {r["tuner_id"] for r in records} == {"tuner0", "tuner1"}
+    logs = [(first / "workers" / f"tuner{i}.log").read_text() for i in (0, 1)]
+    assert sum(log.count("ran its share of trials") for log in logs) >= 1, logs
+    oracle = json.loads((first / "oracle.json").read_text())
+    assert sorted(oracle["end_order"]) == ["0", "1", "2"]  # each ran once
+    assert oracle["ongoing_trials"] == {}  # consistent as the search ends
 
     here = tmp_path / "killed"
     project = here / "k"
@@ -235,6 +245,16 @@ def test_the_main_job_killed_at_every_stage_resumes_to_the_same_result(tmp_path)
     assert outcome(project) == expected
     assert no_temporaries(project) == []
 
+    # The finished search again: reloaded, nothing run, no worker started.
+    again = Job(tmp_path / "straight")
+    assert again.finish() == 0, again.output[-3000:]
+    assert "resumed: 3 finished trials reloaded, not rerun" in again.output
+    assert "chief: every planned trial has ended; no workers are started" in again.output
+    assert not started_trials(again.output)
+    assert [(first / "workers" / f"tuner{i}.log").read_text() for i in (0, 1)] == logs
+    assert outcome(first) == expected
+    assert json.loads((first / "oracle.json").read_text())["end_order"] == oracle["end_order"]
+
     from digits.models import load_model
 
     model = load_model(str(project / "best-ensemble" / "version_0" / "model.keras"))
@@ -288,7 +308,7 @@ def mount_small_filesystem(path: Path, size: str) -> None:
 def test_a_full_disk_stops_the_search_with_one_line_and_the_rerun_finishes_it(tmp_path):
     small = tmp_path / "small"
     mount_small_filesystem(small, "4M")  # room for two or three of these trials
-    command = [*COMMAND, "--max-trials", "4"]  # the last flags win
+    command = [*COMMAND, "--max-trials", "4", "--final-epochs", "0"]  # the last flags win
     try:
         job = Job(small, command)
         code = job.finish()

@@ -139,41 +139,6 @@ def test_parallel_trial_workers_get_the_command_without_the_flag_and_a_share_of_
 
 
 @pytest.mark.slow
-def test_parallel_trials_run_two_at_a_time_from_one_command(tmp_path):
-    from tests.conftest import run_cli
-
-    # Each worker runs one trial, then exits and is started afresh (as after 10 by default).
-    result = run_cli("digits.tune", *TINY, "--max-trials", "4", "--max-epochs", "1",
-                     "--final-epochs", "0", "--parallel-trials", "2",
-                     "--directory", str(tmp_path), "--project", "par", timeout=400,
-                     env={"DIGITS_TUNE_TRIALS_PER_PROCESS": "1"})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "running 2 trials at a time, each worker with 1 TensorFlow thread(s)" in result.stdout
-    ran = records(tmp_path / "par")
-    assert sorted(ran) == ["0", "1", "2", "3"]
-    assert {r["status"] for r in ran.values()} == {"COMPLETED"}
-    assert {r["tuner_id"] for r in ran.values()} == {"tuner0", "tuner1"}
-    assert len(re.findall(r"trial \d/4 completed on tuner\d", result.stdout)) == 4
-    logs = [(tmp_path / "par" / "workers" / f"tuner{i}.log").read_text() for i in (0, 1)]
-    assert sum(log.count("ran its share of trials") for log in logs) >= 2, logs
-    oracle = json.loads((tmp_path / "par" / "oracle.json").read_text())
-    assert sorted(oracle["end_order"]) == ["0", "1", "2", "3"]  # each ran once
-    assert oracle["ongoing_trials"] == {}  # consistent as the search ends
-    assert (tmp_path / "par" / "best_hyperparameters.json").is_file()
-
-    # The same command again: the finished search is reloaded, as a sequential one is.
-    again = run_cli("digits.tune", *TINY, "--max-trials", "4", "--max-epochs", "1",
-                    "--final-epochs", "0", "--parallel-trials", "2",
-                    "--directory", str(tmp_path), "--project", "par", timeout=400)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "resumed: 4 finished trials reloaded, not rerun" in again.stdout
-    assert not re.search(r"\(id \d+\) started", again.stdout), again.stdout[-3000:]
-    assert records(tmp_path / "par") == ran
-    assert json.loads((tmp_path / "par" / "oracle.json").read_text())["end_order"] == \
-        oracle["end_order"]
-
-
-@pytest.mark.slow
 def test_a_time_budget_ends_a_search_of_parallel_trials(tmp_path):
     """The chief's clock stops new trials, and the chief then ends (it once waited forever for
     workers that the budget had turned away)."""

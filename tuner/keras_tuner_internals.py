@@ -208,6 +208,14 @@ def atomic_state_files() -> None:
     utils.save_json = save_json
 
 
+def retry_queue(oracle) -> list[str]:
+    """The ids of the trials waiting to run again (cut off, or failed with retries left).
+
+    Assumes: `Oracle._retry_queue` is that list (keras-tuner's `create_trial` pops it first).
+    """
+    return list(oracle._retry_queue)
+
+
 def keep_finished_trials_finished(oracle) -> list[str]:
     """After a reload: take out of the oracle's retry queue each trial that its own file says
     finished (completed, failed for good, or stopped), and return their ids.

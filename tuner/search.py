@@ -39,6 +39,7 @@ from digits.tuner.keras_tuner_internals import (
     is_failure_limit,
     keep_finished_trials_finished,
     reload_chief,
+    retry_queue,
     run_and_update_trial,
     start_from_defaults,
     trial_module,
@@ -432,6 +433,15 @@ def check_settings(project_dir: Path, settings: dict) -> None:
 
 def write_settings(project_dir: Path, settings: dict) -> None:
     atomic_write_json(Path(project_dir) / SETTINGS, settings)
+
+
+def search_is_over(oracle, planned: int | None) -> bool:
+    """Whether a reloaded search has no trial left to run: its `planned` trials have all ended
+    (completed, pruned or failed for good), none is running and none waits to run again."""
+    if planned is None or not isinstance(oracle, keras_tuner.Oracle):
+        return False
+    ended = [t for t in oracle.trials.values() if t.status in ("COMPLETED", "FAILED")]
+    return len(ended) >= planned and not oracle.ongoing_trials and not retry_queue(oracle)
 
 
 def reload_report(oracle) -> dict:

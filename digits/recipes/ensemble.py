@@ -61,14 +61,23 @@ def finished_member(log_dir, name: str, config: dict):
 
 def save(model, result, member_results: list, log_dir, name: str, config: dict):
     """Write the ensemble's model.keras and metrics.json (each member's test and the
-    ensemble's) into a new run directory `<log_dir>/<name>/version_<n>`; returns its path."""
+    ensemble's) into a run directory `<log_dir>/<name>/version_<n>`; returns its path.
+
+    The latest version is written again when it holds the same configuration, or none yet
+    (a join cut off before it wrote one): rerunning a finished command joins its members
+    again into the same directory instead of adding a version each time."""
+    import json
+
     from digits.runs.atomic import atomic_path
     from digits.runs.directory import RunDirectory
 
-    run = RunDirectory.create(log_dir, name)
+    wanted = json.loads(json.dumps({**config, "members": len(member_results)}))
+    latest = RunDirectory.latest(log_dir, name)
+    same = latest is not None and latest.read_json("config.json") in (None, wanted)
+    run = latest if same else RunDirectory.create(log_dir, name)
     with atomic_path(run.file("model.keras"), suffix=".keras") as tmp:
         model.save(tmp)
-    run.write_json("config.json", {**config, "members": len(member_results)})
+    run.write_json("config.json", wanted)
     run.write_json("metrics.json", {
         "status": "finished",
         "members": [{"test": {"accuracy": r.accuracy, "loss": r.loss}} for r in member_results],
