@@ -6,6 +6,7 @@ A keras-tuner release that moves one of them fails exactly one of these, naming 
 from __future__ import annotations
 
 import inspect
+import json
 import threading
 
 import keras_tuner
@@ -226,3 +227,31 @@ def test_a_finished_trial_that_the_oracle_still_lists_as_running_is_not_rerun(or
     assert internals.keep_finished_trials_finished(again) == [running.trial_id]
     assert again._retry_queue == [other.trial_id]
     assert again.create_trial("tuner0").trial_id == other.trial_id
+
+
+@pytest.mark.parametrize("kind", ["hyperband", "bayesian"])
+def test_a_chief_reloads_hyperbands_brackets_and_bayesian_history(tmp_path, kind):
+    """What a parallel search's rerun needs of the chief's reload: the oracle's own state
+    (Hyperband's brackets, Bayesian optimisation's trials so far), not only the trials."""
+    def tuner():
+        if kind == "hyperband":
+            return keras_tuner.Hyperband(TinyHyperModel(), objective="val_loss", max_epochs=3,
+                                         directory=tmp_path, project_name="p", seed=1)
+        return keras_tuner.BayesianOptimization(TinyHyperModel(), objective="val_loss",
+                                                max_trials=3, directory=tmp_path,
+                                                project_name="p", seed=1)
+
+    tuner().search()
+    saved = json.loads((tmp_path / "p" / "oracle.json").read_text())
+    chief = tuner()
+    chief.oracle.trials.clear()
+    chief.oracle.set_state({**chief.oracle.get_state(), "ongoing_trials": {}})  # a fresh start
+    if kind == "hyperband":
+        chief.oracle._brackets = []
+    chief.tuner_id = "chief"
+    assert internals.reload_chief(chief)
+    state = json.loads(json.dumps(chief.oracle.get_state()))
+    for key in ("end_order", "tried_so_far", "seed_state", *(
+            ["brackets", "current_iteration"] if kind == "hyperband" else [])):
+        assert state[key] == saved[key], key
+    assert len(chief.oracle.trials) == len(saved["end_order"])

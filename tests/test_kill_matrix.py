@@ -261,41 +261,6 @@ def test_the_main_job_killed_at_every_stage_resumes_to_the_same_result(tmp_path)
     assert model.output_shape[-1] == 10
 
 
-@pytest.mark.slow
-def test_a_parallel_hyperband_search_killed_mid_way_keeps_its_oracles_state(tmp_path):
-    """Hyperband's brackets live in the chief's oracle (as Bayesian optimisation's history
-    does): killed after two trials, the rerun goes on from them, so the search ends with the
-    trials its schedule plans, each run once, none with values an earlier one had."""
-    tuner = "hyperband"
-    from digits.tuner.search import planned_trials
-
-    # Hyperband to 3 epochs plans 6 trials (three of them continue another).
-    at = COMMAND.index("--max-trials")  # Hyperband plans its own trials; the last flags win
-    command = [*COMMAND[:at], *COMMAND[at + 2:], "--tuner", tuner, "--max-epochs", "3",
-               "--final-epochs", "0"]
-    planned = planned_trials(tuner, None, 3)
-    project = tmp_path / "k"
-    job = Job(tmp_path, command)
-    job.wait_for(r"completed on tuner")
-    job.wait_for(r"completed on tuner")
-    job.kill_all()
-    done = completed_trials(project)
-    assert 2 <= len(done) < planned
-
-    job = Job(tmp_path, command)
-    assert job.finish() == 0, job.output[-3000:]
-    assert f"resumed: {len(done)} finished trials reloaded, not rerun" in job.output
-    assert set(started_trials(job.output)).isdisjoint(done), job.output
-    trials = [json.loads(p.read_text()) for p in project.glob("trial_*/trial.json")]
-    assert len(trials) == planned and {t["status"] for t in trials} == {"COMPLETED"}
-    values = [json.dumps(t["hyperparameters"]["values"], sort_keys=True) for t in trials]
-    assert len(set(values)) == len(values)
-    assert json.loads((project / "oracle.json").read_text())["ongoing_trials"] == {}
-    # Each continued trial continues one of this search's trials.
-    continued = [t["hyperparameters"]["values"].get("tuner/trial_id") for t in trials]
-    assert {c for c in continued if c} <= {t["trial_id"] for t in trials}
-
-
 def mount_small_filesystem(path: Path, size: str) -> None:
     path.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
