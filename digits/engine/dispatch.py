@@ -161,13 +161,8 @@ class Dispatcher:
                         getattr(callback, hook)(*args, **kwargs)
                     finally:
                         timer.add(callback, self.stage, hook, time.perf_counter() - start)
-            except (KeyboardInterrupt, RunFailure, ConfigError):
-                # A ConfigError (e.g. a monitored metric that does not exist) is the spec's
-                # fault, not the callback's: it leaves as an input error, exit 2.
-                raise
-            except (Exception, SystemExit) as e:  # noqa: BLE001 - attributed and re-raised
-                # SystemExit too: a plugin calling sys.exit() must not end the run silently.
-                raise CallbackRaised(callback, hook, e) from e
+            except BaseException as e:  # noqa: BLE001 - re-raised by _attribute, attributed or as it was
+                _attribute(e, callback, hook)
 
     def collect(self, hook: str, *args) -> list[tuple]:
         """(callback, what it returned) from every digits callback that overrides the
@@ -216,11 +211,20 @@ def collect(callbacks: list, hook: str, *args) -> list[tuple]:
             continue
         try:
             answers.append((c, getattr(c, hook)(*args)))
-        except (KeyboardInterrupt, RunFailure, ConfigError):
-            raise
-        except (Exception, SystemExit) as e:  # noqa: BLE001 - attributed and re-raised
-            raise CallbackRaised(c, hook, e) from e
+        except BaseException as e:  # noqa: BLE001 - re-raised by _attribute, attributed or as it was
+            _attribute(e, c, hook)
     return answers
+
+
+def _attribute(error: BaseException, callback, hook: str):
+    """Raise what `callback`'s `hook` raised: as it was for Ctrl-C, a run failure or a
+    ConfigError (e.g. a monitored metric that does not exist: the spec's fault, not the
+    callback's, so an input error, exit 2), else as `CallbackRaised` naming the callback and
+    the hook (SystemExit too: a plugin calling sys.exit() must not end the run silently)."""
+    if isinstance(error, (KeyboardInterrupt, RunFailure, ConfigError)) or \
+            not isinstance(error, (Exception, SystemExit)):
+        raise error
+    raise CallbackRaised(callback, hook, error) from error
 
 
 def _overrides(callback, hook: str) -> bool:
