@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from digits.callbacks.base import Callback
 from tests.conftest import ROOT, run_cli
 
 # Real data, tiny work: a few batches per epoch, a small pinned architecture, few callbacks.
@@ -30,6 +31,21 @@ TINY = ["--final-ensemble", "1", "--parallel-trials", "1",
         "--callbacks", "tensorboard,confusion_matrix,nan_guard,rich_summary,rich_report"]
 SPACE = {"conv_blocks", "filters", "kernel_size", "convs_per_block", "batch_norm", "dropout",
          "dense_units", "dense_dropout", "augment", "optimizer", "learning_rate"}
+
+
+class HoldsOnce(Callback):
+    """Before epoch `at_epoch` (1-based), writes `marker` and waits there (up to two minutes)
+    to be killed; once `marker` exists it does nothing. A 3-batch epoch is over faster than a
+    test can be sure to poll for it."""
+
+    def __init__(self, marker: str, at_epoch: int = 3) -> None:
+        super().__init__()
+        self.marker, self.at_epoch = Path(marker), at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch + 1 == self.at_epoch and not self.marker.exists():
+            self.marker.write_text("holding")
+            time.sleep(120)
 
 
 def trials(project: Path) -> dict[str, dict]:
@@ -215,8 +231,10 @@ def test_hyperband_continues_a_trial_and_a_killed_trial_resumes_from_its_epoch(t
     one continued for epochs 2-3 as trial 3. The search is killed during that trial's last
     epoch; the same command restarts it, and it resumes after epoch 2 instead of starting
     over."""
+    marker = tmp_path / "holding"
     argv = [sys.executable, "-m", "digits.tune", *TINY, "--max-epochs", "3", "--max-trials", "4",
-            "--final-epochs", "0", "--directory", str(tmp_path), "--project", "hb"]
+            "--final-epochs", "0", "--directory", str(tmp_path), "--project", "hb",
+            "--callback", f"tests.test_tune:HoldsOnce(marker={str(marker)!r})"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1"}
     project = tmp_path / "hb"
     state = project / "trial_3" / "execution_0" / "version_0" / "state" / "trainer.json"
@@ -224,8 +242,10 @@ def test_hyperband_continues_a_trial_and_a_killed_trial_resumes_from_its_epoch(t
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 540
+        while time.monotonic() < deadline and proc.poll() is None and not marker.exists():
+            time.sleep(0.05)
         while time.monotonic() < deadline and proc.poll() is None:
-            try:
+            try:  # epoch 2's state is written in the background
                 if json.loads(state.read_text())["epoch"] == 2:
                     break
             except (OSError, ValueError, KeyError):
