@@ -461,10 +461,10 @@ def _summarize(args, tuner, display, project_dir) -> dict | None:
 
 
 def _what_mattered(args, oracle, display, project_dir: Path, pins: dict) -> None:
-    """Each hyperparameter's share of the objective's spread (terminal and TensorBoard text)
-    and `search_history.png` (each trial's score and the best so far)."""
+    """What mattered (each hyperparameter's share, fANOVA on a random forest: a console line
+    and TensorBoard text) and `search_history.png` (each trial's score, the best so far and
+    what mattered)."""
     from digits.runs.atomic import atomic_write_bytes
-    from digits.tuner.display import plural
     from digits.tuner.importance import history_png, importance, importance_text
     from digits.tuner.search import objective_direction, trial_rows
 
@@ -475,19 +475,16 @@ def _what_mattered(args, oracle, display, project_dir: Path, pins: dict) -> None
     values = [({k: v for k, v in r["values"].items() if k not in pins}, r["score"])
               for r in rows if not r["pruned"]]
     found = importance(values)
-    if found:
-        display.line("what mattered (share of the objective's spread, one hyperparameter at a "
-                     f"time, {plural(len(values), 'unpruned trial')}): " + ", ".join(
-                         f"{name} {share:.0%}" for name, share, _ in found))
+    display.line(found.line())
     order = sorted((int(r["trial_id"]) + 1, r["score"]) for r in rows)
     maximise = objective_direction(args.objective) == "max"
     atomic_write_bytes(project_dir / "search_history.png",
-                       history_png(order, args.objective, maximise))
+                       history_png(order, args.objective, maximise, found))
     import tensorflow as tf
 
     writer = tf.summary.create_file_writer(str(project_dir / "search"))
     with writer.as_default():
-        tf.summary.text("search/what_mattered", importance_text(found, len(values)), step=0)
+        tf.summary.text("search/what_mattered", importance_text(found), step=0)
     writer.close()
 
 
