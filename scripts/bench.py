@@ -21,7 +21,7 @@ Sections (all but `fashion`, `deploy` and `search` run by default):
                 C <= 1.02.
     callbacks   each default callback's time per epoch as a share of B's epoch, timed inside
                 B's own fits, and its cost per `Trainer.test`. Goal: confusion_matrix <= 5%.
-    throughput  images/s, training and inference, of seed-cnn, cnn and mlp with
+    throughput  images/s, training and inference, of seed-cnn, cnn and mlp (--quick: cnn) with
                 steps_per_execution 1 vs auto; TensorFlow thread settings and oneDNN (each in
                 a subprocess); XLA once; mixed precision on vs off where there is a GPU.
     startup     `python -m digits.train --help` (goal <= 1 s, no TensorFlow import) and the

@@ -94,7 +94,7 @@ class Sizes:
     def quick(cls) -> Sizes:
         return cls(epochs=1, repeats=1, overhead_repeats=1, c_repeats=1, warm_up=False,
                    overhead_train=128,
-                   throughput_images={"seed-cnn": 128, "cnn": 128, "mlp": 128},
+                   throughput_images={"cnn": 128},  # the default model alone
                    thread_images=128, xla_images=128, thread_configs=False, xla_model="mlp",
                    peak_matmul_size=512, peer_repeats=1,
                    startup_repeats=1, scale_sizes=(1_000,), accuracy_epochs=1,

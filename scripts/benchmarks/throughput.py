@@ -137,7 +137,7 @@ def section_throughput(bench: Bench) -> dict:
     progress("throughput: this CPU's matmul peak, float32 and bfloat16")
     peaks = {dtype: matmul_peak(dtype, n=sizes.peak_matmul_size) for dtype in PEAK_DTYPES}
     models = {}
-    for name in THROUGHPUT_MODELS:
+    for name in [m for m in THROUGHPUT_MODELS if m in sizes.throughput_images]:
         images = sizes.throughput_images[name]
         progress(f"throughput: {name}, steps_per_execution 1 vs auto, {images} images")
         contenders = {"1": measure_model(name, images, 1, data),
@@ -211,7 +211,7 @@ def section_gpu(bench: Bench) -> dict:
     import keras
 
     results = {}
-    for name in THROUGHPUT_MODELS:
+    for name in [m for m in THROUGHPUT_MODELS if m in bench.sizes.throughput_images]:
         results[name] = {}
         for policy in ("float32", "mixed_float16"):
             progress(f"throughput: GPU, {name}, {policy}")
