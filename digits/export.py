@@ -138,7 +138,7 @@ def export(source, fmt: str, output: Path, quantize: str | None, data) -> dict:
             staging.mkdir()
         started = time.perf_counter()
         try:
-            _write(source.model, fmt, work, quantize, data)
+            write_model(source.model, fmt, work, quantize, data)
         except Exception as e:  # noqa: BLE001 - a converter's failure is the model's, said once
             from digits.deploy.runtimes import first_line
             from digits.errors import ModelError
@@ -222,8 +222,9 @@ def print_report(report: dict) -> None:
           f"{report['agreement']:.2%} of images, accuracy change {change:+.2f} pt")
 
 
-def _write(model, fmt: str, path: Path, quantize: str | None, data) -> None:
-    """Keras' own export, then the format's own quantizer."""
+def write_model(model, fmt: str, path: Path, quantize: str | None, data) -> None:
+    """Write `model` to `path` as `fmt`: Keras' own export, then the format's own quantizer
+    (int8 calibrated on `data`'s first training images). Nothing is checked here: see `export`."""
     import warnings
 
     from digits.deploy.runtimes import quiet_native_output

@@ -80,9 +80,19 @@ def build_parser() -> cli.ArgumentParser:
                         help="hyperband: times to run its whole schedule (default: 1)")
     search.add_argument("--executions-per-trial", type=cli.positive_int, default=1, metavar="N",
                         help="trainings per trial from different seeds, averaged (default: 1)")
-    search.add_argument("--objective", choices=OBJECTIVES, default="val_accuracy",
+    search.add_argument("--objective", choices=OBJECTIVES, default=None,
                         help="what the search maximises (accuracy) or minimises (loss) "
                              "(default: val_accuracy)")
+    search.add_argument("--objectives", default=None, metavar="LIST",
+                        help="a multi-objective search: the objective and what a model costs "
+                             "to run, e.g. val_accuracy,latency,size (latency: one image, int8 "
+                             "ONNX on one thread; size: that file; params). Each trial measures "
+                             "its costs, the space reaches down to small models, and the search "
+                             "ends with its Pareto front (a table, pareto.json, pareto.png)")
+    search.add_argument("--choose", default=None, metavar="COST<=VALUE",
+                        help="with --objectives: retrain the most accurate trial within this, "
+                             "e.g. latency<=0.5ms, size<=100KB (KB = 1,024 bytes), params<=50k "
+                             "(default: the most accurate trial)")
     search.add_argument("--hp", type=pin, action="append", default=[],
                         metavar="NAME=VALUE",
                         help="pin a hyperparameter instead of searching it, e.g. --hp batch_norm=True "
@@ -164,6 +174,7 @@ def run(argv: list[str] | None = None) -> int:
                           f"most --final-epochs ({args.final_epochs})")
     if args.swa_lr is not None and args.swa is None:
         raise ConfigError("--swa-lr needs --swa EPOCHS")
+    _resolve_objectives(args)
     from digits.tuner.distributed import (
         local_chief,
         parallel_trials,
@@ -179,6 +190,25 @@ def run(argv: list[str] | None = None) -> int:
         with local_chief() as chief:
             return _run_search(args, argv, chief)
     return _run_search(args, argv, role)
+
+
+def _resolve_objectives(args) -> None:
+    """`--objectives` and `--choose` read and checked: `args.objectives` becomes an
+    `Objectives` (or None), `args.choose` a `Constraint` (or None), `args.objective` the
+    metric either way."""
+    from digits.errors import ConfigError
+    from digits.tuner.pareto import parse_constraint, parse_objectives
+
+    objectives = parse_objectives(args.objectives, OBJECTIVES) if args.objectives else None
+    if objectives is not None and args.objective not in (None, objectives.metric):
+        raise ConfigError(f"--objective {args.objective} and --objectives {args.objectives} "
+                          "disagree: give the objective once, in --objectives")
+    args.objective = objectives.metric if objectives else (args.objective or "val_accuracy")
+    args.objectives = objectives
+    if args.choose is not None and objectives is None:
+        raise ConfigError(f"--choose {args.choose} picks from a multi-objective search: add "
+                          "--objectives, e.g. --objectives val_accuracy,latency")
+    args.choose = parse_constraint(args.choose, objectives) if args.choose else None
 
 
 def _run_search(args, argv, role) -> int:
@@ -247,7 +277,9 @@ def _run_project(args, argv, role, pins: dict, project: str, project_dir: Path) 
                        if k not in ("seed", "swa_epochs", "swa_lr")}
     hypermodel = DigitsHyperModel(callbacks=trial_callbacks, trainer_options=trainer_options,
                                   seed=args.seed, max_epochs=args.max_epochs,
-                                  log_dir=args.directory)
+                                  log_dir=args.directory,
+                                  costs=frozenset(args.objectives.costs) if args.objectives
+                                  else frozenset())
     planned = planned_trials(args.tuner, max_trials, args.max_epochs, args.factor,
                              args.hyperband_iterations)
     # The live view on a terminal, for the process that holds the search; a trial's own console
@@ -377,7 +409,8 @@ def _search_settings(args, pins: dict) -> dict:
         "limit_val_batches": args.limit_val_batches, "precision": args.precision,
         "label_smoothing": args.label_smoothing, "max_model_size": args.max_model_size,
         **({"ema_decay": args.ema} if args.ema is not None else {}),
-        # Absent from searches made before pruning existed, which is the same as none.
+        # Absent from searches made before these existed, which is the same as none.
+        **({"objectives": list(args.objectives.names)} if args.objectives else {}),
         **({"pruner": args.pruner, "pruner_warmup": args.pruner_warmup}
            if args.pruner != "none" else {}),
     }
@@ -436,7 +469,7 @@ def _summarize(args, tuner, display, project_dir) -> dict | None:
         trial_rows,
         write_best_hyperparameters,
     )
-    from digits.tuner.space import SEARCH_SPACE
+    from digits.tuner.space import search_space
 
     oracle = tuner.oracle
     rows = trial_rows(oracle, project_dir, top=args.top)
@@ -444,20 +477,86 @@ def _summarize(args, tuner, display, project_dir) -> dict | None:
     pins = dict(args.hp)
     if rows:
         pinned = f"; pinned: {format_values(pins)}" if pins else ""
-        display.summary_table(rows, [d.name for d in SEARCH_SPACE if d.name not in pins],
+        names = [d.name for d in search_space(small=args.objectives is not None)]
+        display.summary_table(rows, [name for name in names if name not in pins],
                               f"best {len(rows)} of {completed} completed trials by "
                               f"{args.objective} ({project_dir}){pinned}")
     for trial_id, reason in failed_trials(oracle, project_dir):
         display.line(f"trial {trial_id} failed: {reason}", style="red")
     _what_mattered(args, oracle, display, project_dir, pins)
-    record = best_record(oracle, project_dir, args.tuner)
+    chosen = _pareto(args, oracle, display, project_dir) if args.objectives else None
+    record = best_record(oracle, project_dir, args.tuner, trial_id=chosen,
+                         chosen_by=args.choose.text if args.choose else None)
     if record is None:
         return None
     path = write_best_hyperparameters(project_dir, record)
-    display.line(f"best: trial {record['trial_id']}, {args.objective} {record['score']:.4f}: "
+    how = f"chosen ({args.choose.text})" if args.choose else "best"
+    display.line(f"{how}: trial {record['trial_id']}, {args.objective} {record['score']:.4f}: "
                  f"{format_values(record['hyperparameters'])}", style="bold")
     display.line(f"best hyperparameters written to {path}; by hand: {record['train_command']}")
     return record
+
+
+def _pareto(args, oracle, display, project_dir: Path) -> str | None:
+    """The Pareto front of a multi-objective search: printed, `pareto.json`, `pareto.png` and
+    TensorBoard (`<project>/search`); the id of the trial `--choose` picks (None without it).
+    A constraint no trial meets is an input error (the search is kept: rerun with another)."""
+    from digits.errors import ConfigError
+    from digits.runs.atomic import atomic_write_bytes, atomic_write_json
+    from digits.tuner.pareto import choose, describe, front, pareto_png
+    from digits.tuner.search import objective_direction, trial_rows
+
+    objectives = args.objectives
+    maximise = objective_direction(objectives.metric) == "max"
+    # A pruned trial's score is where it was stopped, not what it would have reached.
+    points = [{"trial_id": r["trial_id"], objectives.metric: r["score"],
+               **{c: r["costs"][c] for c in objectives.costs if c in r["costs"]},
+               "hyperparameters": r["values"]}
+              for r in trial_rows(oracle, project_dir) if not r["pruned"]]
+    kept = front(points, objectives, maximise)
+    chosen = choose(points, objectives, args.choose, maximise) if args.choose else None
+    display.line(f"Pareto front ({objectives.metric} against "
+                 f"{', '.join(objectives.costs)}): {len(kept)} of {len(points)} trials",
+                 style="bold")
+    for p in kept:
+        costs = "  ".join(f"{c} {describe(c, p[c])}" for c in objectives.costs)
+        mark = "  <- chosen" if chosen is not None and p["trial_id"] == chosen["trial_id"] else ""
+        display.line(f"  trial {p['trial_id']}  {objectives.metric} "
+                     f"{p[objectives.metric]:.4f}  {costs}{mark}")
+    atomic_write_json(project_dir / "pareto.json", {
+        "objectives": list(objectives.names),
+        "directions": {objectives.metric: "max" if maximise else "min",
+                       **{c: "min" for c in objectives.costs}},
+        "costs_measured_as": {"latency": "milliseconds, one image, int8 ONNX Runtime on one "
+                                         "thread, median of 300 calls",
+                              "size": "bytes of the int8 ONNX file", "params": "parameters"},
+        "front": [p["trial_id"] for p in kept],
+        "constraint": args.choose.text if args.choose else None,
+        "chosen": chosen["trial_id"] if chosen else None,
+        "trials": [{**p, "on_front": p in kept} for p in points],
+    })
+    picture = pareto_png(points, kept, objectives, maximise, chosen)
+    atomic_write_bytes(project_dir / "pareto.png", picture)
+    import tensorflow as tf
+
+    table = [f"| trial | {objectives.metric} | " + " | ".join(objectives.costs) + " |",
+             "|---" * (2 + len(objectives.costs)) + "|"]
+    table += [f"| {p['trial_id']} | {p[objectives.metric]:.4f} | "
+              + " | ".join(describe(c, p[c]) for c in objectives.costs) + " |" for p in kept]
+    writer = tf.summary.create_file_writer(str(project_dir / "search"))
+    with writer.as_default():
+        tf.summary.text("search/pareto_front", "\n".join(table), step=0)
+        tf.summary.image("search/pareto", tf.io.decode_png(picture, channels=3)[None], step=0)
+    writer.close()
+    if args.choose is None:
+        return None
+    if chosen is None:
+        cheapest = min(kept, key=lambda p: p[args.choose.cost], default=None)
+        least = (f"; the least on the front: {describe(args.choose.cost, cheapest[args.choose.cost])}"
+                 f" (trial {cheapest['trial_id']})" if cheapest else "")
+        raise ConfigError(f"--choose {args.choose.text}: no completed trial is within it{least}; "
+                          "rerun with another --choose (the search is kept)")
+    return chosen["trial_id"]
 
 
 def _what_mattered(args, oracle, display, project_dir: Path, pins: dict) -> None:
@@ -533,7 +632,8 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
                "learning_rate": float(values["learning_rate"])},
         )
     members = f", {args.final_ensemble} times (an ensemble)" if args.final_ensemble > 1 else ""
-    print(f"retraining the best hyperparameters (trial {record['trial_id']}) for "
+    which = "chosen" if record.get("chosen_by") else "best"
+    print(f"retraining the {which} hyperparameters (trial {record['trial_id']}) for "
           f"{plural(args.final_epochs, 'epoch')}{members} on "
           "the same training split, then testing", flush=True)
     if args.final_ensemble > 1:

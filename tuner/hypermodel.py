@@ -41,6 +41,9 @@ class DigitsHyperModel(keras_tuner.HyperModel):
             `seed + e` (default 0).
         max_epochs: epochs of a trial when keras-tuner passes none (default 10).
         log_dir: where runs go when the tuner gives no trial directory (default "logs/tune").
+        costs: what each trial also measures of its model (`digits.deploy.costs.COSTS`:
+            "latency", "size", "params"), kept in the trial's metrics as `cost_latency_ms`,
+            `cost_size_bytes`, `cost_params` (a multi-objective search's other axes).
         build_model: your own search space instead of the CNN's: a function `hp ->
             keras.Model` (Sequential, functional, a `keras.Model` subclass with its own
             `train_step` or `compute_loss`, compiled by you or not), as keras-tuner's
@@ -64,12 +67,13 @@ class DigitsHyperModel(keras_tuner.HyperModel):
     def __init__(self, callbacks: Callable[[], list] | None = None,
                  trainer_options: dict | None = None, seed: int = 0, max_epochs: int = 10,
                  log_dir: str | os.PathLike = "logs/tune",
-                 build_model: Callable[[keras_tuner.HyperParameters], keras.Model] | None = None
-                 ) -> None:
+                 build_model: Callable[[keras_tuner.HyperParameters], keras.Model] | None = None,
+                 costs: frozenset[str] | set[str] = frozenset()) -> None:
         super().__init__(name="digits-cnn" if build_model is None else "digits-own-model")
         if build_model is not None and not callable(build_model):
             raise ConfigError("build_model must be a function hp -> keras.Model")
         self.build_model = build_model
+        self.costs = frozenset(costs)
         reserved = {"optimizer", "learning_rate", "max_epochs", "callbacks", "log_dir", "name",
                     "seed", "resume"} & set(trainer_options or {})
         if reserved:
@@ -85,6 +89,7 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         # What the last `fit` did, for the tuner's trial records.
         self.last_runs: list[Path] = []
         self.last_epochs = 0
+        self.last_costs: dict[str, float] = {}
 
     def _trainer(self, **kwargs):
         from digits.engine.trainer import Trainer
@@ -109,7 +114,7 @@ class DigitsHyperModel(keras_tuner.HyperModel):
 
                 model_shapes(model, np.zeros((1, 28, 28, 1), np.float32))
             return model
-        hyperparameters, _, _ = space.declare(hp)
+        hyperparameters, _, _ = space.declare(hp, small=bool(self.costs))
         # The Trainer seeds Keras before building: the same initial weights for the same seed,
         # whichever trial came before.
         trainer = self._trainer(seed=self.seed + self.execution, callbacks=[])
@@ -131,7 +136,7 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         from digits.errors import CallbackRaised, TrainingStopped
 
         if self.build_model is None:
-            _, optimizer, learning_rate = space.declare(hp)
+            _, optimizer, learning_rate = space.declare(hp, small=bool(self.costs))
             searched = {"optimizer": optimizer, "learning_rate": float(learning_rate)}
         else:  # the user's space: what it declares of these, the rest left to the Trainer
             searched = {k: hp.values[k] for k in ("optimizer", "learning_rate") if k in hp.values}
@@ -152,7 +157,20 @@ class DigitsHyperModel(keras_tuner.HyperModel):
         )
         config = {"command": "tune", "trial": trial_id, "execution": execution,
                   "search_values": values}
-        self.last_runs, self.last_epochs = [], 0
+        self.last_runs, self.last_epochs, self.last_costs = [], 0, {}
+        if self.costs:
+            # What the architecture costs to run (its weights do not change it), measured on a
+            # copy before training; the tuner reports it with every epoch.
+            from digits.deploy.costs import measure_costs
+            from digits.deploy.runtimes import first_line
+
+            try:
+                self.last_costs = measure_costs(self.build(hp), data, self.costs)
+            except keras_tuner.errors.FailedTrialError:
+                raise
+            except Exception as e:  # noqa: BLE001 - an exporter's failure is the trial's
+                raise keras_tuner.errors.FailedTrialError(
+                    f"cannot measure its costs: {first_line(e)}") from e
         try:
             trainer.fit(model, data, config=config, initial_epoch=int(initial_epoch or 0))
         except (ModelError, ConfigError, TrainingStopped, CallbackRaised) as e:

@@ -23,11 +23,13 @@ import math
 import os
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras_tuner
 
 from digits.callbacks.base import Callback
+from digits.deploy.costs import COSTS
 from digits.errors import ConfigError
 from digits.runs.atomic import atomic_write_json
 from digits.tuner import space
@@ -119,6 +121,7 @@ class _TrialsThroughDigits(EachExecution):
         self._runs, self._epochs = [], 0
         self._pruned = None
         self.hypermodel.last_runs, self.hypermodel.last_epochs = [], 0
+        self.hypermodel.last_costs = {}
         if self.display is not None:
             where = self.tuner_id if self.role.kind == "worker" else None
             self.display.trial_started(trial.trial_id, dict(trial.hyperparameters.values),
@@ -132,7 +135,8 @@ class _TrialsThroughDigits(EachExecution):
                       trial_dir=self.get_trial_dir(trial.trial_id))
         # Every epoch goes to the oracle (the chief's, from a worker): the pruner judges it
         # there, and the chief's live view shows each running trial's epoch.
-        report = ReportEpochs(self.oracle, trial.trial_id, self.project_dir)
+        report = ReportEpochs(self.oracle, trial.trial_id, self.project_dir,
+                              extra=lambda: self.hypermodel.last_costs)
         shown = self.display.trial_callbacks() if self.display is not None else []
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), *shown, report]
         try:
@@ -188,6 +192,7 @@ class _TrialsThroughDigits(EachExecution):
             "hyperparameters": dict(trial.hyperparameters.values),
             "rss_bytes": rss_bytes(),  # this process's memory after the trial
             "pruned": self._pruned,  # {"epoch", "rule", "reason"} when the pruner stopped it
+            "costs": dict(self.hypermodel.last_costs) or None,  # with cost objectives
         })
 
     def report_trial_end(self, trial_id: str, where: str | None = None) -> None:
@@ -215,20 +220,25 @@ class ReportEpochs(Callback):
         oracle: the search's oracle (a worker's `OracleClient` reaches the chief's).
         trial_id: the trial being trained.
         project_dir: where the oracle's holder keeps `pruned.json` (the reason is read there).
+        extra: more metrics for every report (the trial's costs, with cost objectives).
     """
 
     name = "report_epochs"
     order = 95  # after the callbacks that add to the epoch's logs, before checkpointing
 
-    def __init__(self, oracle, trial_id: str, project_dir: str | Path) -> None:
+    def __init__(self, oracle, trial_id: str, project_dir: str | Path,
+                 extra: Callable[[], dict] | None = None) -> None:
         super().__init__()
         self.oracle, self.trial_id, self.project_dir = oracle, trial_id, Path(project_dir)
+        self.extra = extra
         self.pruned: dict | None = None
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items() if hasattr(v, "__float__")}
         if self.oracle.objective.name not in metrics:
             return
+        if self.extra is not None:
+            metrics.update(self.extra())  # the trial's costs, with cost objectives
         trial = self.oracle.update_trial(self.trial_id, metrics, step=int(epoch))
         if getattr(trial, "status", None) != "STOPPED":
             return
@@ -475,7 +485,11 @@ def trial_rows(oracle, project_dir: Path, top: int | None = None) -> list[dict]:
                      "epochs": record.get("epochs") or values.get("tuner/epochs"),
                      "seconds": record.get("seconds"),
                      "pruned": bool(record.get("pruned")),
-                     "values": space.searched_values(values)})
+                     "values": space.searched_values(values),
+                     # What it costs to run, with cost objectives (the oracle's own record).
+                     "costs": {name: trial.metrics.get_last_value(metric)
+                               for name, metric in COSTS.items()
+                               if trial.metrics.exists(metric)}})
     return rows
 
 
@@ -490,9 +504,13 @@ def failed_trials(oracle, project_dir: Path) -> list[tuple[str, str]]:
     return failed
 
 
-def best_record(oracle, project_dir: Path, kind: str) -> dict | None:
-    """The best trial as `best_hyperparameters.json` holds it (None when none completed)."""
-    rows = trial_rows(oracle, project_dir, top=1)
+def best_record(oracle, project_dir: Path, kind: str, trial_id: str | None = None,
+                chosen_by: str | None = None) -> dict | None:
+    """The best trial (or trial `trial_id`, picked `chosen_by` a constraint) as
+    `best_hyperparameters.json` holds it (None when none completed)."""
+    rows = trial_rows(oracle, project_dir)
+    if trial_id is not None:
+        rows = [r for r in rows if r["trial_id"] == trial_id]
     if not rows:
         return None
     best = rows[0]
@@ -509,6 +527,8 @@ def best_record(oracle, project_dir: Path, kind: str) -> dict | None:
         "hyperparameters": values,
         "trials": {"completed": len(counts["completed"]), "failed": len(counts["failed"])},
         "train_command": train_command(values, best["epochs"]),
+        **({"costs": best["costs"]} if best["costs"] else {}),
+        **({"chosen_by": chosen_by} if chosen_by else {}),
     }
 
 

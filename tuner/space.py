@@ -97,13 +97,35 @@ SEARCH_SPACE: tuple[Dimension, ...] = (
     Dimension("learning_rate", "log", (1e-4, 1e-2), 2e-3, "initial learning rate (cosine decay)"),
 )
 
-DIMENSIONS = {d.name: d for d in SEARCH_SPACE}
+# A search with cost objectives (`digits.tune --objectives val_accuracy,latency`) reaches down
+# to small models too, so that its Pareto front has a cheap end: narrower convolutions and heads,
+# and depthwise-separable convolutions.
+SMALL_END = {"filters": (4, 8, 16, 24, 32, 48), "dense_units": (16, 32, 64, 128, 256, 512)}
+SEPARABLE = Dimension("separable", "boolean", (True, False), False,
+                      "depthwise-separable convolutions after the first (with cost objectives)")
+
+
+def search_space(small: bool = False) -> tuple[Dimension, ...]:
+    """The space: `SEARCH_SPACE`, or with `small` its small end added (`SMALL_END`,
+    `SEPARABLE`). The defaults are the same: the hand-picked model is a point of both."""
+    if not small:
+        return SEARCH_SPACE
+    dimensions = [dataclasses.replace(d, values=SMALL_END[d.name]) if d.name in SMALL_END else d
+                  for d in SEARCH_SPACE]
+    dimensions.insert([d.name for d in dimensions].index("batch_norm"), SEPARABLE)
+    return tuple(dimensions)
+
+
+DIMENSIONS = {d.name: d for d in search_space(small=True)}  # every name --hp may pin
 TRAINER_HYPERPARAMETERS = ("optimizer", "learning_rate")
 
 
-def declare(hp) -> tuple[dict, str, float]:
-    """Declare the whole space on `hp`; return (model hyperparameters, optimizer, learning rate)."""
-    values = {d.name: d.declare(hp) for d in SEARCH_SPACE}
+def declare(hp, small: bool = False) -> tuple[dict, str, float]:
+    """Declare the whole space on `hp` (with `small`, its small end too); return (model
+    hyperparameters, optimizer, learning rate). A pinned `separable` counts in either space."""
+    values = {d.name: d.declare(hp) for d in search_space(small)}
+    if not small and SEPARABLE.name in hp.values:
+        values[SEPARABLE.name] = hp.values[SEPARABLE.name]
     optimizer = values.pop("optimizer")
     learning_rate = values.pop("learning_rate")
     return values, optimizer, learning_rate
@@ -130,7 +152,11 @@ def searched_values(values: dict) -> dict:
 
 
 def space_help() -> str:
-    """One line per dimension, for `--help`."""
-    width = max(len(d.name) for d in SEARCH_SPACE)
+    """One line per dimension, for `--help`, and the small end."""
+    width = max(len(d.name) for d in DIMENSIONS.values())
+    small = "; ".join(f"{name} also {', '.join(map(str, values[:2]))}"
+                      for name, values in SMALL_END.items())
     return "\n".join(f"  {d.name:<{width}}  {d.describe()} (default {d.default}): {d.help}"
-                     for d in SEARCH_SPACE)
+                     for d in SEARCH_SPACE) + (
+        f"\n  with cost objectives (--objectives), the small end too: {small}; "
+        f"{SEPARABLE.name} True or False (default False)")

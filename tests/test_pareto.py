@@ -1,0 +1,131 @@
+"""Multi-objective search: `digits.tune --objectives val_accuracy,latency,size,params` measures
+what each trial's model costs, keeps the Pareto front, and `--choose` retrains the most accurate
+trial within a constraint."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from digits.errors import ConfigError
+from digits.tuner.pareto import (
+    Objectives,
+    choose,
+    front,
+    pareto_png,
+    parse_constraint,
+    parse_objectives,
+)
+from tests.conftest import run_cli
+
+METRICS = ("val_accuracy", "val_loss")
+BOTH = Objectives("val_accuracy", ("latency", "size"))
+
+
+def point(trial_id, accuracy, latency, size):
+    return {"trial_id": trial_id, "val_accuracy": accuracy, "latency": latency, "size": size}
+
+
+def test_objectives_and_constraints_are_read_with_their_units():
+    assert parse_objectives("val_accuracy,latency,size", METRICS) == BOTH
+    for bad in ("latency", "val_accuracy", "val_accuracy,val_loss,size", "val_accuracy,speed",
+                "val_accuracy,size,size"):
+        with pytest.raises(ConfigError, match="--objectives"):
+            parse_objectives(bad, METRICS)
+    assert parse_constraint("latency<=0.5ms", BOTH).limit == 0.5
+    assert parse_constraint("latency < 300us", BOTH).limit == pytest.approx(0.3)
+    assert parse_constraint("latency<=0.5ms", BOTH).allows(0.5)
+    assert not parse_constraint("latency<0.5ms", BOTH).allows(0.5)
+    assert parse_constraint("size<=100KB", BOTH).limit == 100 * 1024
+    assert parse_constraint("size<=2mb", BOTH).limit == 2 * 1024 ** 2
+    assert parse_constraint("params<=50k", Objectives("val_accuracy", ("params",))).limit == 5e4
+    for bad, match in (("speed<=1ms", "COST<=VALUE"), ("latency<=1KB", "takes a unit"),
+                       ("params<=5k", "measure params first"), ("latency>=1ms", "COST<=VALUE")):
+        with pytest.raises(ConfigError, match=match):
+            parse_constraint(bad, BOTH)
+
+
+def test_the_front_keeps_what_nothing_beats_on_every_objective():
+    points = [point("a", 0.99, 1.0, 500), point("b", 0.98, 0.3, 100),  # both on the front
+              point("c", 0.97, 0.4, 200),  # b is better on all three
+              point("d", 0.99, 1.0, 600),  # a is as good and smaller
+              point("e", 0.95, 0.2, 900),  # fastest: on the front
+              point("f", 0.99, 1.0, 500)]  # a's equal: neither dominates
+    assert [p["trial_id"] for p in front(points, BOTH, maximise=True)] == ["a", "f", "b", "e"]
+    losses = Objectives("val_loss", ("latency",))
+    assert [p["trial_id"] for p in front(
+        [{"trial_id": "x", "val_loss": 0.1, "latency": 2.0},
+         {"trial_id": "y", "val_loss": 0.2, "latency": 1.0},
+         {"trial_id": "z", "val_loss": 0.3, "latency": 1.5}], losses, maximise=False)] == ["x", "y"]
+    within = choose(points, BOTH, parse_constraint("latency<=0.35ms", BOTH), maximise=True)
+    assert within["trial_id"] == "b"
+    assert choose(points, BOTH, parse_constraint("latency<0.2ms", BOTH), maximise=True) is None
+
+
+def test_the_picture_has_one_panel_per_cost():
+    points = [point("0", 0.99, 0.4, 6e5), point("1", 0.98, 0.1, 5e4), point("2", 0.9, 0.2, 1e5)]
+    kept = front(points, BOTH, True)
+    image = Image.open(io.BytesIO(pareto_png(points, kept, BOTH, True, kept[1])))
+    assert image.format == "PNG" and image.size == (1000, 400)
+    assert Image.open(io.BytesIO(pareto_png([], [], BOTH, True))).size == (1000, 400)
+
+
+TINY = ["--final-ensemble", "1", "--dataset", "mnist-5k", "--limit-train-batches", "3",
+        "--limit-val-batches", "2", "--no-default-callbacks", "--callbacks", "tensorboard",
+        "--tuner", "random", "--max-trials", "4", "--max-epochs", "1",
+        "--objectives", "val_accuracy,latency,size,params", "--project", "p"]
+
+
+@pytest.mark.slow
+def test_a_search_keeps_its_front_and_retrains_the_choice(tmp_path):
+    # Two trials at a time (the main job's mode): the costs travel to the chief with the epochs.
+    first = run_cli("digits.tune", *TINY, "--final-epochs", "0", "--directory", str(tmp_path))
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    project = tmp_path / "p"
+    pareto = json.loads((project / "pareto.json").read_text())
+    assert pareto["objectives"] == ["val_accuracy", "latency", "size", "params"]
+    trials = {t["trial_id"]: t for t in pareto["trials"]}
+    assert len(trials) == 4
+    for t in trials.values():
+        record = json.loads((project / f"trial_{t['trial_id']}" / "digits_trial.json")
+                            .read_text())
+        assert record["costs"]["cost_size_bytes"] == t["size"] > 1000
+        assert record["costs"]["cost_params"] == t["params"] and 0 < t["latency"] < 100
+        assert "separable" in t["hyperparameters"]  # the space's small end
+    objectives = Objectives("val_accuracy", ("latency", "size", "params"))
+    assert pareto["front"] == [p["trial_id"] for p in front(list(trials.values()), objectives,
+                                                              True)]
+    assert {t["trial_id"] for t in pareto["trials"] if t["on_front"]} == set(pareto["front"])
+    assert f"Pareto front (val_accuracy against latency, size, params): " \
+           f"{len(pareto['front'])} of 4 trials" in first.stdout
+    assert Image.open(project / "pareto.png").size == (1500, 400)
+    from tests.test_tune import event_tags
+
+    tags, _ = event_tags(project / "search")
+    assert {"search/pareto_front", "search/what_mattered"} <= set(tags["tensors"])
+
+    # The smallest model on the front, chosen by its parameters: the finished search is reloaded
+    # (no trial rerun) and that trial retrained.
+    smallest = min((trials[t] for t in pareto["front"]), key=lambda t: t["params"])
+    limit = f"params<={int(smallest['params'])}"
+    again = run_cli("digits.tune", *TINY, "--final-epochs", "1", "--choose", limit,
+                    "--directory", str(tmp_path))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "started" not in again.stdout.replace("no workers are started", "")
+    chosen = json.loads((project / "best_hyperparameters.json").read_text())
+    assert chosen["trial_id"] == smallest["trial_id"] and chosen["chosen_by"] == limit
+    assert f"retraining the chosen hyperparameters (trial {smallest['trial_id']})" in again.stdout
+    [run] = (project / "best").glob("version_*")
+    config = json.loads((run / "config.json").read_text())
+    assert all(config["hyperparameters"][k] == v for k, v in smallest["hyperparameters"].items()
+               if k not in ("optimizer", "learning_rate"))
+
+    # A constraint no trial meets: one line, exit 2, the search kept.
+    proc = run_cli("digits.tune", *TINY, "--final-epochs", "0", "--choose", "size<=1KB",
+                   "--directory", str(tmp_path))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: --choose size<=1KB: no completed trial is within it")
