@@ -92,7 +92,7 @@ def test_an_export_is_not_clobbered_and_a_failed_one_leaves_the_old(source, caps
         Path(path).write_bytes(b"half a model")
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr(export_cli, "_write", broken)
+    monkeypatch.setattr(export_cli, "write_model", broken)
     code = export_cli.main(["--model", str(source), "--format", "litert", "--output", str(kept),
                             "--dataset", "mnist-5k", "--overwrite"])
     err = capsys.readouterr().err

@@ -33,7 +33,16 @@ def test_declaring_the_space_gives_model_optimizer_and_learning_rate():
     assert set(model_values) == {d.name for d in space.SEARCH_SPACE} - {"optimizer",
                                                                          "learning_rate"}
     assert optimizer == "adam" and learning_rate == pytest.approx(2e-3)
-    assert {p.name for p in hp.space} == set(space.DIMENSIONS)
+    assert {p.name for p in hp.space} == {d.name for d in space.SEARCH_SPACE}
+    # With cost objectives, the small end: the same defaults, smaller choices, separable convs.
+    small = keras_tuner.HyperParameters()
+    model_values, _, _ = space.declare(small, small=True)
+    assert model_values["separable"] is False and model_values["filters"] == 32
+    assert {p.name for p in small.space} == set(space.DIMENSIONS)
+    assert small.get("filters") == 32 and 4 in space.DIMENSIONS["filters"].values
+    pinned = keras_tuner.HyperParameters()
+    pinned.Fixed("separable", True)
+    assert space.declare(pinned)[0]["separable"] is True  # a pin counts in the default space
 
 
 def test_pins_are_checked_by_name_and_type():

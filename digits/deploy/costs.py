@@ -25,7 +25,7 @@ def measure_costs(model, data, names: set[str] | frozenset[str]) -> dict[str, fl
     if not {"latency", "size"} & set(names):
         return costs
     from digits.deploy.runtimes import load_runtime
-    from digits.export import latency_ms, write_model
+    from digits.deploy.writers import latency_ms, write_model
     from digits.speed.precision import float32_copy
 
     with tempfile.TemporaryDirectory(prefix="digits-costs-") as tmp:
