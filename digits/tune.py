@@ -573,6 +573,12 @@ def _what_mattered(args, oracle, display, project_dir: Path, pins: dict) -> None
     # A pruned trial's score is where it was stopped, not what it would have reached.
     values = [({k: v for k, v in r["values"].items() if k not in pins}, r["score"])
               for r in rows if not r["pruned"]]
+    if len({r["epochs"] for r in rows if not r["pruned"]}) > 1:
+        # Hyperband's trials train for different budgets: a factor of its own, so that the
+        # longer trials' higher scores are not credited to the hyperparameters promoted to them.
+        unpruned = [r for r in rows if not r["pruned"]]
+        values = [({**v, "(trial epochs)": r["epochs"]}, score)
+                  for (v, score), r in zip(values, unpruned, strict=True)]
     found = importance(values)
     display.line(found.line())
     order = sorted((int(r["trial_id"]) + 1, r["score"]) for r in rows)
