@@ -56,11 +56,14 @@ def test_train_ensemble_reports_each_member_saves_one_model_and_reuses_finished_
         own = json.loads((tmp_path / f"cnn-member{k}/version_0/metrics.json").read_text())
         assert f"member cnn-member{k} (seed {k}): test accuracy {own['test']['accuracy']:.4f}" \
             in first.stdout
-    # The same command again reuses both finished members and trains nothing.
+    # The same command again trains and tests nothing: the finished members and ensemble are
+    # reported from their runs.
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "reusing" in again.stdout and not (tmp_path / "cnn-member0/version_1").exists()
-    # ... and joins them into the same ensemble directory, not a new version each time.
+    assert f"ensemble of 2 was already joined and tested: test accuracy " \
+           f"{metrics['test']['accuracy']:.4f}" in again.stdout, again.stdout[-2000:]
+    assert "(seed 0): test accuracy" in again.stdout and "epoch 1/" not in again.stdout
+    assert not (tmp_path / "cnn-member0/version_1").exists()
     assert not (tmp_path / "cnn-ensemble/version_1").exists()
     evaluated = run_cli("digits.evaluate", "--model", str(ensemble_dir / "model.keras"),
                         "--dataset", "mnist-5k", "--json")

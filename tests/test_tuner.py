@@ -111,3 +111,28 @@ def test_trial_lines_are_plain_and_unwrapped_off_a_terminal():
         "(trial 01)",
         "trial 5/10 failed in 1s: FailedTrialError: [too big]",
     ]
+
+
+def test_equal_scores_go_to_the_earlier_trial_whatever_the_oracles_order(tmp_path):
+    # After a reload the oracle's trials come in another order; the best must not change.
+    from types import SimpleNamespace
+
+    import keras_tuner
+
+    from digits.tuner.search import trial_rows
+
+    class Metrics:
+        def exists(self, name):
+            return False
+
+    def trial(trial_id, score):
+        return SimpleNamespace(trial_id=trial_id, score=score, status="COMPLETED",
+                               hyperparameters=keras_tuner.HyperParameters(), metrics=Metrics())
+
+    for order in (["0006", "0005", "0001"], ["0005", "0001", "0006"]):
+        scores = {"0005": 0.98, "0006": 0.98, "0001": 0.5}
+        oracle = SimpleNamespace(objective=SimpleNamespace(name="val_accuracy"),
+                                 trials={t: trial(t, scores[t]) for t in order})
+        assert [r["trial_id"] for r in trial_rows(oracle, tmp_path)] == ["0005", "0006", "0001"]
+        oracle.objective.name = "val_loss"
+        assert [r["trial_id"] for r in trial_rows(oracle, tmp_path)] == ["0001", "0005", "0006"]

@@ -476,7 +476,9 @@ def trial_rows(oracle, project_dir: Path, top: int | None = None) -> list[dict]:
     direction = objective_direction(oracle.objective.name)
     completed = [t for t in oracle.trials.values() if t.status == "COMPLETED"
                  and t.score is not None and not math.isnan(t.score)]
-    completed.sort(key=lambda t: t.score, reverse=direction == "max")
+    # Equal scores go to the earlier trial: the oracle's order of its trials is not the same
+    # after a reload, and a rerun must find the same best (and not retrain another).
+    completed.sort(key=lambda t: (-t.score if direction == "max" else t.score, t.trial_id))
     rows = []
     for trial in completed[:top]:
         record = read_record(project_dir, trial.trial_id) or {}

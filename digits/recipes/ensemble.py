@@ -59,6 +59,35 @@ def finished_member(log_dir, name: str, config: dict):
     return latest if finished and same_configuration(latest, config) else None
 
 
+def finished_ensemble(log_dir, name: str, config: dict, count: int):
+    """The latest run of ensemble `name` when it joined and tested `count` members of this
+    configuration (its model and metrics written whole), else None."""
+    import json
+
+    from digits.runs.directory import RunDirectory
+
+    latest = RunDirectory.latest(log_dir, name)
+    if latest is None or not latest.file("model.keras").is_file():
+        return None
+    metrics = latest.read_json("metrics.json") or {}
+    wanted = json.loads(json.dumps({**config, "members": count}))
+    finished = metrics.get("status") == "finished" and "test" in metrics \
+        and len(metrics.get("members", [])) == count
+    return latest if finished and latest.read_json("config.json") == wanted else None
+
+
+def report_finished(run, trainers: list) -> None:
+    """Print what a finished ensemble's run holds: each member's and the ensemble's test."""
+    metrics = run.read_json("metrics.json")
+    for trainer, member in zip(trainers, metrics["members"], strict=True):
+        print(f"member {trainer.name} (seed {trainer.seed}): test accuracy "
+              f"{member['test']['accuracy']:.4f} (tested before)")
+    test = metrics["test"]
+    print(f"ensemble of {len(trainers)} was already joined and tested: test accuracy "
+          f"{test['accuracy']:.4f} on {test['examples']} images; run directory: {run.path}",
+          flush=True)
+
+
 def save(model, result, member_results: list, log_dir, name: str, config: dict):
     """Write the ensemble's model.keras and metrics.json (each member's test and the
     ensemble's) into a run directory `<log_dir>/<name>/version_<n>`; returns its path.
@@ -91,15 +120,26 @@ def train_and_join(count: int, member_trainer, build, data, config: dict, ensemb
     """Train (or reuse) `count` members and save their average; what `digits.train
     --ensemble` and `digits.tune --final-ensemble` share. `member_trainer(k)` gives member k's
     Trainer (its own name and seed), `build(trainer)` its fresh model. Prints each member's
-    report and test accuracy, and the ensemble's; returns the ensemble's `TestResult`."""
+    report and test accuracy, and the ensemble's; returns the ensemble's `TestResult`. When
+    every member and the ensemble itself were finished, joined and tested by an earlier run of
+    the same configuration, their stored results are printed instead and None is returned:
+    nothing is trained or tested again."""
     from digits.models import load_model
 
-    members, results, trainers = [], [], []
+    planned = []
     for k in range(count):
         trainer = member_trainer(k)
         model = build(trainer)
         done = None if trainer.fast_dev_run else finished_member(
             trainer.log_dir, trainer.name, trainer.resolved_config(model, data, config))
+        planned.append((trainer, model, done))
+    if all(done is not None for _, _, done in planned):
+        joined = finished_ensemble(planned[0][0].log_dir, ensemble_name, config, count)
+        if joined is not None:
+            report_finished(joined, [t for t, _, _ in planned])
+            return None
+    members, results, trainers = [], [], []
+    for k, (trainer, model, done) in enumerate(planned):
         if done is not None:
             print(f"member {k + 1} of {count}: reusing {done.path}", flush=True)
             model = load_model(str(done.file("model.keras")))
