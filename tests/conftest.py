@@ -96,30 +96,3 @@ def pytest_terminal_summary(terminalreporter):
             found.append(f"{name} missing")
     terminalreporter.write_line(f"ran with Python {sys.version.split()[0]}: " + ", ".join(found))
 
-
-# The slowest tests (seconds on a 2-core AMD EPYC, float32, `--durations`), started first: with
-# `-n 2`, pytest-xdist hands the first tests out in turn to its two workers and the rest as they
-# free up, so a long test that came last in file order kept one core busy alone at the end.
-SLOWEST_FIRST = (
-    "tests/test_kill_matrix.py::test_the_main_job_killed_at_every_stage",  # 222
-    "tests/test_bench.py::test_quick_run_writes_every_measured_section",  # 197
-    "tests/test_kill_matrix.py::test_a_full_disk",  # 58
-    "tests/test_tune.py::test_failures_in_a_row",  # 54
-    "tests/test_ensemble.py::test_train_ensemble_reports_each_member",  # 53
-    "tests/test_lr_finder.py::test_find_lr_on_the_embedded_digits",  # 49
-    "tests/test_tune.py::test_hyperband_continues",  # 48
-    "tests/test_resume.py::test_sigkill_after_the_third_epoch",  # 47
-    "tests/test_pruning.py::test_an_asha_search",  # 40
-    "tests/test_examples.py::test_the_mixup_subclass",  # 35
-    "tests/test_tune_distributed.py::test_a_chief_and_two_workers",  # 33
-)
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item) -> int:
-        for i, prefix in enumerate(SLOWEST_FIRST):
-            if item.nodeid.startswith(prefix):
-                return i
-        return len(SLOWEST_FIRST)
-
-    items.sort(key=rank)  # stable: everything else keeps its order

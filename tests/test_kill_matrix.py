@@ -37,7 +37,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-FINAL_EPOCHS = 8
+FINAL_EPOCHS = 6
 COMMAND = ["--final-ensemble", "2", "--dataset", "mnist-5k", "--tuner", "random",
            "--limit-train-batches", "12", "--limit-val-batches", "2", "--hp", "filters=8",
            "--hp", "dense_units=32", "--no-default-callbacks", "--callbacks",
