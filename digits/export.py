@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from digits import cli
-from digits.deploy.writers import latency_ms, write_model
+from digits.deploy.writers import human_size, latency_ms, write_model
 
 EXPORT_FORMATS = ("saved_model", "onnx", "litert")
 QUANTIZATIONS = ("int8", "float16")
@@ -201,7 +201,7 @@ def print_report(report: dict) -> None:
     print(f"checked on {report['examples']:,} test images ({report['dataset_description']}):")
     print(f"  {'':10} {'accuracy':>9} {'size':>10} {'1 image':>9}")
     for name, row in (("keras", ours), (report["format"], theirs)):
-        print(f"  {name:10} {row['accuracy']:>9.2%} {_human(row['bytes']):>10} "
+        print(f"  {name:10} {row['accuracy']:>9.2%} {human_size(row['bytes']):>10} "
               f"{row['latency_ms']:>7.2f}ms")
     change = (theirs["accuracy"] - ours["accuracy"]) * 100
     print(f"  largest probability difference {report['max_abs_difference']:.2g}, same class for "
@@ -235,10 +235,6 @@ def _suffix(fmt: str) -> str:
     from digits.deploy.runtimes import SUFFIXES
 
     return SUFFIXES[fmt]
-
-
-def _human(size: int) -> str:
-    return f"{size / 1024:.0f} KB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MB"
 
 
 if __name__ == "__main__":

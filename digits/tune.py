@@ -501,6 +501,7 @@ def _pareto(args, oracle, display, project_dir: Path) -> str | None:
     """The Pareto front of a multi-objective search: printed, `pareto.json`, `pareto.png` and
     TensorBoard (`<project>/search`); the id of the trial `--choose` picks (None without it).
     A constraint no trial meets is an input error (the search is kept: rerun with another)."""
+    from digits.deploy.costs import LATENCY_CALLS
     from digits.errors import ConfigError
     from digits.runs.atomic import atomic_write_bytes, atomic_write_json
     from digits.tuner.pareto import choose, describe, front, pareto_png
@@ -528,7 +529,7 @@ def _pareto(args, oracle, display, project_dir: Path) -> str | None:
         "directions": {objectives.metric: "max" if maximise else "min",
                        **{c: "min" for c in objectives.costs}},
         "costs_measured_as": {"latency": "milliseconds, one image, int8 ONNX Runtime on one "
-                                         "thread, median of 300 calls",
+                                         f"thread, median of {LATENCY_CALLS} calls",
                               "size": "bytes of the int8 ONNX file", "params": "parameters"},
         "front": [p["trial_id"] for p in kept],
         "constraint": args.choose.text if args.choose else None,
@@ -571,14 +572,13 @@ def _what_mattered(args, oracle, display, project_dir: Path, pins: dict) -> None
     if not rows:
         return
     # A pruned trial's score is where it was stopped, not what it would have reached.
-    values = [({k: v for k, v in r["values"].items() if k not in pins}, r["score"])
-              for r in rows if not r["pruned"]]
-    if len({r["epochs"] for r in rows if not r["pruned"]}) > 1:
-        # Hyperband's trials train for different budgets: a factor of its own, so that the
-        # longer trials' higher scores are not credited to the hyperparameters promoted to them.
-        unpruned = [r for r in rows if not r["pruned"]]
-        values = [({**v, "(trial epochs)": r["epochs"]}, score)
-                  for (v, score), r in zip(values, unpruned, strict=True)]
+    unpruned = [r for r in rows if not r["pruned"]]
+    # Hyperband's trials train for different budgets: a factor of its own, so that the longer
+    # trials' higher scores are not credited to the hyperparameters promoted to them.
+    budgets = len({r["epochs"] for r in unpruned}) > 1
+    values = [({**{k: v for k, v in r["values"].items() if k not in pins},
+                **({"(trial epochs)": r["epochs"]} if budgets else {})}, r["score"])
+              for r in unpruned]
     found = importance(values)
     display.line(found.line())
     order = sorted((int(r["trial_id"]) + 1, r["score"]) for r in rows)

@@ -17,6 +17,7 @@ nothing is claimed.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,7 +134,7 @@ def importance(trials: list[tuple[dict, float]], seed: int = 0) -> Importance:
     names, columns, bounds, counts = [], [], [], []
     for name in sorted({name for values, _ in trials for name in values}):
         present = [values[name] for values, _ in trials if name in values]
-        common = max(set(map(str, present)), key=[str(v) for v in present].count)
+        common = Counter(map(str, present)).most_common(1)[0][0]
         fill = next(v for v in present if str(v) == common)
         column = [values.get(name, fill) for values, _ in trials]
         if len({str(v) for v in column}) < 2:

@@ -16,6 +16,7 @@ import math
 import re
 
 from digits.deploy.costs import COSTS
+from digits.deploy.writers import human_size
 from digits.errors import ConfigError
 
 UNITS = {"latency": {"us": 1e-3, "ms": 1.0, "s": 1000.0, "": 1.0},
@@ -118,7 +119,7 @@ def describe(cost: str, value: float) -> str:
     if cost == "latency":
         return f"{value:.3g} ms"
     if cost == "size":
-        return f"{value / 1024:.0f} KB" if value < 1024 ** 2 else f"{value / 1024 ** 2:.1f} MB"
+        return human_size(value)
     return f"{value / 1e3:.0f}k" if value >= 1e4 else f"{value:.0f}"
 
 

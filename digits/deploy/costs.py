@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-# How a cost is called on the command line -> its metric in a trial's records, and its unit.
+# How a cost is called on the command line -> its metric in a trial's records (the unit in its name).
 COSTS = {"latency": "cost_latency_ms", "size": "cost_size_bytes", "params": "cost_params"}
 LATENCY_CALLS = 300
 

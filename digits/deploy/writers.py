@@ -110,3 +110,8 @@ def latency_ms(runtime, image, calls: int = 50) -> float:
         runtime.predict(image)
         times.append(time.perf_counter() - started)
     return round(statistics.median(times) * 1000, 3)
+
+
+def human_size(size: float) -> str:
+    """Bytes as a person reads them: 598 KB, 1.2 MB (1,024-based)."""
+    return f"{size / 1024:.0f} KB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MB"

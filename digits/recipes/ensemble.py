@@ -59,21 +59,27 @@ def finished_member(log_dir, name: str, config: dict):
     return latest if finished and same_configuration(latest, config) else None
 
 
+def _ensemble_config(config: dict, count: int) -> dict:
+    """An ensemble's config.json: its command's configuration and its member count, as JSON
+    reads it back."""
+    import json
+
+    return json.loads(json.dumps({**config, "members": count}))
+
+
 def finished_ensemble(log_dir, name: str, config: dict, count: int):
     """The latest run of ensemble `name` when it joined and tested `count` members of this
     configuration (its model and metrics written whole), else None."""
-    import json
-
     from digits.runs.directory import RunDirectory
 
     latest = RunDirectory.latest(log_dir, name)
     if latest is None or not latest.file("model.keras").is_file():
         return None
     metrics = latest.read_json("metrics.json") or {}
-    wanted = json.loads(json.dumps({**config, "members": count}))
     finished = metrics.get("status") == "finished" and "test" in metrics \
         and len(metrics.get("members", [])) == count
-    return latest if finished and latest.read_json("config.json") == wanted else None
+    same = latest.read_json("config.json") == _ensemble_config(config, count)
+    return latest if finished and same else None
 
 
 def report_finished(run, trainers: list) -> None:
@@ -95,12 +101,10 @@ def save(model, result, member_results: list, log_dir, name: str, config: dict):
     The latest version is written again when it holds the same configuration, or none yet
     (a join cut off before it wrote one): rerunning a finished command joins its members
     again into the same directory instead of adding a version each time."""
-    import json
-
     from digits.runs.atomic import atomic_path
     from digits.runs.directory import RunDirectory
 
-    wanted = json.loads(json.dumps({**config, "members": len(member_results)}))
+    wanted = _ensemble_config(config, len(member_results))
     latest = RunDirectory.latest(log_dir, name)
     same = latest is not None and latest.read_json("config.json") in (None, wanted)
     run = latest if same else RunDirectory.create(log_dir, name)
