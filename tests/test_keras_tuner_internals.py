@@ -251,7 +251,9 @@ def test_a_chief_reloads_hyperbands_brackets_and_bayesian_history(tmp_path, kind
     chief.tuner_id = "chief"
     assert internals.reload_chief(chief)
     state = json.loads(json.dumps(chief.oracle.get_state()))
-    for key in ("end_order", "tried_so_far", "seed_state", *(
+    for key in ("end_order", "seed_state", *(
             ["brackets", "current_iteration"] if kind == "hyperband" else [])):
         assert state[key] == saved[key], key
+    # keras-tuner keeps the values it tried as a set: listed in each process's hash order.
+    assert sorted(state["tried_so_far"]) == sorted(saved["tried_so_far"])
     assert len(chief.oracle.trials) == len(saved["end_order"])
