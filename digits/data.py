@@ -542,8 +542,12 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
     counts = np.bincount(split.y, minlength=NUM_CLASSES)
     present = int((counts > 0).sum())
     if n_held < present or len(split) - n_held < present:
+        need = next((n for n in range(len(split) + 1, int(2 * present / fraction) + 2 * present)
+                     if present <= int(round(n * fraction)) <= n - present), None) \
+            if 0 < fraction < 1 else None
         raise DatasetError(
-            f"{len(split)} examples are too few to hold out {fraction:.0%} of each of {present} classes"
+            f"{len(split)} examples are too few to hold out {fraction:.0%} of each of {present} "
+            f"classes" + (f" (it takes at least {need})" if need else "")
         )
     stratify = split.y if counts[counts > 0].min() >= 2 else None
     x_a, x_b, y_a, y_b = train_test_split(

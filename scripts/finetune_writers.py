@@ -7,9 +7,14 @@ them). The first 900 become a class folder that `digits.train --init-from MODEL 
 FOLDER` fine-tunes on; the other 897 (read as `digits.predict` reads them: found, made 28x28)
 are read before and after, and so is the official MNIST test set (what the model must keep).
 
+With `--writers optdigits.tra` (UCI optdigits' training part: 3,823 digits by 30 writers, none
+of scikit-learn's 13; https://archive.ics.uci.edu/dataset/80) those 30 writers are the folder
+fine-tuned on and all of scikit-learn's 1,797 are read: the writer-disjoint check of the issue.
+
 Usage:
     python scripts/finetune_writers.py --model logs/cnn/version_0/model.keras [--seeds 0,1,2]
-        [--per-class N] [--epochs N] [--learning-rate LR] [--replay SPEC] [--json out.json]
+        [--writers optdigits.tra] [--per-class N] [--epochs N] [--learning-rate LR]
+        [--replay SPEC] [--json out.json] [--choose]
 """
 
 from __future__ import annotations
@@ -93,18 +98,27 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--replay", default="mnist-5k")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--writers", default=None, metavar="optdigits.tra",
+                        help="fine-tune on these 8x8 digits (UCI optdigits' format) and read all "
+                             "of scikit-learn's 1,797 (other writers)")
     parser.add_argument("--choose", action="store_true",
-                        help="for choosing settings: fine-tune on the first 600 scans and read "
-                             "scans 600-899 and the embedded digits' 500 validation digits; the "
-                             "897 held-out scans and the official test set are not read")
+                        help="for choosing settings: fine-tune on the first two thirds of the "
+                             "fine-tuning digits and read the last third and the embedded "
+                             "digits' 500 validation digits; the held-out scans and the "
+                             "official test set are not read")
     args = parser.parse_args(argv)
     from digits import train
     from scripts.photos import sklearn_digits
 
     images, labels = sklearn_digits()
     tune_x, tune_y, held_x, held_y = images[:900], labels[:900], images[900:], labels[900:]
+    if args.writers:
+        from scripts.read_photos import optdigits
+
+        (tune_x, tune_y), held_x, held_y = optdigits(args.writers), images, labels
     if args.choose:
-        tune_x, tune_y, held_x, held_y = images[:600], labels[:600], images[600:900], labels[600:900]
+        cut = len(tune_y) * 2 // 3
+        tune_x, tune_y, held_x, held_y = tune_x[:cut], tune_y[:cut], tune_x[cut:], tune_y[cut:]
         global official
         official = mnist_validation
     if args.per_class:

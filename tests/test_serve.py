@@ -7,6 +7,7 @@ events and reads the page's answer. SIGTERM stops it last.
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.client
 import io
@@ -125,6 +126,8 @@ def test_the_api_answers_what_predict_prints(server, served_model, number_photo)
     assert [d["digit"] for d in with_inputs["digits"]] == [d["digit"] for d in expected["digits"]]
     for digit in with_inputs["digits"]:
         assert digit.pop("input").startswith("data:image/png;base64,")
+        crop = Image.open(io.BytesIO(base64.b64decode(digit.pop("crop").split(",", 1)[1])))
+        assert 20 <= min(crop.size) and max(crop.size) <= 96, crop.size  # the digit as shown
     assert with_inputs["digits"] == expected["digits"]
     assert request(url, "GET", "/api/health") == (200, {"status": "ok"})
     status, model = request(url, "GET", "/api/model")
@@ -168,20 +171,23 @@ def test_a_correction_lands_in_the_folder_as_a_dataset_and_bad_ones_get_4xx(
     """POST /api/corrections with a reading's 28x28 input: saved atomically as
     <folder>/<label>/<hash>.png, which reads back as a dataset bit-identical; the same digit
     twice is kept once; bad labels and bodies get a 4xx JSON error; the count is bounded."""
-    import base64
-
     from digits.reading.folders import read_folder
 
     _, url = server
     digit = np.rint(mnist5k.test.x[3, :, :, 0] * 255).astype(np.uint8)
     answer = request(url, "POST", "/api/predict?inputs=1", png_bytes(255 - digit))[1]
-    data_url = answer["digits"][0]["input"]
+    data_url, crop_url = answer["digits"][0]["input"], answer["digits"][0]["crop"]
+    crop = np.asarray(Image.open(io.BytesIO(base64.b64decode(crop_url.split(",", 1)[1]))))
+    # The crop is the digit as the image showed it: here the whole 28x28 upload, dark on light.
+    assert np.abs(crop.astype(int) - (255 - digit)).max() <= 1
     post = functools.partial(request, url, "POST", "/api/corrections",
                              headers={"Content-Type": "application/json"})
-    status, saved = post(json.dumps({"label": 7, "input": data_url}).encode())
+    status, saved = post(json.dumps({"label": 7, "input": data_url, "crop": crop_url}).encode())
     assert status == 200 and saved["label"] == 7 and saved["new"] is True
     path = corrections / saved["saved"]
     assert path.parent == corrections / "7" and path.suffix == ".png"
+    kept_crop = corrections / ".crops" / saved["saved"]
+    assert np.array_equal(np.asarray(Image.open(kept_crop)), crop)
     status, again = post(json.dumps({"label": 7, "input": data_url}).encode())
     assert status == 200 and again["new"] is False and again["saved"] == saved["saved"]
     sent = np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))))
@@ -189,6 +195,7 @@ def test_a_correction_lands_in_the_folder_as_a_dataset_and_bad_ones_get_4xx(
     x, y = images.splits["train"]
     assert any(np.array_equal(image, sent) for image, label in zip(x, y, strict=True)
                if label == 7)
+    assert len(x) == 1 and not images.skipped  # the crop is not read as a second digit
     tiny = "data:image/png;base64," + base64.b64encode(png_bytes(np.zeros((29, 28), np.uint8))).decode()
     for body, status_expected in [
         (json.dumps({"label": 12, "input": data_url}).encode(), 400),
@@ -196,6 +203,9 @@ def test_a_correction_lands_in_the_folder_as_a_dataset_and_bad_ones_get_4xx(
         (json.dumps({"label": True, "input": data_url}).encode(), 400),
         (json.dumps({"label": 3, "input": "data:image/png;base64,AAAA"}).encode(), 400),
         (json.dumps({"label": 3, "input": tiny}).encode(), 400),
+        (json.dumps({"label": 3, "input": data_url, "crop": "a photo"}).encode(), 400),
+        (json.dumps({"label": 3, "input": data_url, "crop": "data:image/png;base64," + base64.b64encode(
+            png_bytes(np.zeros((300, 20), np.uint8))).decode()}).encode(), 400),
         (json.dumps({"label": 3}).encode(), 400),
         (b"not json", 400),
         (b"[1, 2]", 400),
@@ -213,7 +223,7 @@ def test_a_correction_lands_in_the_folder_as_a_dataset_and_bad_ones_get_4xx(
             break
     else:
         pytest.fail("the corrections folder has no limit")
-    assert sum(1 for _ in corrections.rglob("*.png")) <= 3
+    assert sum(1 for _ in corrections.glob("[0-9]/*.png")) <= 3
     assert request(url, "GET", "/api/health")[0] == 200  # still serving
     for extra in (corrections / "1").glob("*.png"):
         extra.unlink()  # room for the page's correction
@@ -271,7 +281,9 @@ def test_the_page_reads_digits_drawn_with_a_pointer(server, mnist5k, number_phot
         WebDriverWait(driver, 20).until(lambda d: d.find_elements(
             By.CSS_SELECTOR, ".fix .saved")[0].text.startswith(("saved", "not saved")))
         assert driver.find_elements(By.CSS_SELECTOR, ".fix .saved")[0].text == "saved as 5"
-        assert len(list((corrections / "5").glob("*.png"))) >= 1
+        saved_fives = list((corrections / "5").glob("*.png"))
+        assert saved_fives and all((corrections / ".crops" / "5" / p.name).exists()
+                                   for p in saved_fives)
         driver.find_element(By.ID, "clear").click()
         cleared = tool.read_page(driver)
         assert cleared["reading"] == "" and cleared["digits"] == 0
@@ -290,6 +302,70 @@ def test_the_page_reads_digits_drawn_with_a_pointer(server, mnist5k, number_phot
         assert 300 <= width <= 390
     finally:
         driver.quit()
+
+
+def asgi(app, method: str, path: str, body: bytes = b"", content_type: str = "image/png"):
+    """One request to an ASGI application, in this process (what uvicorn hands the app):
+    (status, the JSON answer)."""
+    import asyncio
+
+    path, _, query = path.partition("?")
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": query.encode(), "root_path": "", "server": ("test", 80),
+             "client": ("test", 1), "headers": [(b"content-type", content_type.encode()),
+                                                 (b"content-length", str(len(body)).encode())]}
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+    sent = []
+
+    async def receive():
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+def test_corrections_from_the_app_fine_tune_the_model(reader_model, mnist5k, tmp_path,
+                                                      monkeypatch, capsys):
+    """The loop the page offers, whole: photos read by the served app (/api/predict?inputs=1),
+    each digit said to be its true digit (POST /api/corrections, with its crop), and the
+    corrections folder fine-tuned on (`digits.train --init-from MODEL --dataset DIR`)."""
+    from digits import train
+    from digits.deploy.service import create_app
+    from digits.reading import Reader
+    from tests.test_folders import paper_photo
+
+    monkeypatch.setenv("DIGITS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "fixed"
+    app = create_app(Reader.load(reader_model), corrections=folder)
+    rng = np.random.default_rng(5)
+    picked = np.concatenate([np.flatnonzero(mnist5k.test.y == c)[:12] for c in range(10)])
+    for i in picked:
+        photo = io.BytesIO()
+        paper_photo(mnist5k.test.x[i, :, :, 0], rng).save(photo, "JPEG", quality=90)
+        status, answer = asgi(app, "POST", "/api/predict?inputs=1", photo.getvalue(), "image/jpeg")
+        assert status == 200 and answer["digits"], answer
+        # A speck read as a second digit is left alone: the person corrects the digit itself.
+        digit = max(answer["digits"], key=lambda d: d["box"][2] * d["box"][3])
+        correction = {"label": int(mnist5k.test.y[i]), "input": digit["input"], "crop": digit["crop"]}
+        status, saved = asgi(app, "POST", "/api/corrections", json.dumps(correction).encode(),
+                             "application/json")
+        assert status == 200 and saved["new"], saved
+    assert sorted(int(p.parent.name) for p in folder.glob("[0-9]/*.png")) == \
+        sorted(mnist5k.test.y[picked].tolist())
+    assert len(list((folder / ".crops").glob("[0-9]/*.png"))) == len(picked)
+    run = tmp_path / "logs" / "finetune" / "version_0"
+    assert train.main(["--init-from", reader_model, "--dataset", str(folder), "--epochs", "2",
+                       "--log-dir", str(tmp_path / "logs"), "--no-default-callbacks",
+                       "--callbacks", "checkpoint"]) == 0
+    err = capsys.readouterr().err
+    assert f"{folder}: {len(picked)} images read as digits" in err
+    assert "fine-tuning on 97 of your digits and 97 replayed from mnist-5k" in err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["history"]["val_accuracy"]) == 2 and (run / "model.keras").exists()
 
 
 def test_workers_serve_and_stop_on_sigterm(served_model, mnist5k):

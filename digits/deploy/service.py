@@ -95,6 +95,13 @@ async def _send_json(send, status: int, body: dict) -> None:
 # `--corrections DIR` keeps at most this many digits; a correction's body is at most this big.
 MAX_CORRECTIONS = 10_000
 MAX_CORRECTION_BYTES = 64 * 1024
+# A digit's crop (the part of the image it was found in, for a person to check a correction
+# against) is at most this many pixels on its long side: answered at CROP_SIDE, accepted up to
+# MAX_CROP_SIDE. Crops are kept apart from the class folders, in CROPS (a hidden folder, which
+# reading a folder as a dataset passes over).
+CROP_SIDE = 96
+MAX_CROP_SIDE = 256
+CROPS = ".crops"
 
 
 def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024,
@@ -102,9 +109,10 @@ def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024,
     """The FastAPI application serving `reader` (a `digits.reading.Reader`).
 
     With `corrections` (a folder), `POST /api/corrections` saves a digit a person labelled:
-    `{"label": 7, "input": "data:image/png;base64,..."}` (the 28x28 input `/api/predict?inputs=1`
-    answered with) becomes `<folder>/7/<content hash>.png`, a class folder `digits.train
-    --dataset` reads back bit-identical.
+    `{"label": 7, "input": "data:image/png;base64,...", "crop": "data:image/png;base64,..."}`
+    (the 28x28 input and the crop `/api/predict?inputs=1` answered with; the crop is optional)
+    becomes `<folder>/7/<content hash>.png`, a class folder `digits.train --dataset` reads back
+    bit-identical, and `<folder>/.crops/7/<content hash>.png`.
     """
     from digits.errors import ImageError
 
@@ -131,6 +139,7 @@ def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024,
         if with_inputs:
             for digit, as_dict in zip(reading.digits, entry["digits"], strict=True):
                 as_dict["input"] = png_data_url(digit.input)
+                as_dict["crop"] = png_data_url(crop_of(found, digit.box))
         return entry
 
     @app.exception_handler(HTTPException)
@@ -181,12 +190,12 @@ def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024,
             return JSONResponse({"error": "a correction is a label and one 28x28 input"},
                                 status_code=413)
         try:
-            label, pixels = correction_from(body)
+            label, pixels, crop = correction_from(body)
         except ValueError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
         try:
             saved, new = await asyncio.to_thread(save_correction, Path(corrections), label,
-                                                 pixels, max_corrections)
+                                                 pixels, max_corrections, crop)
         except OverflowError as e:
             return JSONResponse({"error": str(e)}, status_code=507)
         except OSError as e:
@@ -233,11 +242,30 @@ def _status(error) -> int:
     return 422  # decoded, but nothing readable as a digit (blank, noise, truncated)
 
 
-def correction_from(body: bytes) -> tuple[int, np.ndarray]:
-    """A correction's JSON -> (label, the 28x28 uint8 input); ValueError says what is wrong."""
-    import json
+def crop_of(found, box: tuple[int, int, int, int], side: int = CROP_SIDE) -> np.ndarray:
+    """The part of the image a digit was found in (its box and a margin of a quarter of its
+    size), as the image showed it, at most `side` pixels on its long side: float32 in [0, 1]."""
+    from PIL import Image
 
-    from PIL import Image, UnidentifiedImageError
+    gray = found.gray
+    x, y, w, h = (v / found.scale for v in box)
+    margin = max(w, h) / 4
+    left, top = max(0, int(x - margin)), max(0, int(y - margin))
+    right = min(gray.shape[1], int(np.ceil(x + w + margin)))
+    bottom = min(gray.shape[0], int(np.ceil(y + h + margin)))
+    crop = gray[top:max(bottom, top + 1), left:max(right, left + 1)]
+    longest = max(crop.shape)
+    if longest <= side:
+        return crop
+    size = (max(1, round(crop.shape[1] * side / longest)), max(1, round(crop.shape[0] * side / longest)))
+    image = Image.fromarray(np.clip(crop * 255, 0, 255).astype(np.uint8))
+    return np.asarray(image.resize(size, Image.Resampling.BOX), np.float32) / 255
+
+
+def correction_from(body: bytes) -> tuple[int, np.ndarray, np.ndarray | None]:
+    """A correction's JSON -> (label, the 28x28 uint8 input, the uint8 crop or None);
+    ValueError says what is wrong."""
+    import json
 
     try:
         answer = json.loads(body)
@@ -250,30 +278,46 @@ def correction_from(body: bytes) -> tuple[int, np.ndarray]:
         label = int(label)
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= 9:
         raise ValueError("label must be a digit 0-9")
-    data_url = answer.get("input")
+    pixels = _png_from(answer.get("input"), "input", "the digit's 28x28 input")
+    if pixels.shape != (28, 28):
+        raise ValueError(f"input must be 28x28 pixels, not {pixels.shape[1]}x{pixels.shape[0]}")
+    if pixels.max() < 50:
+        raise ValueError("input is blank")
+    crop = answer.get("crop")
+    if crop is not None:
+        crop = _png_from(crop, "crop", "the digit's crop")
+        if max(crop.shape) > MAX_CROP_SIDE:
+            raise ValueError(f"crop must be at most {MAX_CROP_SIDE} pixels on a side, not "
+                             f"{crop.shape[1]}x{crop.shape[0]}")
+    return label, pixels, crop
+
+
+def _png_from(data_url, field: str, what: str) -> np.ndarray:
+    """A PNG data URL (as /api/predict?inputs=1 answers) -> its grey uint8 pixels."""
+    from PIL import Image, UnidentifiedImageError
+
     prefix = "data:image/png;base64,"
     if not isinstance(data_url, str) or not data_url.startswith(prefix):
-        raise ValueError("input must be the digit's 28x28 input as a PNG data URL "
+        raise ValueError(f"{field} must be {what} as a PNG data URL "
                          "(what /api/predict?inputs=1 answered)")
     try:
         png = base64.b64decode(data_url[len(prefix):], validate=True)
         with Image.open(io.BytesIO(png), formats=("PNG",)) as image:
-            if image.size != (28, 28):
-                raise ValueError(f"input must be 28x28 pixels, not {image.size[0]}x{image.size[1]}")
-            pixels = np.asarray(image.convert("L"), np.uint8)
+            if max(image.size) > MAX_CROP_SIDE:  # before decoding a large one
+                raise ValueError(f"{field} is {image.size[0]}x{image.size[1]} pixels, too large")
+            return np.asarray(image.convert("L"), np.uint8)
     except ValueError:
         raise
     except (UnidentifiedImageError, OSError, base64.binascii.Error):
-        raise ValueError("input is not a readable PNG") from None
-    if pixels.max() < 50:
-        raise ValueError("input is blank")
-    return label, pixels
+        raise ValueError(f"{field} is not a readable PNG") from None
 
 
 def save_correction(folder: Path, label: int, pixels: np.ndarray,
-                    limit: int = MAX_CORRECTIONS) -> tuple[str, bool]:
+                    limit: int = MAX_CORRECTIONS, crop: np.ndarray | None = None) -> tuple[str, bool]:
     """`folder/<label>/<hash>.png`, written atomically; (its path in the folder, whether it is
-    new). The name is the pixels' hash, so the same digit sent twice is kept once."""
+    new). The name is the pixels' hash, so the same digit sent twice is kept once. A crop goes
+    to `folder/.crops/<label>/<hash>.png`, written before the input (a digit in its class folder
+    has its crop beside it, if one was sent)."""
     import hashlib
 
     from PIL import Image
@@ -290,6 +334,10 @@ def save_correction(folder: Path, label: int, pixels: np.ndarray,
     if count >= limit:
         raise OverflowError(f"the corrections folder holds {count} digits, its limit: train on "
                             "them, then empty it or raise --max-corrections")
+    if crop is not None:
+        (folder / CROPS / str(label)).mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / CROPS / str(label) / name, suffix=".png") as tmp:
+            Image.fromarray(crop, mode="L").save(tmp, format="PNG")
     (folder / str(label)).mkdir(parents=True, exist_ok=True)
     with atomic_path(target, suffix=".png") as tmp:
         Image.fromarray(pixels, mode="L").save(tmp, format="PNG")

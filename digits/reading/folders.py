@@ -13,7 +13,8 @@ digit, make it an MNIST-style 28x28 input), so a photo trains as it will be read
 greyscale image is taken as such an input already (what `digits.predict --save-digits` and the
 server's corrections write reads back bit-identical). An image in which no digit, or more than
 one, is found, and a file that is not a readable image, is skipped and named in the report; with
-`strict` any skip is an error instead. Images are read on all cores, and what was read is cached
+`strict` any skip is an error instead. Hidden files and folders (`.DS_Store`, `.git`, the
+server's `.crops`) are passed over. Images are read on all cores, and what was read is cached
 by each file's content (`$DIGITS_CACHE`, else `~/.cache/digits`), so the second run on the same
 folder starts at once and a changed file is read again.
 """
@@ -74,7 +75,7 @@ def find_files(root: Path) -> tuple[dict, list]:
     root = Path(root)
     real_root = root.resolve()
     children = _listing(root)
-    dirs = [p for p in children if p.is_dir()]
+    dirs = [p for p in children if p.is_dir() and not p.name.startswith(".")]
     splits: dict[str, list] = {}
     skipped: list[tuple[str, str]] = []
     if any(p.name in SPLIT_FOLDERS for p in dirs):
@@ -128,6 +129,8 @@ def _class_files(folder: Path, root: Path, real_root: Path, skipped: list) -> li
             if folder != root and not p.name.startswith("."):
                 skipped.append((_relative(p, root), "not in a class folder"))
             continue
+        if p.name.startswith("."):
+            continue  # .git, .ipynb_checkpoints, the corrections' .crops
         if p.name not in CLASS_FOLDERS:
             raise DatasetError(f"{p}: class folders must be named 0 to 9 (the digit they hold)")
         if not _inside(p, real_root):
