@@ -77,15 +77,40 @@ def official(model: str) -> float:
     return json.loads(out.getvalue())["accuracy"]
 
 
-def mnist_validation(model: str) -> float:
-    """Accuracy on the 500 embedded digits `digits.train --test-dataset mnist-test` validates
-    on (the default model never trained on them)."""
+FULL_MNIST = ROOT.parent / "shared" / "data" / "mnist-full"
+
+
+def unseen_mnist(count: int = 10_000):
+    """MNIST digits a model trained on the embedded 5,000 never saw, for measuring what
+    fine-tuning makes it forget without reading the official test set: `count` drawn (seed 0)
+    from full MNIST's 60,000 *training* digits that are not among the embedded 5,000 (where
+    `../shared/data/mnist-full` is), else the 500 embedded digits `digits.train --test-dataset
+    mnist-test` validates on. Returns (x float32 (N, 28, 28) in [0, 1], y, a description)."""
+    import gzip
+
     from digits.data import load_dataset
+
+    embedded = load_dataset("mnist-5k", test_dataset=str(OFFICIAL_MNIST), announce=False)
+    if not (FULL_MNIST / "train-images-idx3-ubyte.gz").exists():
+        return embedded.val.x[..., 0], embedded.val.y, f"MNIST validation ({len(embedded.val)})"
+    with gzip.open(FULL_MNIST / "train-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(FULL_MNIST / "train-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    known = {np.rint(image * 255).astype(np.uint8).tobytes()
+             for split in (embedded.train, embedded.val, embedded.test) for image in split.x[..., 0]}
+    unseen = np.array([i for i in range(len(x)) if x[i].tobytes() not in known])
+    keep = np.sort(np.random.default_rng(0).choice(unseen, min(count, len(unseen)), replace=False))
+    return x[keep].astype(np.float32) / 255, y[keep], f"unseen MNIST training digits ({len(keep):,})"
+
+
+def mnist_validation(model: str) -> float:
+    """Accuracy on MNIST digits the default model never trained on (`unseen_mnist`)."""
     from digits.reading import Reader
 
-    val = load_dataset("mnist-5k", test_dataset=str(OFFICIAL_MNIST), announce=False).val
-    probabilities = Reader.load(model).classify(val.x[..., 0])
-    return float((probabilities.argmax(axis=1) == val.y).mean())
+    x, y, _ = unseen_mnist()
+    probabilities = Reader.load(model).classify(x)
+    return float((probabilities.argmax(axis=1) == y).mean())
 
 
 def main(argv=None) -> int:
@@ -103,9 +128,9 @@ def main(argv=None) -> int:
                              "of scikit-learn's 1,797 (other writers)")
     parser.add_argument("--choose", action="store_true",
                         help="for choosing settings: fine-tune on the first two thirds of the "
-                             "fine-tuning digits and read the last third and the embedded "
-                             "digits' 500 validation digits; the held-out scans and the "
-                             "official test set are not read")
+                             "fine-tuning digits and read the last third and 10,000 MNIST "
+                             "training digits the model never saw (unseen_mnist); the "
+                             "held-out scans and the official test set are not read")
     args = parser.parse_args(argv)
     from digits import train
     from scripts.photos import sklearn_digits
@@ -124,7 +149,7 @@ def main(argv=None) -> int:
     if args.per_class:
         keep = np.concatenate([np.flatnonzero(tune_y == c)[:args.per_class] for c in range(10)])
         tune_x, tune_y = tune_x[keep], tune_y[keep]
-    kept = "MNIST validation (500)" if args.choose else "official test"
+    kept = unseen_mnist()[2] if args.choose else "official test"
     before = {"scans": read_scans(args.model, held_x, held_y, 1), "official": official(args.model)}
     print(f"before: other writers {before['scans']:.2%}, {kept} {before['official']:.2%}")
     rows = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -10,6 +11,15 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Under `-n N` the workers (and the commands they start) share the cores: each TensorFlow
+    # gets its share instead of every core (with -n 2 on 2 cores: one thread each, a tenth
+    # faster than two each; BENCHMARKS.md). Set before anything imports TensorFlow; a
+    # command that sets its own threads (the search's workers) still does.
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    _share = max(1, (_cores or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(_share))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(_share))
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_MNIST = ROOT / "digits" / "datasets" / "mnist-test"  # the `mnist-test` spec
@@ -50,20 +60,45 @@ def centroid_result(mnist5k):
     return TestResult.from_probabilities(mnist5k.test.y, probabilities)
 
 
-@pytest.fixture(scope="session")
-def reader_model(tmp_path_factory, mnist5k):
-    """A small CNN trained for four epochs on the embedded digits (their test part held out):
-    the model that predict, export and serve are tested with. Returns its .keras path."""
-    import digits
+@contextlib.contextmanager
+def once_per_session(tmp_path_factory, worker_id: str, name: str):
+    """A folder for something the whole session makes once: under `-n N` the first worker to
+    get here makes it while the others wait on a lock, then all read it (each worker's own
+    copy would cost the same training N times). Yields (folder, whether to make it)."""
+    if worker_id == "master":  # no xdist: this process is the session
+        yield tmp_path_factory.mktemp(name), True
+        return
+    import fcntl
 
-    directory = tmp_path_factory.mktemp("reader")
-    trainer = digits.Trainer(max_epochs=4, log_dir=directory, callbacks=[],
-                             enable_checkpointing=False, verbose=False, seed=0)
-    # A plain small CNN of four epochs (InkVariation off: it converges later than four epochs)
-    model = trainer.build_model("cnn", filters=16, ink_augment=0.0)
-    trainer.fit(model, mnist5k)
-    path = directory / "reader.keras"
-    model.save(path)
+    shared = tmp_path_factory.getbasetemp().parent / name  # this session's, all workers'
+    shared.mkdir(exist_ok=True)
+    with open(shared.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            done = shared / ".made"
+            yield shared, not done.exists()
+            done.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def reader_model(tmp_path_factory, worker_id, mnist5k):
+    """A small CNN trained for four epochs on the embedded digits (their test part held out):
+    the model that predict, export and serve are tested with, trained once per session.
+    Returns its .keras path."""
+    with once_per_session(tmp_path_factory, worker_id, "reader") as (directory, make):
+        path = directory / "reader.keras"
+        if make:
+            import digits
+
+            trainer = digits.Trainer(max_epochs=4, log_dir=directory, callbacks=[],
+                                     enable_checkpointing=False, verbose=False, seed=0)
+            # A plain small CNN of four epochs (InkVariation off: it converges later than
+            # four epochs)
+            model = trainer.build_model("cnn", filters=16, ink_augment=0.0)
+            trainer.fit(model, mnist5k)
+            model.save(path)
     return str(path)
 
 

@@ -38,6 +38,7 @@ def test_help_answers_without_importing_tensorflow(module):
     assert not imported & {"tensorflow", "keras", "keras_tuner", "sklearn"}, imported
 
 
+@pytest.mark.xdist_group("cli-trained")  # its module fixture, made once
 def test_train_writes_the_run_and_prints_the_report(trained):
     run, proc = trained
     assert {"model.keras", "config.json", "metrics.json"} <= {p.name for p in run.iterdir()}
@@ -50,6 +51,7 @@ def test_train_writes_the_run_and_prints_the_report(trained):
     assert config["dataset"] == "mnist-5k" and config["hyperparameters"] == {"filters": 8}
 
 
+@pytest.mark.xdist_group("cli-trained")  # its module fixture, made once
 def test_evaluate_reports_on_the_official_test_set(trained, official_test_dir):
     run, _ = trained
     proc = run_cli("digits.evaluate", "--model", str(run / "model.keras"), "--dataset",
@@ -64,6 +66,7 @@ def test_evaluate_reports_on_the_official_test_set(trained, official_test_dir):
     assert plain.returncode == 0 and "accuracy" in plain.stdout and "\x1b[" not in plain.stdout
 
 
+@pytest.mark.xdist_group("cli-trained")  # its module fixture, made once
 def test_predict_reads_users_images_of_any_size_and_polarity(trained, tmp_path, mnist5k):
     from PIL import Image
 

@@ -35,6 +35,7 @@ def source(reader_model, tmp_path_factory):
 
 
 @pytest.mark.parametrize(("fmt", "quantize"), EXPORTS, ids=[f"{f}-{q or 'float32'}" for f, q in EXPORTS])
+@pytest.mark.xdist_group("export-source")  # its module fixture, made once
 def test_each_export_matches_its_source_and_is_read_like_it(fmt, quantize, source, mnist5k, capsys):
     from digits.deploy.runtimes import load_runtime, sidecar_path
 
@@ -78,6 +79,7 @@ def test_each_export_matches_its_source_and_is_read_like_it(fmt, quantize, sourc
         assert [d["box"] for d in read[0]["digits"]] == [d["box"] for d in read[1]["digits"]]
 
 
+@pytest.mark.xdist_group("export-source")  # its module fixture, made once
 def test_an_export_is_not_clobbered_and_a_failed_one_leaves_the_old(source, capsys, monkeypatch):
     from digits import export as export_cli
 
@@ -101,6 +103,7 @@ def test_an_export_is_not_clobbered_and_a_failed_one_leaves_the_old(source, caps
     assert not [p for p in kept.parent.iterdir() if ".tmp" in p.name]
 
 
+@pytest.mark.xdist_group("export-source")  # its module fixture, made once
 def test_bad_exports_and_export_options_are_one_error_line(source, tmp_path, monkeypatch, capsys,
                                                          official_test_dir):
     import onnx

@@ -24,6 +24,9 @@ from PIL import Image
 from tests.conftest import ROOT, run_cli
 from tests.test_bad_input import png_claiming
 
+# One worker runs the module: its server, made once, and SIGTERM to it last.
+pytestmark = pytest.mark.xdist_group("serve")
+
 SCRIPTS = ROOT / "scripts"
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -102,6 +102,7 @@ def search(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tune-search")  # its module fixture, made once
 def test_three_trials_complete_each_in_its_own_run(search):
     project, first, _, _ = search
     recorded = trials(project)
@@ -135,6 +136,7 @@ def test_three_trials_complete_each_in_its_own_run(search):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tune-search")  # its module fixture, made once
 def test_each_trial_fills_the_hparams_dashboard_and_gets_its_images(search):
     project, _, _, _ = search
     for trial_id, record in trials(project).items():
@@ -157,6 +159,7 @@ def test_each_trial_fills_the_hparams_dashboard_and_gets_its_images(search):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tune-search")  # its module fixture, made once
 def test_best_hyperparameters_are_written_retrained_and_tested(search):
     project, first, _, _ = search
     best = json.loads((project / "best_hyperparameters.json").read_text())
@@ -185,6 +188,7 @@ def test_best_hyperparameters_are_written_retrained_and_tested(search):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tune-search")  # its module fixture, made once
 def test_running_the_same_command_again_redoes_nothing(search):
     project, first, second, _ = search
     assert "resumed: 3 finished trials reloaded, not rerun" in second.stdout
@@ -196,6 +200,7 @@ def test_running_the_same_command_again_redoes_nothing(search):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tune-search")  # its module fixture, made once
 def test_final_ensemble_retrains_the_best_twice_and_tests_their_average(search):
     project, _, _, argv = search
     proc = run_cli(*argv, "--final-ensemble", "2")
@@ -211,6 +216,7 @@ def test_final_ensemble_retrains_the_best_twice_and_tests_their_average(search):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tune-search")  # its module fixture, made once
 def test_other_settings_on_the_same_project_are_refused(search):
     project, _, _, argv = search
     changed = [a if a != "random" else "grid" for a in argv]
