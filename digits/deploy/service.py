@@ -139,7 +139,7 @@ def create_app(reader, max_request_bytes: int = 16 * 1024 * 1024,
         if with_inputs:
             for digit, as_dict in zip(reading.digits, entry["digits"], strict=True):
                 as_dict["input"] = png_data_url(digit.input)
-                as_dict["crop"] = png_data_url(crop_of(found, digit.box))
+                as_dict["crop"] = png_data_url(found.crop(digit.box, CROP_SIDE))
         return entry
 
     @app.exception_handler(HTTPException)
@@ -240,26 +240,6 @@ def _status(error) -> int:
     if "not a readable image" in text:
         return 415
     return 422  # decoded, but nothing readable as a digit (blank, noise, truncated)
-
-
-def crop_of(found, box: tuple[int, int, int, int], side: int = CROP_SIDE) -> np.ndarray:
-    """The part of the image a digit was found in (its box and a margin of a quarter of its
-    size), as the image showed it, at most `side` pixels on its long side: float32 in [0, 1]."""
-    from PIL import Image
-
-    gray = found.gray
-    x, y, w, h = (v / found.scale for v in box)
-    margin = max(w, h) / 4
-    left, top = max(0, int(x - margin)), max(0, int(y - margin))
-    right = min(gray.shape[1], int(np.ceil(x + w + margin)))
-    bottom = min(gray.shape[0], int(np.ceil(y + h + margin)))
-    crop = gray[top:max(bottom, top + 1), left:max(right, left + 1)]
-    longest = max(crop.shape)
-    if longest <= side:
-        return crop
-    size = (max(1, round(crop.shape[1] * side / longest)), max(1, round(crop.shape[0] * side / longest)))
-    image = Image.fromarray(np.clip(crop * 255, 0, 255).astype(np.uint8))
-    return np.asarray(image.resize(size, Image.Resampling.BOX), np.float32) / 255
 
 
 def correction_from(body: bytes) -> tuple[int, np.ndarray, np.ndarray | None]:

@@ -34,7 +34,7 @@ def explanation(reading: ImageReading, title: str):
     label_font = _font(max(12, min(28, photo.height // 14)))
     placed: list[tuple[float, float, float, float]] = []
     for digit in reading.digits:
-        x, y, w, h = (v / found.scale for v in digit.box)
+        x, y, w, h = found.working_box(digit.box)
         color = UNSURE if digit.uncertain else SURE
         draw.rectangle([x - line, y - line, x + w + line, y + h + line], outline=color, width=line)
         label = f"{digit.digit}{'?' if digit.uncertain else ''} {percent(digit.probability)}"

@@ -95,6 +95,29 @@ class FoundDigits:
         return np.stack([d.input for d in self.digits]) if self.digits \
             else np.zeros((0, 28, 28), np.float32)
 
+    def working_box(self, box: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
+        """A box in the original image's pixels as (x, y, width, height) in `gray`'s."""
+        return tuple(v / self.scale for v in box)
+
+    def crop(self, box: tuple[int, int, int, int], side: int) -> np.ndarray:
+        """The part of the image a digit was found in (its box and a margin of a quarter of its
+        size), as the image showed it, at most `side` pixels on its long side: float32 in [0, 1]."""
+        from PIL import Image
+
+        x, y, w, h = self.working_box(box)
+        margin = max(w, h) / 4
+        left, top = max(0, int(x - margin)), max(0, int(y - margin))
+        right = max(left + 1, min(self.gray.shape[1], int(np.ceil(x + w + margin))))
+        bottom = max(top + 1, min(self.gray.shape[0], int(np.ceil(y + h + margin))))
+        crop = self.gray[top:bottom, left:right]
+        longest = max(crop.shape)
+        if longest <= side:
+            return crop
+        size = (max(1, round(crop.shape[1] * side / longest)),
+                max(1, round(crop.shape[0] * side / longest)))
+        image = Image.fromarray(np.clip(crop * 255, 0, 255).astype(np.uint8))
+        return np.asarray(image.resize(size, Image.Resampling.BOX), np.float32) / 255
+
 
 # ----------------------------------------------------------------------------- reading
 
