@@ -346,13 +346,15 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     return chosen
 
 
-def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int) -> None:
-    """`digits.train`'s training flags: every setting that has one, then where runs go."""
+def add_trainer_arguments(parser: argparse.ArgumentParser, epochs_default: int | None,
+                          epochs_help: str | None = None) -> None:
+    """`digits.train`'s training flags: every setting that has one, then where runs go.
+    `epochs_default` None: the command decides once it knows the data (`epochs_help` says how)."""
     group = parser.add_argument_group("training")
     for name in setting_flags("train"):
         if name == "max_epochs":
             add_setting_argument(group, name, default=epochs_default,
-                                 help=f"epochs to train (default: {epochs_default})")
+                                 help=f"epochs to train ({epochs_help or f'default: {epochs_default}'})")
         elif name == "learning_rate":
             add_setting_argument(
                 group, name, type=learning_rate_or_auto,

@@ -6,13 +6,15 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
 from digits import cli
 from digits.engine.config import DEFAULTS
+from digits.recipes import data_size
 
-DEFAULT_EPOCHS = DEFAULTS.max_epochs
+DEFAULT_EPOCHS = DEFAULTS.max_epochs  # up to 21,600 training images; fewer beyond (data_size)
 # Fine-tuning (--init-from): fewer epochs at a tenth of the learning rate (see docs/your-digits.md).
 FINETUNE_EPOCHS = 10
 # Chosen on validation (BENCHMARKS.md, 2026-12-07): the highest rate whose fine-tuning on 30
@@ -48,7 +50,8 @@ def build_parser() -> cli.ArgumentParser:
                                "beside yours, as many as yours, so the model keeps what it "
                                "knew; none to train on yours alone (default: mnist-5k)")
     cli.add_model_module_argument(finetune)
-    cli.add_trainer_arguments(parser, DEFAULT_EPOCHS)
+    cli.add_trainer_arguments(parser, None, data_size.HELP + "; with --init-from: "
+                              f"{FINETUNE_EPOCHS}")
     recipes = parser.add_argument_group("recipes (see README, \"Training recipes\")")
     cli.add_tta_argument(recipes)
     recipes.add_argument("--refit", action="store_true",
@@ -90,8 +93,9 @@ def run(argv: list[str] | None = None) -> int:
     from digits.runs.directory import check_writable_dir
 
     finetuning = args.init_from is not None
-    if args.epochs is None:
-        args.epochs = FINETUNE_EPOCHS if finetuning else DEFAULT_EPOCHS
+    epochs_given = args.epochs is not None
+    if finetuning and not epochs_given:
+        args.epochs = FINETUNE_EPOCHS
     if args.learning_rate is None:
         args.learning_rate = FINETUNE_LEARNING_RATE if finetuning else DEFAULTS.learning_rate
     if finetuning:
@@ -126,6 +130,11 @@ def run(argv: list[str] | None = None) -> int:
         raise DatasetError(f"dataset {args.dataset!r} has no training data, only a test part")
     if finetuning and args.replay != "none":
         data = with_replay(data, args.replay, args.seed)
+    if not epochs_given and not finetuning:  # the default follows the data size
+        args.epochs = data_size.default_epochs(len(data.train),
+                                               args.ensemble if args.snapshots else 1)
+        if why := data_size.describe(len(data.train), args.epochs):
+            data = dataclasses.replace(data, notices=(*data.notices, why))
     def fresh_callbacks() -> list:  # a second run (a member, the refit) gets its own
         return resolve(args.callbacks, args.callback, defaults=not args.no_default_callbacks)
 
@@ -173,8 +182,6 @@ def run(argv: list[str] | None = None) -> int:
 def with_replay(data, spec: str, seed: int):
     """`data` with as many of `spec`'s training digits as `data` has, stratified and drawn with
     `seed`, added to its training split (validation and test stay the user's own)."""
-    import dataclasses
-
     import numpy as np
 
     from digits.data import Split, load_dataset, stratified_split

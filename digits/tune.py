@@ -26,6 +26,7 @@ from pathlib import Path
 
 from digits import cli
 from digits.engine.config import DEFAULTS
+from digits.recipes import data_size
 from digits.tuner.pruning import PRUNERS, check_pruner
 from digits.tuner.space import MODEL, TRAINER_HYPERPARAMETERS, check_pins, space_help
 
@@ -33,7 +34,7 @@ TUNERS = ("hyperband", "random", "bayesian", "grid")
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
 DEFAULT_MAX_TRIALS = 10
 DEFAULT_MAX_EPOCHS = 4
-DEFAULT_FINAL_EPOCHS = DEFAULTS.max_epochs  # as digits.train
+DEFAULT_FINAL_EPOCHS = DEFAULTS.max_epochs  # as digits.train: fewer beyond 21,600 images
 # Three retrained models averaged: on validation (500 images a seed, seeds 0-2) 99.13% and a
 # lower loss on every seed, against 98.98% for one of them; official test 99.54% against 99.46%
 # (BENCHMARKS.md, 2026-12-05). About 2 minutes more per extra member on 2 cores in bfloat16.
@@ -119,9 +120,9 @@ def build_parser() -> cli.ArgumentParser:
                         help="start the search over instead of continuing it")
     output.add_argument("--top", type=cli.positive_int, default=DEFAULT_TOP, metavar="N",
                         help=f"trials in the summary table (default: {DEFAULT_TOP})")
-    output.add_argument("--final-epochs", type=cli.non_negative_int, default=DEFAULT_FINAL_EPOCHS,
+    output.add_argument("--final-epochs", type=cli.non_negative_int, default=None,
                         metavar="N", help="retrain the best hyperparameters for N epochs, then test "
-                                          f"(default: {DEFAULT_FINAL_EPOCHS}; 0: skip)")
+                                          f"({data_size.HELP}; 0: skip)")
     cli.add_tta_argument(output)
     output.add_argument("--final-ensemble", type=cli.ensemble_size,
                         default=DEFAULT_FINAL_ENSEMBLE, metavar="N",
@@ -169,9 +170,7 @@ def run(argv: list[str] | None = None) -> int:
     # The cheap checks first, before TensorFlow starts.
     from digits.errors import ConfigError
 
-    if args.swa is not None and args.swa > args.final_epochs:
-        raise ConfigError(f"--swa {args.swa} averages the final retraining's last epochs: at "
-                          f"most --final-epochs ({args.final_epochs})")
+    _check_swa(args)  # again once the data gives the default --final-epochs
     if args.swa_lr is not None and args.swa is None:
         raise ConfigError("--swa-lr needs --swa EPOCHS")
     _resolve_objectives(args)
@@ -270,6 +269,12 @@ def _run_project(args, argv, role, pins: dict, project: str, project_dir: Path) 
                         strict=args.strict)
     if data.train is None:
         raise DatasetError(f"dataset {args.dataset!r} has no training data, only a test part")
+    if args.final_epochs is None:  # the default follows the data size, as digits.train's
+        args.final_epochs = data_size.default_epochs(len(data.train))
+        _check_swa(args)
+        if role.holds_oracle and (why := data_size.describe(len(data.train), args.final_epochs,
+                                                            "--final-epochs")):
+            print(why, file=sys.stderr, flush=True)
 
     # Every trial trains with the settings the flags give, but stochastic weight averaging
     # (trials are too short to average; it is the final retraining's).
@@ -372,6 +377,14 @@ def _search(args, tuner, display, role, project_dir: Path, data, run_callbacks,
     if args.final_epochs:
         retrain_best(args, data, record, project_dir, run_callbacks)
     return 0
+
+
+def _check_swa(args) -> None:
+    from digits.errors import ConfigError
+
+    if args.swa is not None and args.final_epochs is not None and args.swa > args.final_epochs:
+        raise ConfigError(f"--swa {args.swa} averages the final retraining's last epochs: at "
+                          f"most --final-epochs ({args.final_epochs})")
 
 
 def _make_tuner(args, hypermodel, project, max_trials, pins, overwrite, display, role):

@@ -120,7 +120,7 @@ SECTION_FUNCTIONS = {
 SECTIONS = tuple(SECTION_FUNCTIONS)
 DEFAULT_SECTIONS = SECTIONS[:-3]  # fashion, deploy and search run when named
 SIZE_OPTIONS = ("epochs", "repeats", "overhead_repeats", "c_repeats", "accuracy_epochs",
-                "fashion_epochs")  # command-line options that override a `Sizes` field
+                "fashion_epochs", "peer_epochs", "peer_repeats")  # command-line options that override a `Sizes` field
 WORKERS = {"throughput": throughput.worker_throughput, "first-step": startup.worker_first_step,
            "scale": scale.worker_scale, "peer-digits": peer.worker_peer_digits,
            "peer-lightning": peer.worker_peer_lightning}
@@ -148,6 +148,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="epochs for the accuracy section (default 6)")
     parser.add_argument("--fashion-epochs", type=int, default=None,
                         help="epochs for the fashion section (default 3)")
+    parser.add_argument("--peer-epochs", type=int, default=None,
+                        help="epochs of each peer fit (default: --epochs)")
+    parser.add_argument("--peer-repeats", type=int, default=None,
+                        help="alternating rounds of the peer fits (default 3; --quick 1)")
+    parser.add_argument("--peer-dataset", default=None, metavar="SPEC",
+                        help="the peer section's data, a digits dataset spec (default mnist-5k; "
+                             "e.g. the full MNIST's directory, to compare at 60,000 images)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes: checks that every section runs, measures nothing useful")
     parser.add_argument("--out", default=None, metavar="FILE.json", help="write the results as JSON")
@@ -188,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in SIZE_OPTIONS:
         if getattr(args, name) is not None:
             setattr(sizes, name, getattr(args, name))
+    if args.peer_dataset is not None:
+        sizes.peer_dataset = args.peer_dataset
 
     import tensorflow as tf
 

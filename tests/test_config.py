@@ -199,3 +199,20 @@ def test_the_trainer_takes_settings_whole_or_as_keywords_and_refuses_unknown_one
     from digits import train, tune
 
     assert train.DEFAULT_EPOCHS == tune.DEFAULT_FINAL_EPOCHS == DEFAULTS.max_epochs
+
+
+def test_the_default_epochs_follow_the_data_size():
+    """40 epochs for the embedded digits, 16 for full MNIST, never fewer than 10; a cosine
+    schedule restarted N times gets a multiple of N; the flags' help says so."""
+    from digits import train, tune
+    from digits.recipes.data_size import default_epochs, describe
+
+    assert [default_epochs(n) for n in (4_050, 21_600, 21_601, 30_000, 54_000, 60_000,
+                                        10**6)] == [40, 40, 40, 29, 16, 14, 10]
+    assert default_epochs(4_050, multiple_of=3) == 42 and default_epochs(54_000, 3) == 18
+    assert describe(4_050, 40) == "" and describe(54_000, 16, "--final-epochs").endswith(
+        "--final-epochs N to choose")
+    assert train.build_parser().parse_args([]).epochs is None
+    assert tune.build_parser().parse_args([]).final_epochs is None
+    for parser in (train.build_parser(), tune.build_parser()):
+        assert "16 for full MNIST's 54,000" in " ".join(parser.format_help().split())

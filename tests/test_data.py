@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from digits.callbacks import Callback
 from digits.data import (
     FASHION_MNIST_DIR,
     Split,
@@ -189,6 +191,84 @@ def test_auto_and_mnist_read_full_mnist_as_keras_fetches_it(tmp_path, mnist5k, o
     fname, origin, sha256 = asked[0]
     source = inspect.getsource(keras.datasets.mnist.load_data)  # the same file as Keras'
     assert fname == "mnist.npz" and origin.rsplit("/", 1)[0] in source and sha256 in source
+
+
+# The whole MNIST (60,000 + 10,000, the published bytes) where this project keeps it beside the
+# repository; a clone alone gets the embedded 5,000 twelve times over instead (the same sizes).
+FULL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-full"
+
+
+class StopAfter(Callback):
+    """Ends a fit after `epochs` epochs, whatever the run planned."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.epochs:
+            self.model.stop_training = True
+
+
+def full_mnist_stand_in(tmp_path, mnist5k, official_test_dir):
+    """`keras.utils.get_file` for a user whose Keras has downloaded full MNIST: mnist.npz of
+    60,000 training digits, the real ones where this machine has them (and, to test quickly,
+    the first 1,000 of the official test digits)."""
+    test = load_idx_directory(official_test_dir)[1]
+    test = Split(test.x[:1000], test.y[:1000])
+    if (FULL_MNIST / "train-images-idx3-ubyte.gz").exists():
+        train = load_idx_directory(FULL_MNIST)[0]
+    else:
+        whole = Split(np.concatenate([mnist5k.train.x, mnist5k.val.x, mnist5k.test.x]),
+                      np.concatenate([mnist5k.train.y, mnist5k.val.y, mnist5k.test.y]))
+        train = Split(np.tile(whole.x, (12, 1, 1, 1)), np.tile(whole.y, 12))
+
+    def raw(split):
+        return (split.x[..., 0] * 255).round().astype(np.uint8), split.y.astype(np.uint8)
+
+    path = tmp_path / "mnist.npz"
+    (x_train, y_train), (x_test, y_test) = raw(train), raw(test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return lambda fname, origin=None, file_hash=None, **kwargs: str(path)
+
+
+def test_auto_on_full_mnist_trains_the_epochs_its_size_calls_for(tmp_path, mnist5k,
+                                                                 official_test_dir, monkeypatch,
+                                                                 capsys):
+    """What `python -m digits.train` and `digits.tune --dataset mnist` do on a machine with
+    internet (a batch an epoch): 60,000 digits, so 16 epochs, not the 5,000-digit recipe's 40, and
+    they say so; --epochs wins."""
+    import json
+
+    import keras
+
+    from digits import train, tune
+
+    monkeypatch.setattr(keras.utils, "get_file", full_mnist_stand_in(tmp_path, mnist5k,
+                                                                     official_test_dir))
+    quick = ["--limit-train-batches", "1", "--limit-val-batches", "1", "--no-default-callbacks",
+             "--no-tta", "--log-dir", str(tmp_path / "logs")]
+    assert train.main([*quick, "--callback", "tests.test_data:StopAfter(epochs=2)"]) == 0
+    err = capsys.readouterr().err
+    assert "notice: 54,000 training images: 16 epochs, the default for this many" in err, err
+    run = tmp_path / "logs" / "cnn" / "version_0"
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["train"] == 54_000 and config["trainer"]["max_epochs"] == 16
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["max_epochs"], metrics["epochs_completed"]) == (16, 2)
+    assert train.main([*quick, "--epochs", "2", "--name", "two"]) == 0
+    assert "training images:" not in capsys.readouterr().err
+    two = json.loads((tmp_path / "logs" / "two" / "version_0" / "config.json").read_text())
+    assert two["trainer"]["max_epochs"] == 2
+    # The main job on it (`digits.tune --dataset mnist`): its final retraining follows the size too.
+    assert tune.main(["--dataset", "mnist", "--max-trials", "1", "--max-epochs", "1",
+                      "--parallel-trials", "1", "--final-ensemble", "1", *quick[:6],
+                      "--hp", "filters=8", "--callback", "tests.test_data:StopAfter(epochs=1)",
+                      "--directory", str(tmp_path / "search")]) == 0
+    out, err = capsys.readouterr()
+    assert "notice: 54,000 training images: 16 final epochs" not in err
+    assert "54,000 training images: 16 epochs" in err and "--final-epochs N to choose" in err, err
+    assert "for 16 epochs on the same training split" in out, out[-2000:]
 
 
 def test_a_failed_download_falls_back_or_is_one_clear_line(tmp_path, monkeypatch):

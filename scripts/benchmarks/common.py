@@ -62,6 +62,8 @@ class Sizes:
     thread_images: int = 1024
     peak_matmul_size: int = 4096
     peer_repeats: int = 3  # peer: alternating fresh-process fits of digits and Lightning
+    peer_epochs: int | None = None  # None: `epochs`
+    peer_dataset: str = "mnist-5k"  # a dataset spec; the whole training split unless --quick
     xla_images: int = 512  # XLA trains the cnn ~9x slower here: 4 batches tell the ratio
     thread_configs: bool = True
     xla_model: str = "cnn"

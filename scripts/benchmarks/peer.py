@@ -34,11 +34,12 @@ def section_peer(bench: Bench) -> dict:
         return {"skipped": f"{' and '.join(missing)} not installed "
                            "(pip install torch lightning to time PyTorch Lightning beside digits)"}
     sizes = bench.sizes
+    epochs = sizes.peer_epochs or sizes.epochs
     runs: dict[str, list[dict]] = {"digits": [], "lightning": []}
     for round_ in range(sizes.peer_repeats):
         order = ["digits", "lightning"] if round_ % 2 == 0 else ["lightning", "digits"]
         for name in order:
-            args = {"epochs": sizes.epochs, "train": sizes.overhead_train,
+            args = {"epochs": epochs, "train": sizes.overhead_train, "dataset": sizes.peer_dataset,
                     "log_dir": str(bench.tmp / "peer" / f"{name}-{round_}")}
             runs[name].append(run_worker(f"peer-{name}", args))
             progress(f"peer: round {round_ + 1}/{sizes.peer_repeats} {name:9s} "
@@ -57,7 +58,8 @@ def section_peer(bench: Bench) -> dict:
         }
     pairs = [d["fit_seconds"] / lightning["fit_seconds"]
              for d, lightning in zip(runs["digits"], runs["lightning"], strict=True)]
-    return {"epochs": sizes.epochs, "repeats": sizes.peer_repeats, "contenders": summary,
+    return {"epochs": epochs, "repeats": sizes.peer_repeats, "contenders": summary,
+            "dataset": sizes.peer_dataset,
             "fit_ratio": median(pairs),
             "steady_epoch_ratio": ratio(summary["digits"]["steady_epoch_seconds"],
                                         summary["lightning"]["steady_epoch_seconds"]),
@@ -76,7 +78,8 @@ def peer_tables(result: dict) -> list[Table]:
     versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
     return [Table("Peer: digits' Trainer vs PyTorch Lightning, same network",
                   ("", "parameters", "precision", "fit", "first epoch", "steady epoch"), rows,
-                  [f"{result['epochs']}-epoch fits on {c['digits']['train_images']:,} images, "
+                  [f"{result['epochs']}-epoch fits on {c['digits']['train_images']:,} images "
+                   f"({result.get('dataset', 'mnist-5k')}), "
                    f"each in a fresh process, {result['repeats']} alternating rounds; medians "
                    "('fit' ratio: the median of each round's ratio; goal <= 0.80). digits: "
                    "its default Trainer and callbacks, augmentation included; Lightning "
@@ -89,7 +92,8 @@ def worker_peer_digits(args: dict) -> dict:
     import digits
     from benchmarks.common import make_epoch_clock, quiet_stdout, subset
 
-    data = subset(digits.load_dataset("mnist-5k", announce=False), train=args.get("train"))
+    data = subset(digits.load_dataset(args.get("dataset", "mnist-5k"), announce=False),
+                  train=args.get("train"))
     clock = make_epoch_clock()
     with quiet_stdout():
         start = time.perf_counter()
@@ -115,7 +119,8 @@ def worker_peer_lightning(args: dict) -> dict:
     import digits
     from benchmarks.common import subset
 
-    data = subset(digits.load_dataset("mnist-5k", announce=False), train=args.get("train"))
+    data = subset(digits.load_dataset(args.get("dataset", "mnist-5k"), announce=False),
+                  train=args.get("train"))
     torch.manual_seed(0)
 
     def images(split):  # NCHW float tensors, labels as int64
