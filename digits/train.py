@@ -6,6 +6,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -28,6 +29,8 @@ def build_parser() -> cli.ArgumentParser:
         prog="digits-train",
         description="Train a digit recognizer, test it, and write TensorBoard logs, the model, "
                     "metrics.json and reports under <log-dir>/<name>/version_<n>/.",
+        epilog=data_size.HOW_LONG["train"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE.toml",
                         help="TOML file whose keys mirror these flags; flags override it")

@@ -50,7 +50,8 @@ def build_parser() -> cli.ArgumentParser:
                     "the best hyperparameters, test them and report, as digits-train does.",
         epilog="search space (pin any of these with --hp NAME=VALUE):\n" + space_help()
                + "\n\ndistributed: set KERASTUNER_TUNER_ID (chief, tuner0, ...), "
-                 "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT; see docs/distributed.md",
+                 "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT; see docs/distributed.md"
+               + "\n\n" + data_size.HOW_LONG["tune"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE.toml",

@@ -215,4 +215,6 @@ def test_the_default_epochs_follow_the_data_size():
     assert train.build_parser().parse_args([]).epochs is None
     assert tune.build_parser().parse_args([]).final_epochs is None
     for parser in (train.build_parser(), tune.build_parser()):
-        assert "16 for full MNIST's 54,000" in " ".join(parser.format_help().split())
+        text = " ".join(parser.format_help().split())
+        assert "16 for full MNIST's 54,000" in text and "how long, on 2 CPU cores" in text
+        assert "full MNIST" in text.split("how long", 1)[1]

@@ -37,3 +37,24 @@ def describe(train_images: int, epochs: int, flag: str = "--epochs") -> str:
 HELP = (f"default: {DEFAULT_EPOCHS} up to {IMAGES_PER_RUN // DEFAULT_EPOCHS:,} training images, "
         f"then as many as see about {IMAGES_PER_RUN:,} images, at least {MIN_EPOCHS} "
         "(16 for full MNIST's 54,000)")
+
+
+# How long the commands take with their defaults on this project's 2-core machines (no GPU),
+# measured (BENCHMARKS.md): for --help, so that a user knows before pressing Enter.
+HOW_LONG = {
+    "train": (
+        "how long, on 2 CPU cores with the defaults (measured; BENCHMARKS.md):\n"
+        "  the embedded 5,000 digits (mnist-5k), 40 epochs:  1m40s with native bfloat16\n"
+        "    (Intel AMX, AMD AVX512_BF16), 3m20s in float32 there, 8m40s on an AVX2-only CPU\n"
+        "  full MNIST (auto with internet; 54,000 training digits), 16 epochs:  12m10s with\n"
+        "    AVX512_BF16, 35m20s on an AVX2-only CPU (2.5 GB peak memory)\n"
+        "  the progress bar's ETA holds from the first epoch on; --epochs scales it"),
+    "tune": (
+        "how long, on 2 CPU cores with the defaults (measured; BENCHMARKS.md):\n"
+        "  the main job on the embedded digits (a 10-trial search, then 3 runs of 40 epochs):\n"
+        "    6-8 minutes with native bfloat16 (Intel AMX, AMD AVX512_BF16), about 29 minutes on\n"
+        "    an AVX2-only CPU\n"
+        "  on full MNIST (--dataset mnist): not yet run whole; every epoch is 12 times the\n"
+        "    embedded digits' (38-51 s with AVX512_BF16, 104-124 s AVX2-only) and the 3 runs\n"
+        "    train 16 epochs: an estimated hour with AVX512_BF16, two and a half AVX2-only"),
+}
