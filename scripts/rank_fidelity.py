@@ -73,16 +73,13 @@ def train_command(config: dict, args) -> list[str]:
 
 
 def finished_run(log_dir: Path, name: str) -> dict | None:
-    """The latest finished run of this name (its metrics.json), or None."""
-    for run in sorted((Path(log_dir) / name).glob("version_*"), reverse=True,
-                      key=lambda p: int(p.name.split("_")[1])):
-        try:
-            metrics = json.loads((run / "metrics.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if metrics.get("status") == "finished":
-            return metrics
-    return None
+    """The metrics of the latest run of this name if it finished (a cut-off run resumes in its
+    own version directory), else None."""
+    from digits.runs.directory import RunDirectory
+
+    latest = RunDirectory.latest(log_dir, name)
+    metrics = (latest.read_json("metrics.json") or {}) if latest is not None else {}
+    return metrics if metrics.get("status") == "finished" else None
 
 
 def spearman(a: list[float], b: list[float]) -> float | None:

@@ -154,18 +154,17 @@ def test_pipelines_run_without_tf_data_autotuning_and_yield_every_image(small_da
         np.testing.assert_array_equal(images, small_data.val.x)
 
 
-def keras_cache_stand_in(tmp_path, mnist5k, official_test_dir) -> tuple[list, object]:
+def keras_npz_stand_in(tmp_path, train: Split, test: Split) -> tuple[list, object]:
     """What `keras.utils.get_file` hands a user with internet: the path of mnist.npz in Keras'
-    cache, here made from real digits (the embedded 5,000 for training, the official 10,000 for
-    testing), in Keras' layout (uint8 images (N, 28, 28), uint8 labels)."""
-    _, test = load_idx_directory(official_test_dir)
+    cache, here made of `train` and `test` in Keras' layout (uint8 images (N, 28, 28), uint8
+    labels); `asked` records what each call asked for."""
 
     def raw(split):
         return (split.x[..., 0] * 255).round().astype(np.uint8), split.y.astype(np.uint8)
 
     path = tmp_path / "mnist.npz"
-    (x_train, y_train), (x_test, y_test) = raw(mnist5k.train), raw(test)
-    np.savez_compressed(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    (x_train, y_train), (x_test, y_test) = raw(train), raw(test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     asked = []
 
     def get_file(fname, origin=None, file_hash=None, **kwargs):
@@ -173,6 +172,12 @@ def keras_cache_stand_in(tmp_path, mnist5k, official_test_dir) -> tuple[list, ob
         return str(path)
 
     return asked, get_file
+
+
+def keras_cache_stand_in(tmp_path, mnist5k, official_test_dir) -> tuple[list, object]:
+    """Keras' mnist.npz made from real digits: the embedded 5,000 for training, the official
+    10,000 for testing."""
+    return keras_npz_stand_in(tmp_path, mnist5k.train, load_idx_directory(official_test_dir)[1])
 
 
 def test_auto_and_mnist_read_full_mnist_as_keras_fetches_it(tmp_path, mnist5k, official_test_dir,
@@ -215,21 +220,13 @@ def full_mnist_stand_in(tmp_path, mnist5k, official_test_dir):
     60,000 training digits, the real ones where this machine has them (and, to test quickly,
     the first 1,000 of the official test digits)."""
     test = load_idx_directory(official_test_dir)[1]
-    test = Split(test.x[:1000], test.y[:1000])
     if (FULL_MNIST / "train-images-idx3-ubyte.gz").exists():
         train = load_idx_directory(FULL_MNIST)[0]
     else:
         whole = Split(np.concatenate([mnist5k.train.x, mnist5k.val.x, mnist5k.test.x]),
                       np.concatenate([mnist5k.train.y, mnist5k.val.y, mnist5k.test.y]))
         train = Split(np.tile(whole.x, (12, 1, 1, 1)), np.tile(whole.y, 12))
-
-    def raw(split):
-        return (split.x[..., 0] * 255).round().astype(np.uint8), split.y.astype(np.uint8)
-
-    path = tmp_path / "mnist.npz"
-    (x_train, y_train), (x_test, y_test) = raw(train), raw(test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return lambda fname, origin=None, file_hash=None, **kwargs: str(path)
+    return keras_npz_stand_in(tmp_path, train, Split(test.x[:1000], test.y[:1000]))[1]
 
 
 def test_auto_on_full_mnist_trains_the_epochs_its_size_calls_for(tmp_path, mnist5k,
