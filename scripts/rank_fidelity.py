@@ -90,6 +90,15 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return float(spearmanr(a, b).statistic)
 
 
+def along_the_way(rows: list[dict]) -> list[tuple[int, float | None]]:
+    """Spearman of the full runs' validation accuracy after k epochs against their last epoch,
+    for k = 1, 2, 3, 4, 6, 8, 12, 16, ... up to the shortest run (the last one excluded)."""
+    shortest = min(len(r["full_history"]) for r in rows)
+    last = [r["full_history"][-1] for r in rows]
+    ks = [k for k in (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32, 48, 64) if k < shortest]
+    return [(k, spearman([r["full_history"][k - 1] for r in rows], last)) for k in ks]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("project", type=Path, help="a digits.tune project directory")
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         history = metrics["history"]["val_accuracy"]
         rows.append({**config, "full_last": history[-1], "full_best": max(history),
-                     "full_epochs": len(history)})
+                     "full_epochs": len(history), "full_history": history})
         print(f"  trial {config['trial_id']}: score {config['score']:.4f} at "
               f"{config['epochs'] or '?'} epochs; full ({len(history)} epochs) validation "
               f"{history[-1]:.4f} (best {max(history):.4f})", flush=True)
@@ -147,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Spearman rank correlation over {len(rows)} configurations: "
           f"{shown(result['spearman_last'])} with the full runs' last epoch, "
           f"{shown(result['spearman_best'])} with their best")
+    result["along_the_way"] = along_the_way(rows)
+    print("ranked by the full runs' own validation after k epochs (what a search of full-length "
+          "trials pruned at epoch k, such as --pruner asha --max-epochs "
+          f"{min(r['full_epochs'] for r in rows)}, would rank by), against their last epoch: "
+          + ", ".join(f"k={k} {shown(rho)}" for k, rho in result["along_the_way"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

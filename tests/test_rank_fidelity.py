@@ -57,3 +57,12 @@ def test_each_configuration_once_at_its_longest_trial(tmp_path, fidelity):
 def test_a_project_that_is_not_one_is_one_error_line(tmp_path, fidelity, capsys):
     assert fidelity.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path}: not a digits.tune project")
+
+
+def test_along_the_way_ranks_by_each_epoch_against_the_last(fidelity):
+    rows = [{"full_history": h} for h in ([0.5, 0.9, 0.91, 0.95, 0.96],
+                                          [0.6, 0.8, 0.92, 0.94, 0.97],
+                                          [0.7, 0.7, 0.93, 0.93, 0.98])]
+    # After one epoch the order already is the last epoch's; after two it is reversed.
+    assert fidelity.along_the_way(rows) == [(1, pytest.approx(1.0)), (2, pytest.approx(-1.0)),
+                                            (3, pytest.approx(1.0)), (4, pytest.approx(-1.0))]
