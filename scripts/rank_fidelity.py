@@ -90,6 +90,24 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return float(spearmanr(a, b).statistic)
 
 
+def bootstrap_interval(a: list[float], b: list[float], draws: int = 2000,
+                       seed: int = 0) -> tuple[float, float] | None:
+    """The 5th and 95th percentiles of Spearman's correlation over the configurations drawn with
+    replacement (draws where it is undefined are left out): how far a few configurations
+    let the figure move. None when it is undefined on the whole."""
+    import numpy as np
+
+    if spearman(a, b) is None:
+        return None
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    rhos = [rho for _ in range(draws)
+            if (rho := spearman(list(a[i := rng.integers(0, len(a), len(a))]), list(b[i])))
+            is not None]
+    low, high = np.percentile(rhos, [5, 95])
+    return float(low), float(high)
+
+
 def along_the_way(rows: list[dict]) -> list[tuple[int, float | None]]:
     """Spearman of the full runs' validation accuracy after k epochs against their last epoch,
     for k = 1, 2, 3, 4, 6, 8, 12, 16, ... up to the shortest run (the last one excluded)."""
@@ -149,13 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     scores = [r["score"] for r in rows]
     result = {"project": str(args.project), "configurations": len(rows),
               "spearman_last": spearman(scores, [r["full_last"] for r in rows]),
-              "spearman_best": spearman(scores, [r["full_best"] for r in rows]), "rows": rows}
+              "spearman_best": spearman(scores, [r["full_best"] for r in rows]),
+              "spearman_last_5_95": bootstrap_interval(scores, [r["full_last"] for r in rows]),
+              "rows": rows}
     def shown(rho):
         return "undefined (a side without two different values)" if rho is None else f"{rho:.2f}"
 
     print(f"Spearman rank correlation over {len(rows)} configurations: "
           f"{shown(result['spearman_last'])} with the full runs' last epoch, "
-          f"{shown(result['spearman_best'])} with their best")
+          f"{shown(result['spearman_best'])} with their best"
+          + (" (bootstrap over the configurations, 5-95%: "
+             "{:.2f} to {:.2f})".format(*result["spearman_last_5_95"])
+             if result["spearman_last_5_95"] else ""))
     result["along_the_way"] = along_the_way(rows)
     print("ranked by the full runs' own validation after k epochs (what a search of full-length "
           "trials pruned at epoch k, such as --pruner asha --max-epochs "

@@ -66,3 +66,14 @@ def test_along_the_way_ranks_by_each_epoch_against_the_last(fidelity):
     # After one epoch the order already is the last epoch's; after two it is reversed.
     assert fidelity.along_the_way(rows) == [(1, pytest.approx(1.0)), (2, pytest.approx(-1.0)),
                                             (3, pytest.approx(1.0)), (4, pytest.approx(-1.0))]
+
+
+def test_the_bootstrap_interval_holds_the_figure_and_widens_with_disagreement(fidelity):
+    scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    low, high = fidelity.bootstrap_interval(scores, [1, 2, 3, 4, 5, 6, 7, 8])
+    assert low == pytest.approx(1.0) and high == pytest.approx(1.0)  # every draw agrees
+    ends = [2, 1, 4, 3, 6, 5, 8, 7]
+    low, high = fidelity.bootstrap_interval(scores, ends)
+    assert low < fidelity.spearman(scores, ends) <= high <= 1.0
+    assert fidelity.bootstrap_interval(scores, ends) == (low, high)  # seeded: the same again
+    assert fidelity.bootstrap_interval([1, 2, 3], [5, 5, 5]) is None
