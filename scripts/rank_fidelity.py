@@ -101,9 +101,12 @@ def bootstrap_interval(a: list[float], b: list[float], draws: int = 2000,
         return None
     rng = np.random.default_rng(seed)
     a, b = np.asarray(a, float), np.asarray(b, float)
-    rhos = [rho for _ in range(draws)
-            if (rho := spearman(list(a[i := rng.integers(0, len(a), len(a))]), list(b[i])))
-            is not None]
+    rhos = []
+    for _ in range(draws):
+        drawn = rng.integers(0, len(a), len(a))
+        rho = spearman(list(a[drawn]), list(b[drawn]))
+        if rho is not None:
+            rhos.append(rho)
     low, high = np.percentile(rhos, [5, 95])
     return float(low), float(high)
 
@@ -164,21 +167,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  trial {config['trial_id']}: score {config['score']:.4f} at "
               f"{config['epochs'] or '?'} epochs; full ({len(history)} epochs) validation "
               f"{history[-1]:.4f} (best {max(history):.4f})", flush=True)
-    scores = [r["score"] for r in rows]
+    scores, last = [r["score"] for r in rows], [r["full_last"] for r in rows]
+    interval = bootstrap_interval(scores, last)
     result = {"project": str(args.project), "configurations": len(rows),
-              "spearman_last": spearman(scores, [r["full_last"] for r in rows]),
+              "spearman_last": spearman(scores, last),
               "spearman_best": spearman(scores, [r["full_best"] for r in rows]),
-              "spearman_last_5_95": bootstrap_interval(scores, [r["full_last"] for r in rows]),
-              "rows": rows}
+              "spearman_last_5_95": interval, "rows": rows}
     def shown(rho):
         return "undefined (a side without two different values)" if rho is None else f"{rho:.2f}"
 
     print(f"Spearman rank correlation over {len(rows)} configurations: "
           f"{shown(result['spearman_last'])} with the full runs' last epoch, "
           f"{shown(result['spearman_best'])} with their best"
-          + (" (bootstrap over the configurations, 5-95%: "
-             "{:.2f} to {:.2f})".format(*result["spearman_last_5_95"])
-             if result["spearman_last_5_95"] else ""))
+          + (f" (bootstrap over the configurations, 5-95%: {interval[0]:.2f} to {interval[1]:.2f})"
+             if interval else ""))
     result["along_the_way"] = along_the_way(rows)
     print("ranked by the full runs' own validation after k epochs (what a search of full-length "
           "trials pruned at epoch k, such as --pruner asha --max-epochs "
