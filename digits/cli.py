@@ -309,6 +309,7 @@ _PARSERS = {
     "range": lambda name, label: setting_type(name, label),
     "auto_or_count": lambda name, label: steps_per_execution,
     "batch_range": lambda name, label: batch_range,
+    "path": lambda name, label: non_empty,
 }
 
 

@@ -278,9 +278,9 @@ def _run_project(args, argv, role, pins: dict, project: str, project_dir: Path) 
             print(why, file=sys.stderr, flush=True)
 
     # Every trial trains with the settings the flags give, but stochastic weight averaging
-    # (trials are too short to average; it is the final retraining's).
+    # (trials are too short to average) and distillation: they are the final retraining's.
     trainer_options = {k: v for k, v in cli.settings_from_args(args).items()
-                       if k not in ("seed", "swa_epochs", "swa_lr")}
+                       if k not in ("seed", "swa_epochs", "swa_lr", "distill_from")}
     hypermodel = DigitsHyperModel(callbacks=trial_callbacks, trainer_options=trainer_options,
                                   seed=args.seed, max_epochs=args.max_epochs,
                                   log_dir=args.directory,
@@ -391,6 +391,7 @@ def _check_swa(args) -> None:
 def _make_tuner(args, hypermodel, project, max_trials, pins, overwrite, display, role):
     from digits.errors import ConfigError
     from digits.tuner.search import make_tuner
+    from digits.tuner.space import SMALL_LADDER
 
     try:
         return make_tuner(
@@ -401,7 +402,9 @@ def _make_tuner(args, hypermodel, project, max_trials, pins, overwrite, display,
             max_retries_per_trial=args.max_retries_per_trial,
             max_consecutive_failed_trials=args.max_consecutive_failed_trials,
             max_model_size=args.max_model_size, display=display, role=role,
-            max_seconds=args.max_time, pruner=args.pruner, pruner_warmup=args.pruner_warmup)
+            max_seconds=args.max_time, pruner=args.pruner, pruner_warmup=args.pruner_warmup,
+            # With cost objectives, the default scaled down comes right after the default.
+            first_points=SMALL_LADDER if args.objectives else ())
     except RuntimeError as e:
         # keras-tuner cannot reload a project made by another kind of search.
         raise ConfigError(f"cannot continue the search in {Path(args.directory) / project}: "
@@ -626,7 +629,8 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
     values = dict(record["hyperparameters"])
     final = {"best_trial": record["trial_id"], "hyperparameters": values,
              "epochs": args.final_epochs,
-             **({"swa_epochs": args.swa, "swa_lr": args.swa_lr} if args.swa else {})}
+             **({"swa_epochs": args.swa, "swa_lr": args.swa_lr} if args.swa else {}),
+             **({"distill_from": args.distill_from} if args.distill_from else {})}
     latest = RunDirectory.latest(project_dir, "best") if args.final_ensemble == 1 else None
     if latest is not None:
         metrics = latest.read_json("metrics.json") or {}

@@ -475,6 +475,13 @@ CASES = [
           "choose one"),
     Case("tune-swa-longer-than-the-final-retraining", "digits.tune",
          lambda t: ["--swa", "30", "--final-epochs", "20"], "at most --final-epochs (20)"),
+    # --- distillation
+    train("distill-from-a-missing-file", lambda t: ["--dataset", npz(t), "--distill-from",
+                                                    str(t / "teacher.keras")],
+          "no such model file"),
+    train("distill-from-a-file-that-is-not-a-model",
+          lambda t: ["--dataset", npz(t), "--distill-from", npz(t, "teacher.keras")],
+          "--distill-from"),
     # --- hyperparameters
     train("hp-not-a-literal", lambda t: ["--hp", "hidden_units=__import__('os')"], "literal"),
     train("hp-unknown-name", lambda t: ["--dataset", npz(t), "--hp", "filters=8"],

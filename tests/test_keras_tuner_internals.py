@@ -127,6 +127,25 @@ def test_the_first_random_point_is_the_spaces_defaults_and_only_once(oracle):
     assert {"units": 1, "act": "relu"} not in later  # drawn at random, no repeat of the first
 
 
+def test_after_the_defaults_come_the_planned_points_then_random_ones(oracle):
+    oracle.hyperparameters.Choice("width", [8, 16, 32], default=32)
+    oracle.hyperparameters.Fixed("act", "relu")  # a pin: no planned point changes it
+    then = ({"width": 16}, {"width": 16, "units": 3}, {"width": 12}, {"act": "tanh"},
+            {"width": 8, "units": 9})
+    internals.start_from_defaults(oracle, then=then)
+    oracle.max_trials = 8
+    drawn = [oracle.create_trial(f"tuner{k}").hyperparameters.values for k in range(6)]
+    assert drawn[:4] == [
+        {"units": 1, "width": 32, "act": "relu"},  # the defaults
+        {"units": 1, "width": 16, "act": "relu"},
+        {"units": 3, "width": 16, "act": "relu"},
+        # width 12 is not in the space and act is pinned: both the defaults again, left out;
+        # units 9 is past the range: only width 8 is kept.
+        {"units": 1, "width": 8, "act": "relu"},
+    ]
+    assert len({tuple(sorted(v.items())) for v in drawn}) == 6  # then random, no repeat
+
+
 def test_run_trial_builds_and_fits_each_execution_through_one_method():
     source = inspect.getsource(keras_tuner.Tuner.run_trial)
     assert "for execution in range(self.executions_per_trial)" in source

@@ -73,6 +73,20 @@ def test_the_picture_has_one_panel_per_cost():
     assert Image.open(io.BytesIO(pareto_png([], [], BOTH, True))).size == (1000, 400)
 
 
+def test_the_planned_small_end_is_in_the_space_and_a_fifth_of_the_default_or_less():
+    from digits.models import build_model
+    from digits.tuner.space import SMALL_LADDER, search_space
+
+    space = {d.name: d for d in search_space(small=True)}
+    default = build_model("cnn").count_params()
+    sizes = []
+    for changes in SMALL_LADDER:
+        for name, value in changes.items():
+            assert value in space[name].values
+        sizes.append(build_model("cnn", **changes).count_params())
+    assert max(sizes) * 5 <= default and sizes == sorted(sizes, reverse=True)
+
+
 TINY = ["--final-ensemble", "1", "--dataset", "mnist-5k", "--limit-train-batches", "3",
         "--limit-val-batches", "2", "--no-default-callbacks", "--callbacks", "tensorboard",
         "--tuner", "random", "--max-trials", "3", "--max-epochs", "1",
@@ -95,6 +109,12 @@ def test_a_search_keeps_its_front_and_retrains_the_choice(tmp_path, capsys):
         assert record["costs"]["cost_size_bytes"] == t["size"] > 1000
         assert record["costs"]["cost_params"] == t["params"] and 0 < t["latency"] < 100
         assert "separable" in t["hyperparameters"]  # the space's small end
+    # The default first, then the default scaled down (the space's planned small end).
+    from digits.tuner.space import SMALL_LADDER, search_space
+
+    defaults = {d.name: d.default for d in search_space(small=True)}
+    for trial_id, changes in zip(sorted(trials), ({}, *SMALL_LADDER), strict=False):
+        assert trials[trial_id]["hyperparameters"] == {**defaults, **changes}
     objectives = Objectives("val_accuracy", ("latency", "size", "params"))
     assert pareto["front"] == [p["trial_id"] for p in front(list(trials.values()), objectives,
                                                               True)]

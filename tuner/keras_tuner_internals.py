@@ -154,10 +154,13 @@ def skip_in_failure_count(oracle, trial_ids) -> None:
     oracle._check_consecutive_failures = check_without_skipped
 
 
-def start_from_defaults(oracle) -> None:
+def start_from_defaults(oracle, then: tuple[dict, ...] = ()) -> None:
     """Make the oracle's first random point the space's defaults (the hand-picked model, with
     any pins), so that every search measures the default beside what it samples and can only
-    choose something else by beating it on the objective at the same budget.
+    choose something else by beating it on the objective at the same budget; then each of
+    `then` in turn: the defaults with those values changed (a searched cost's smaller
+    versions of the default). A value that a pin fixes, that the space does not hold, or a
+    point already tried is left out; the random draws follow.
 
     Assumes: oracles draw each new random point from `Oracle._random_values()`, a dict of the
     active values or None (RandomSearch, Hyperband's new trials, BayesianOptimization's first
@@ -166,14 +169,33 @@ def start_from_defaults(oracle) -> None:
     """
     draw = oracle._random_values
 
-    def defaults_first():
-        defaults = {hp.name: hp.default for hp in oracle.hyperparameters.space
-                    if oracle.hyperparameters.is_active(hp)}
-        if defaults and not oracle._duplicate(defaults):
-            return defaults
+    def planned_first():
+        space = oracle.hyperparameters
+        defaults = {hp.name: hp.default for hp in space.space if space.is_active(hp)}
+        if not defaults:
+            return draw()
+        searched = {hp.name: hp for hp in space.space if space.is_active(hp)
+                    and type(hp).__name__ != "Fixed"}
+        for changes in ({}, *then):
+            point = dict(defaults)
+            point.update((name, value) for name, value in changes.items()
+                         if name in searched and _holds(searched[name], value))
+            if not oracle._duplicate(point):
+                return point
         return draw()
 
-    oracle._random_values = defaults_first
+    oracle._random_values = planned_first
+
+
+def _holds(hp, value) -> bool:
+    """Whether keras-tuner hyperparameter `hp` can take `value`."""
+    values = getattr(hp, "values", None)
+    if values is not None:  # Choice
+        return value in values
+    if type(hp).__name__ == "Boolean":
+        return isinstance(value, bool)
+    low, high = getattr(hp, "min_value", None), getattr(hp, "max_value", None)
+    return low is not None and high is not None and low <= value <= high
 
 
 def atomic_state_files() -> None:

@@ -292,13 +292,16 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
                overwrite: bool = False, pins: dict | None = None, max_retries_per_trial: int = 0,
                max_consecutive_failed_trials: int = 3, max_model_size: int | None = None,
                display=None, role: Role | None = None, max_seconds: float | None = None,
-               pruner: str = "none", pruner_warmup: int = 1):
+               pruner: str = "none", pruner_warmup: int = 1, first_points: tuple[dict, ...] = ()):
     """Build the keras-tuner tuner `kind` ("hyperband", "random", "bayesian" or "grid").
 
     `pins` fix hyperparameters (`{"batch_norm": True}`); `seed` seeds the oracle's sampling.
     With `overwrite=False` an existing project is reloaded: its finished trials are kept.
     `max_seconds`: a time budget (see `TimeBudget`). `pruner`: "median" or "asha" stops trials
     that lag the others after an epoch (see `digits.tuner.pruning`); not with Hyperband.
+    The first trial is the space's defaults, then come `first_points` (the defaults with
+    some values changed: `space.SMALL_LADDER` in a search with cost objectives), then random
+    draws (not with GridSearch, which walks its grid).
     """
     from digits.tuner.pruning import OraclePruning, check_pruner, make_pruner
 
@@ -337,7 +340,8 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
     if isinstance(tuner.oracle, keras_tuner.Oracle) and not overwrite:
         keep_finished_trials_finished(tuner.oracle)
     if isinstance(tuner.oracle, keras_tuner.Oracle):
-        start_from_defaults(tuner.oracle)  # the first trial is the hand-picked model
+        # The first trial is the hand-picked model, then `first_points`.
+        start_from_defaults(tuner.oracle, then=first_points)
     if max_seconds is not None and isinstance(tuner.oracle, keras_tuner.Oracle):
         TimeBudget(tuner.oracle, max_seconds, display).install()
     if pruner != "none" and isinstance(tuner.oracle, keras_tuner.Oracle):

@@ -12,7 +12,7 @@ import math
 import numbers
 import re
 
-from digits.errors import ConfigError
+from digits.errors import ConfigError, ModelError
 
 # "auto": mixed_bfloat16 on a CPU with native bfloat16, else float32 (`digits.speed.precision`).
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -101,6 +101,7 @@ def setting(default, help: str, flag: str | None = None, metavar: str | None = N
         metavar: the flag's placeholder (`N`).
         parse: how the flag reads its value: "switch" (present or not), "choice" (one of
             `choices`), "range" (a number in `RANGES[name]`; `label` names it in errors),
+            "path" (a file's path, not empty),
             "count" (a whole number >= 1), "auto_or_count" or "batch_range" (`START,STOP`).
         choices: the values a "choice" takes.
         tune: `digits.tune` offers the flag too (its trials and final retraining train with it).
@@ -148,6 +149,12 @@ class TrainerSettings:
         None, "with --swa: the learning rate of the averaged epochs (default: half the initial "
               "learning rate)", "--swa-lr", "LR", "range", "a learning rate in (0, 10]",
         tune=True)
+    distill_from: str | None = setting(
+        None, "knowledge distillation: also learn the predictions of this trained model (a "
+              ".keras file trained on the same split: the same --dataset and --seed), "
+              "softened, half of the loss (digits.tune: in the final retraining; default: "
+              "off; digits.callbacks.distill)", "--distill-from",
+        "MODEL.keras", "path", tune=True)
     deterministic: bool = setting(False, "deterministic TensorFlow ops (reproducible, slower)",
                                   "--deterministic", parse="switch", tune=True)
     precision: str = setting(
@@ -194,6 +201,17 @@ class TrainerSettings:
             RANGES["ema_decay"].check("ema_decay", self.ema_decay)
             object.__setattr__(self, "ema_decay", float(self.ema_decay))
         self._check_swa()
+        if self.distill_from is not None:
+            import os
+
+            from digits.models import check_keras_archive
+
+            if not os.path.isfile(self.distill_from):
+                raise ConfigError(f"--distill-from {self.distill_from}: no such model file")
+            try:  # a file that cannot be a model is refused now, not once the run has started
+                check_keras_archive(self.distill_from)
+            except ModelError as e:
+                raise ConfigError(f"--distill-from: {e}") from None
         if self.steps_per_execution != "auto":
             RANGES["steps_per_execution"].check("steps_per_execution", self.steps_per_execution)
         check_choice("precision", self.precision, PRECISIONS)
@@ -234,6 +252,7 @@ class TrainerSettings:
             **({"ema_decay": self.ema_decay} if self.ema_decay is not None else {}),
             **({"swa_epochs": self.swa_epochs, "swa_lr": self.swa_lr}
                if self.swa_epochs is not None else {}),
+            **({"distill_from": self.distill_from} if self.distill_from is not None else {}),
             "steps_per_execution": self.steps_per_execution,
             "fused_batch_norm": self.fused_batch_norm,
             "limit_train_batches": self.limit_train_batches,

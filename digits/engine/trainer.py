@@ -181,6 +181,11 @@ class Trainer:
 
             chosen.append(ProfileBatches(*self.profile_batch))
         chosen = self._averaging_callbacks(chosen)
+        if self.settings.distill_from is not None:
+            from digits.callbacks.distill import Distill
+
+            if not any(isinstance(c, Distill) for c in chosen):
+                chosen.append(Distill(self.settings.distill_from))
         # A stable sort: equal orders keep the order they were given in.
         return sorted(chosen, key=lambda c: getattr(c, "order", 50))
 

@@ -224,7 +224,7 @@ def load_model(path: str):
         raise ModelError(f"{path}: not a file")
     if not str(path).endswith(".keras"):
         raise ModelError(f"{path}: expected a .keras model file")
-    _check_keras_archive(path)
+    check_keras_archive(path)
     import keras
 
     import digits.models.layers  # noqa: F401 - registers digits' own layers for safe-mode loading
@@ -292,7 +292,7 @@ def _saved_with_logits(path: str) -> bool:
 MAX_MODEL_BYTES = 2 * 1024**3
 
 
-def _check_keras_archive(path: str) -> None:
+def check_keras_archive(path: str) -> None:
     """Refuse, without importing Keras, a file that cannot be a saved Keras 3 model."""
     import zipfile
 
