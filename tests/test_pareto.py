@@ -94,7 +94,7 @@ TINY = ["--final-ensemble", "1", "--dataset", "mnist-5k", "--limit-train-batches
 
 
 @pytest.mark.slow
-def test_a_search_keeps_its_front_and_retrains_the_choice(tmp_path, capsys):
+def test_a_search_keeps_its_front_and_retrains_the_choice(tmp_path, capsys, reader_model):
     # Two trials at a time (the main job's mode): the costs travel to the chief with the epochs.
     first = run_cli("digits.tune", *TINY, "--final-epochs", "0", "--directory", str(tmp_path))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -128,11 +128,11 @@ def test_a_search_keeps_its_front_and_retrains_the_choice(tmp_path, capsys):
     assert {"search/pareto_front", "search/what_mattered"} <= set(tags["tensors"])
 
     # The smallest model on the front, chosen by its parameters: the finished search is reloaded
-    # (no trial rerun) and that trial retrained.
+    # (no trial rerun) and that trial retrained, distilled from a trained model.
     smallest = min((trials[t] for t in pareto["front"]), key=lambda t: t["params"])
     limit = f"params<={int(smallest['params'])}"
     again = run_cli("digits.tune", *TINY, "--final-epochs", "1", "--choose", limit,
-                    "--directory", str(tmp_path))
+                    "--distill-from", reader_model, "--directory", str(tmp_path))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "started" not in again.stdout.replace("no workers are started", "")
     chosen = json.loads((project / "best_hyperparameters.json").read_text())
@@ -140,6 +140,7 @@ def test_a_search_keeps_its_front_and_retrains_the_choice(tmp_path, capsys):
     assert f"retraining the chosen hyperparameters (trial {smallest['trial_id']})" in again.stdout
     [run] = (project / "best").glob("version_*")
     config = json.loads((run / "config.json").read_text())
+    assert config["trainer"]["distill_from"] == config["tune_final"]["distill_from"] == reader_model
     assert all(config["hyperparameters"][k] == v for k, v in smallest["hyperparameters"].items()
                if k not in ("optimizer", "learning_rate"))
 
