@@ -57,15 +57,16 @@ class Distill(Callback):
     def setup(self, trainer, stage: str) -> None:
         if stage != "fit":
             return
+        from digits.models import model_shapes
+
         teacher = self._load_teacher()
-        model = trainer.model
         classes = len(trainer.data.class_names)
-        outputs = tuple(teacher.output_shape[1:])
-        if outputs != (classes,):
-            raise ConfigError(f"--distill-from: the teacher gives {outputs}, the dataset has "
-                              f"{classes} classes")
+        shapes = model_shapes(teacher, trainer.data.train.x[:1])
+        if shapes is None or shapes[1] != (classes,):
+            raise ConfigError(f"--distill-from: the teacher gives {shapes and shapes[1]}, the "
+                              f"dataset has {classes} classes")
         self.teacher = teacher
-        self._install(model)
+        self._install(trainer.model)
 
     def _load_teacher(self):
         if not isinstance(self.teacher, str):
