@@ -22,7 +22,7 @@ takes it off when the fit ends.
 from __future__ import annotations
 
 from digits.callbacks.base import Callback
-from digits.errors import ConfigError
+from digits.errors import ConfigError, ModelError
 
 
 class Distill(Callback):
@@ -57,14 +57,13 @@ class Distill(Callback):
     def setup(self, trainer, stage: str) -> None:
         if stage != "fit":
             return
-        from digits.models import model_shapes
+        from digits.models import check_model_fits_data
 
         teacher = self._load_teacher()
-        classes = len(trainer.data.class_names)
-        shapes = model_shapes(teacher, trainer.data.train.x[:1])
-        if shapes is None or shapes[1] != (classes,):
-            raise ConfigError(f"--distill-from: the teacher gives {shapes and shapes[1]}, the "
-                              f"dataset has {classes} classes")
+        try:
+            check_model_fits_data(teacher, trainer.data)
+        except ConfigError as e:
+            raise ConfigError(f"--distill-from: the teacher: {e}") from None
         self.teacher = teacher
         self._install(trainer.model)
 
@@ -72,7 +71,6 @@ class Distill(Callback):
         if not isinstance(self.teacher, str):
             self.teacher.trainable = False
             return self.teacher
-        from digits.errors import ModelError
         from digits.models import load_model
 
         try:

@@ -107,7 +107,7 @@ SEPARABLE = Dimension("separable", "boolean", (True, False), False,
 # ... and, right after the default, its smaller versions: planned trials, so that the front's
 # cheap end holds well-made models instead of what a few random draws of a large space happen to
 # hit (a default narrowed is what a person would try first). Measured at 40 epochs on the
-# embedded digits over three seeds: BENCHMARKS.md ("The small end, planned").
+# embedded digits over three seeds: BENCHMARKS.md ("The small end planned, and distilled").
 SMALL_LADDER: tuple[dict, ...] = (
     {"filters": 16, "dense_units": 64},  # 110k parameters (the default: 586k)
     {"filters": 16, "dense_units": 32},  # 91k

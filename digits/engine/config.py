@@ -202,14 +202,10 @@ class TrainerSettings:
             object.__setattr__(self, "ema_decay", float(self.ema_decay))
         self._check_swa()
         if self.distill_from is not None:
-            import os
+            from digits.models import check_model_file
 
-            from digits.models import check_keras_archive
-
-            if not os.path.isfile(self.distill_from):
-                raise ConfigError(f"--distill-from {self.distill_from}: no such model file")
             try:  # a file that cannot be a model is refused now, not once the run has started
-                check_keras_archive(self.distill_from)
+                check_model_file(self.distill_from)
             except ModelError as e:
                 raise ConfigError(f"--distill-from: {e}") from None
         if self.steps_per_execution != "auto":

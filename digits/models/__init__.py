@@ -216,15 +216,7 @@ def load_model(path: str):
     A model that needs arbitrary code to load (a Lambda layer, a pickled function) is refused,
     never executed. The model must take 28x28x1 images and output one score per class.
     """
-    import os
-
-    if not os.path.exists(path):
-        raise ModelError(f"{path}: no such model file")
-    if not os.path.isfile(path):
-        raise ModelError(f"{path}: not a file")
-    if not str(path).endswith(".keras"):
-        raise ModelError(f"{path}: expected a .keras model file")
-    check_keras_archive(path)
+    check_model_file(path)
     import keras
 
     import digits.models.layers  # noqa: F401 - registers digits' own layers for safe-mode loading
@@ -292,7 +284,21 @@ def _saved_with_logits(path: str) -> bool:
 MAX_MODEL_BYTES = 2 * 1024**3
 
 
-def check_keras_archive(path: str) -> None:
+def check_model_file(path: str) -> None:
+    """Refuse, without importing Keras, a path that cannot be a saved Keras 3 model: missing,
+    not a file, not named .keras, or not a .keras archive (`load_model` checks it first)."""
+    import os
+
+    if not os.path.exists(path):
+        raise ModelError(f"{path}: no such model file")
+    if not os.path.isfile(path):
+        raise ModelError(f"{path}: not a file")
+    if not str(path).endswith(".keras"):
+        raise ModelError(f"{path}: expected a .keras model file")
+    _check_keras_archive(path)
+
+
+def _check_keras_archive(path: str) -> None:
     """Refuse, without importing Keras, a file that cannot be a saved Keras 3 model."""
     import zipfile
 
