@@ -276,3 +276,26 @@ def test_a_chief_reloads_hyperbands_brackets_and_bayesian_history(tmp_path, kind
     # keras-tuner keeps the values it tried as a set: listed in each process's hash order.
     assert sorted(state["tried_so_far"]) == sorted(saved["tried_so_far"])
     assert len(chief.oracle.trials) == len(saved["end_order"])
+
+
+def test_a_name_under_two_conditions_keeps_the_active_ones_value():
+    internals.values_by_name()
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("optimizer", ["adam", "sgd"])
+    for optimizers, low, high in ((["adam"], 1e-4, 1e-2), (["sgd"], 3e-3, 3e-1)):
+        with hp.conditional_scope("optimizer", optimizers):
+            hp.Float("learning_rate", low, high, sampling="log")
+    for values in ({"optimizer": "adam", "learning_rate": 0.001},
+                   {"optimizer": "sgd", "learning_rate": 0.05}):
+        trial_hp = hp.copy()
+        trial_hp.values = dict(values)
+        trial_hp.ensure_active_values()
+        assert trial_hp.values == values
+    # A name none of whose hyperparameters is active is still dropped.
+    hp.Choice("extra", [1, 2])
+    with hp.conditional_scope("extra", [2]):
+        hp.Int("only_with_2", 0, 3)
+    trial_hp = hp.copy()
+    trial_hp.values = {"optimizer": "adam", "learning_rate": 0.001, "extra": 1, "only_with_2": 3}
+    trial_hp.ensure_active_values()
+    assert "only_with_2" not in trial_hp.values and trial_hp.values["learning_rate"] == 0.001

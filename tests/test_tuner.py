@@ -45,6 +45,53 @@ def test_declaring_the_space_gives_model_optimizer_and_learning_rate():
     assert space.declare(pinned)[0]["separable"] is True  # a pin counts in the default space
 
 
+def test_each_optimizer_draws_its_learning_rate_from_its_own_range(tmp_path):
+    import keras_tuner
+
+    from digits.tuner.keras_tuner_internals import values_by_name
+
+    values_by_name()  # as make_tuner does
+    dimension = space.DIMENSIONS["learning_rate"]
+    ranges = {o: rng for optimizers, rng, _ in dimension.ranges() for o in optimizers}
+    assert set(ranges) == set(space.OPTIMIZERS) and ranges["sgd"][0] > ranges["adam"][0]
+
+    def trials(hp, n, kind=keras_tuner.oracles.RandomSearchOracle, **options):
+        space.declare(hp)
+        oracle = kind(objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=n,
+                      hyperparameters=hp, seed=7, **options)
+        oracle._set_project_dir(str(tmp_path / kind.__name__), f"p{len(list(tmp_path.iterdir()))}")
+        drawn = []
+        for i in range(n):
+            trial = oracle.create_trial("tuner0")
+            drawn.append(dict(trial.hyperparameters.values))
+            oracle.update_trial(trial.trial_id, {"val_accuracy": i / n})
+            oracle.end_trial(trial)
+        return drawn
+
+    # Random draws (and Bayesian optimization's, past its random start): each rate in its
+    # optimizer's range, as the oracle drew it (keras-tuner alone redrew or dropped it).
+    for kind, options in ((keras_tuner.oracles.RandomSearchOracle, {}),
+                          (keras_tuner.oracles.BayesianOptimizationOracle,
+                           {"num_initial_points": 3})):
+        drawn = trials(keras_tuner.HyperParameters(), 16, kind, **options)
+        for values in drawn:
+            low, high = ranges[values["optimizer"]]
+            assert low <= values["learning_rate"] <= high, values
+        assert {v["optimizer"] for v in drawn} == set(space.OPTIMIZERS), kind
+    # The hand-picked model's rate, and SGD's own default where SGD is pinned.
+    assert space.declare(keras_tuner.HyperParameters())[2] == pytest.approx(2e-3)
+    sgd = keras_tuner.HyperParameters()
+    sgd.Fixed("optimizer", "sgd")
+    assert space.declare(sgd)[2] == dict((o, d) for os, _, d in dimension.ranges()
+                                         for o in os)["sgd"]
+    # A pinned rate holds under every optimizer (one unconditional value, as before).
+    pinned = keras_tuner.HyperParameters()
+    pinned.Fixed("learning_rate", 0.05)
+    drawn = trials(pinned, 8)
+    assert {v["learning_rate"] for v in drawn} == {0.05}
+    assert len({v["optimizer"] for v in drawn}) > 1
+
+
 def test_pins_are_checked_by_name_and_type():
     assert space.check_pins({"filters": 8.0, "batch_norm": False, "optimizer": "sgd",
                              "learning_rate": 1}) == {

@@ -198,6 +198,36 @@ def _holds(hp, value) -> bool:
     return low is not None and high is not None and low <= value <= high
 
 
+def values_by_name() -> None:
+    """Let hyperparameters of one name under different conditions (`learning_rate`: one range
+    per optimizer, `digits.tuner.space`) keep the value drawn for the active one.
+    keras-tuner's `HyperParameters.ensure_active_values()`, run on each new trial's values,
+    drops a name's value when any one of its hyperparameters is inactive, and redraws it,
+    unseeded, when another is active: the oracle's drawn rate was replaced (Adam), or no rate
+    was left at all (SGD). Here a value is dropped only when no hyperparameter of its name is
+    active, as `is_active(name)` already reads it.
+
+    Assumes: `HyperParameters.ensure_active_values(self)` fills and pops `self.values` from
+    `self.space`; `is_active(hp)` takes a hyperparameter or a name (true when any
+    hyperparameter of that name is active).
+    """
+    from keras_tuner.src.engine.hyperparameters.hyperparameters import HyperParameters
+
+    if getattr(HyperParameters.ensure_active_values, "digits_by_name", False):
+        return
+
+    def ensure_active_values(self):
+        for hp in self.space:
+            if self.is_active(hp):
+                if hp.name not in self.values:
+                    self.values[hp.name] = hp.random_sample()
+            elif not self.is_active(hp.name):
+                self.values.pop(hp.name, None)
+
+    ensure_active_values.digits_by_name = True
+    HyperParameters.ensure_active_values = ensure_active_values
+
+
 def atomic_state_files() -> None:
     """Make keras-tuner write its state files (`oracle.json`, each `trial.json`, each tuner's
     file) whole or not at all: to a temporary file beside the target, then renamed over it

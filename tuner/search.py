@@ -45,6 +45,7 @@ from digits.tuner.keras_tuner_internals import (
     run_and_update_trial,
     start_from_defaults,
     trial_module,
+    values_by_name,
 )
 from digits.tuner.pruning import read_pruned
 from digits.tuner.records import RECORD, failure_limit_message, read_record, short_reason
@@ -328,6 +329,7 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
         role=role,
     )
     atomic_state_files()  # before the tuner writes or reloads anything
+    values_by_name()  # before the oracle draws a trial
     if kind == "hyperband":
         tuner = HyperbandSearch(max_epochs=max_epochs, factor=factor,
                                 hyperband_iterations=hyperband_iterations, **common)
