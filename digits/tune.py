@@ -126,10 +126,10 @@ def build_parser() -> cli.ArgumentParser:
                                           f"({data_size.HELP}; 0: skip)")
     cli.add_tta_argument(output)
     output.add_argument("--final-ensemble", type=cli.ensemble_size,
-                        default=DEFAULT_FINAL_ENSEMBLE, metavar="N",
+                        default=None, metavar="N",
                         help="retrain the best hyperparameters N times (seeds SEED..SEED+N-1) "
                              f"and test the model averaging them (default: {DEFAULT_FINAL_ENSEMBLE};"
-                             " 1: one model)")
+                             " with --choose 1, one model, the cost chosen; 1: one model)")
     # The main job runs on the embedded digits unless told otherwise: "auto" would download
     # the full 60,000 where it can, which makes a default search about 13 times longer.
     cli.add_data_arguments(parser, default_dataset="mnist-5k")
@@ -209,6 +209,14 @@ def _resolve_objectives(args) -> None:
         raise ConfigError(f"--choose {args.choose} picks from a multi-objective search: add "
                           "--objectives, e.g. --objectives val_accuracy,latency")
     args.choose = parse_constraint(args.choose, objectives) if args.choose else None
+    # An ensemble of N costs N times one model: the point --choose picked is one model.
+    if args.final_ensemble is None:
+        args.final_ensemble = 1 if args.choose else DEFAULT_FINAL_ENSEMBLE
+    elif args.choose and args.final_ensemble > 1:
+        print(f"notice: --final-ensemble {args.final_ensemble} averages {args.final_ensemble} "
+              f"models of the chosen point: about {args.final_ensemble} times its latency, size "
+              f"and parameters, beyond {args.choose.text} (--final-ensemble 1 keeps to it)",
+              file=sys.stderr, flush=True)
 
 
 def _run_search(args, argv, role) -> int:

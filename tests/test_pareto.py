@@ -128,10 +128,12 @@ def test_a_search_keeps_its_front_and_retrains_the_choice(tmp_path, capsys, read
     assert {"search/pareto_front", "search/what_mattered"} <= set(tags["tensors"])
 
     # The smallest model on the front, chosen by its parameters: the finished search is reloaded
-    # (no trial rerun) and that trial retrained, distilled from a trained model.
+    # (no trial rerun) and that trial retrained, distilled from a trained model, as one model
+    # (no --final-ensemble: an ensemble of three would cost three times the constraint).
     smallest = min((trials[t] for t in pareto["front"]), key=lambda t: t["params"])
     limit = f"params<={int(smallest['params'])}"
-    again = run_cli("digits.tune", *TINY, "--final-epochs", "1", "--choose", limit,
+    assert TINY[:2] == ["--final-ensemble", "1"]
+    again = run_cli("digits.tune", *TINY[2:], "--final-epochs", "1", "--choose", limit,
                     "--distill-from", reader_model, "--directory", str(tmp_path))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "started" not in again.stdout.replace("no workers are started", "")
@@ -139,6 +141,10 @@ def test_a_search_keeps_its_front_and_retrains_the_choice(tmp_path, capsys, read
     assert chosen["trial_id"] == smallest["trial_id"] and chosen["chosen_by"] == limit
     assert f"retraining the chosen hyperparameters (trial {smallest['trial_id']})" in again.stdout
     [run] = (project / "best").glob("version_*")
+    assert not (project / "best-ensemble").exists() and "an ensemble" not in again.stdout
+    from digits.models import load_model
+
+    assert load_model(str(run / "model.keras")).count_params() == smallest["params"]
     config = json.loads((run / "config.json").read_text())
     assert config["trainer"]["distill_from"] == config["tune_final"]["distill_from"] == reader_model
     assert all(config["hyperparameters"][k] == v for k, v in smallest["hyperparameters"].items()
@@ -154,3 +160,21 @@ def test_a_search_keeps_its_front_and_retrains_the_choice(tmp_path, capsys, read
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --choose size<=1KB: no completed trial is within it")
     assert json.loads((project / "pareto.json").read_text())["front"] == pareto["front"]
+
+
+def test_a_chosen_point_is_retrained_as_one_model_unless_told(capsys):
+    # An ensemble of three costs three times the constraint --choose was given.
+    from digits.tune import DEFAULT_FINAL_ENSEMBLE, _resolve_objectives, build_parser
+
+    def resolved(*argv):
+        args = build_parser().parse_args(list(argv))
+        _resolve_objectives(args)
+        return args.final_ensemble
+
+    costs = ("--objectives", "val_accuracy,size")
+    assert resolved() == resolved(*costs) == DEFAULT_FINAL_ENSEMBLE == 3
+    assert resolved(*costs, "--choose", "size<=120KB") == 1
+    capsys.readouterr()
+    assert resolved(*costs, "--choose", "size<=120KB", "--final-ensemble", "2") == 2
+    assert "notice: --final-ensemble 2 averages 2 models of the chosen point: about 2 times " \
+           "its latency, size and parameters, beyond size<=120KB" in capsys.readouterr().err
