@@ -299,3 +299,24 @@ def test_a_name_under_two_conditions_keeps_the_active_ones_value():
     trial_hp.values = {"optimizer": "adam", "learning_rate": 0.001, "extra": 1, "only_with_2": 3}
     trial_hp.ensure_active_values()
     assert "only_with_2" not in trial_hp.values and trial_hp.values["learning_rate"] == 0.001
+
+
+def test_conditions_go_to_protos_and_back_without_printing(capsys):
+    internals.quiet_condition_protos()
+    hp = keras_tuner.HyperParameters()
+    parents = {"optimizer": ["sgd"], "batch_norm": [True], "blocks": [2, 3], "rate": [0.5]}
+    hp.Choice("optimizer", ["adam", "sgd"])
+    hp.Boolean("batch_norm")
+    hp.Choice("blocks", [1, 2, 3])
+    hp.Choice("rate", [0.25, 0.5])
+    for parent, values in parents.items():
+        with hp.conditional_scope(parent, values):
+            hp.Float(f"under_{parent}", 1e-3, 1e-1, sampling="log")
+    capsys.readouterr()
+    back = keras_tuner.HyperParameters.from_proto(hp.to_proto())
+    assert capsys.readouterr().out == ""  # keras-tuner 1.4 printed "sgd", True, 2, 0.5
+    conditions = {h.name: h.conditions for h in back.space}
+    assert conditions == {h.name: h.conditions for h in hp.space}
+    for parent, values in parents.items():
+        [condition] = conditions[f"under_{parent}"]
+        assert condition.name == parent and condition.values == values

@@ -228,6 +228,37 @@ def values_by_name() -> None:
     HyperParameters.ensure_active_values = ensure_active_values
 
 
+def quiet_condition_protos() -> None:
+    """Keep keras-tuner from printing a condition's first value each time it is sent.
+
+    keras-tuner 1.4's `conditions.Parent.to_proto` has a stray `print(self.values[0])`: with
+    conditional hyperparameters (`learning_rate`, one range per optimizer) every trial that went
+    between the chief and its workers printed "sgd" and "adam" lines into the search's console.
+    This is the same method without the print.
+
+    Assumes: `Parent.to_proto(self)` returns `Condition(parent=Condition.Parent(name=self.name,
+    values=[Value(<kind>_value=v), ...]))` of `keras_tuner.src.protos.get_proto()`, the kind read
+    from the first value (string, boolean, int, else float).
+    """
+    from keras_tuner.src import protos
+    from keras_tuner.src.engine.conditions import Parent
+
+    if getattr(Parent.to_proto, "digits_quiet", False):
+        return
+
+    def to_proto(self):
+        proto = protos.get_proto()
+        first = self.values[0]
+        kind = ("string_value" if isinstance(first, str) else
+                "boolean_value" if isinstance(first, bool) else
+                "int_value" if isinstance(first, int) else "float_value")
+        values = [proto.Value(**{kind: v}) for v in self.values]
+        return proto.Condition(parent=proto.Condition.Parent(name=self.name, values=values))
+
+    to_proto.digits_quiet = True
+    Parent.to_proto = to_proto
+
+
 def atomic_state_files() -> None:
     """Make keras-tuner write its state files (`oracle.json`, each `trial.json`, each tuner's
     file) whole or not at all: to a temporary file beside the target, then renamed over it

@@ -40,6 +40,7 @@ from digits.tuner.keras_tuner_internals import (
     atomic_state_files,
     is_failure_limit,
     keep_finished_trials_finished,
+    quiet_condition_protos,
     reload_chief,
     retry_queue,
     run_and_update_trial,
@@ -330,6 +331,7 @@ def make_tuner(kind: str, hypermodel, *, directory: str, project: str, objective
     )
     atomic_state_files()  # before the tuner writes or reloads anything
     values_by_name()  # before the oracle draws a trial
+    quiet_condition_protos()  # before a trial goes between the chief and a worker
     if kind == "hyperband":
         tuner = HyperbandSearch(max_epochs=max_epochs, factor=factor,
                                 hyperband_iterations=hyperband_iterations, **common)
