@@ -128,8 +128,8 @@ def build_parser() -> cli.ArgumentParser:
     output.add_argument("--final-ensemble", type=cli.ensemble_size,
                         default=None, metavar="N",
                         help="retrain the best hyperparameters N times (seeds SEED..SEED+N-1) "
-                             f"and test the model averaging them (default: {DEFAULT_FINAL_ENSEMBLE};"
-                             " with --choose 1, one model, the cost chosen; 1: one model)")
+                             f"and test the model averaging them (default: {DEFAULT_FINAL_ENSEMBLE}; "
+                             "with --choose 1, so that the model costs what was chosen)")
     # The main job runs on the embedded digits unless told otherwise: "auto" would download
     # the full 60,000 where it can, which makes a default search about 13 times longer.
     cli.add_data_arguments(parser, default_dataset="mnist-5k")
