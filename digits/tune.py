@@ -195,7 +195,7 @@ def run(argv: list[str] | None = None) -> int:
 def _resolve_objectives(args) -> None:
     """`--objectives` and `--choose` read and checked: `args.objectives` becomes an
     `Objectives` (or None), `args.choose` a `Constraint` (or None), `args.objective` the
-    metric either way."""
+    metric either way, `args.final_ensemble` its default (one model for a chosen point)."""
     from digits.errors import ConfigError
     from digits.tuner.pareto import parse_constraint, parse_objectives
 
