@@ -194,7 +194,8 @@ def run(argv: list[str] | None = None) -> int:
         raise ConfigError("--swa-lr needs --swa EPOCHS")
     _resolve_objectives(args)
     if args.final_compare is not None:
-        [args.final_compare] = check_pins(dict([args.final_compare])).items()
+        [args.final_compare] = check_pins(dict([args.final_compare]),
+                                              "--final-compare").items()
     from digits.tuner.distributed import (
         local_chief,
         parallel_trials,
@@ -244,6 +245,9 @@ def _run_search(args, argv, role) -> int:
 
     check_pruner(args.pruner, args.tuner)
     pins = check_pins(dict(args.hp))
+    if args.final_compare is not None and role.holds_oracle:
+        # Built by the final retraining only: an error at the end of a search, unless now.
+        _check_pinned_values(dict([args.final_compare]))
     project = args.project or args.tuner
     project_dir = Path(args.directory) / project
     check_writable_dir(project_dir)

@@ -475,6 +475,10 @@ CASES = [
           "choose one"),
     Case("tune-swa-longer-than-the-final-retraining", "digits.tune",
          lambda t: ["--swa", "30", "--final-epochs", "20"], "at most --final-epochs (20)"),
+    Case("tune-final-compare-unknown-name", "digits.tune",
+         lambda t: ["--final-compare", "colour=1"], "--final-compare colour: not a searched"),
+    Case("tune-final-compare-out-of-range", "digits.tune",
+         lambda t: ["--final-compare", "augment=9"], "augment must be a number in [0.0, 3.0]"),
     # --- distillation
     train("distill-from-a-missing-file", lambda t: ["--dataset", npz(t), "--distill-from",
                                                     str(t / "teacher.keras")],

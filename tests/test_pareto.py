@@ -135,7 +135,7 @@ def test_a_search_keeps_its_front_and_retrains_the_choice(tmp_path, capsys, read
     smallest = min((trials[t] for t in pareto["front"]), key=lambda t: t["params"])
     limit = f"params<={int(smallest['params'])}"
     assert TINY[:2] == ["--final-ensemble", "1"]
-    again = run_cli("digits.tune", *TINY[2:], "--final-epochs", "1", "--choose", limit,
+    again = run_cli("digits.tune", *TINY[2:], "--final-epochs", "1", "--final-compare", "none", "--choose", limit,
                     "--distill-from", reader_model, "--directory", str(tmp_path))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "started" not in again.stdout.replace("no workers are started", "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,7 +127,8 @@ def test_three_trials_complete_each_in_its_own_run(search):
     assert len(trial_lines) == 6, "\n".join(trial_lines)
     assert [("started" in line, "completed" in line) for line in trial_lines] == [
         (True, False), (False, True)] * 3
-    assert sum(line.strip().startswith("model cnn") for line in lines) == 1  # the final run
+    # The final runs: as searched and without augmentation.
+    assert sum(line.strip().startswith("model cnn") for line in lines) == 2
     # What mattered: the history picture and the importance table in TensorBoard's Text tab.
     from PIL import Image
 
@@ -172,15 +174,34 @@ def test_best_hyperparameters_are_written_retrained_and_tested(search):
     assert best["train_command"].startswith("python -m digits.train --model cnn")
     assert best["trials"] == {"completed": 3, "failed": 0}
 
-    final = project / "best" / "version_0"
+    # Retrained twice, as searched and without augmentation (the search's augment is never 0),
+    # same seed and length; the one more accurate on validation is tested.
+    choice = json.loads((project / "final_choice.json").read_text())
+    assert choice["compared"] == {"augment": 0.0} and choice["epochs"] == 1
+    searched, other = choice["candidates"]
+    assert (searched["run"], other["run"]) == ("best", "best-augment0")
+    assert searched["hyperparameters"] == best["hyperparameters"] != other["hyperparameters"]
+    assert other["hyperparameters"] == {**best["hyperparameters"], "augment": 0.0}
+    kept = other if other["val_accuracy"] > searched["val_accuracy"] else searched
+    assert choice["kept"] == kept["run"] and choice["hyperparameters"] == kept["hyperparameters"]
+    assert f"keeping augment {kept['hyperparameters']['augment']:g}" in first.stdout
+    for candidate in (searched, other):
+        run = project / candidate["run"] / "version_0"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["status"] == "finished" and len(metrics["history"]["val_accuracy"]) == 1
+        config = json.loads((run / "config.json").read_text())
+        assert config["hyperparameters"] == {k: v for k, v in candidate["hyperparameters"].items()
+                                             if k not in ("optimizer", "learning_rate")}
+        assert config["trainer"]["optimizer"] == best["hyperparameters"]["optimizer"]
+        # Validation chose; only the kept one saw the test split.
+        assert ("test" in metrics) == (candidate is kept)
+        # What the checkpoint kept is what was compared: its best epoch's validation accuracy.
+        assert max(metrics["history"]["val_accuracy"]) == pytest.approx(
+            candidate["val_accuracy"], abs=0.02)
+    final = project / kept["run"] / "version_0"
     metrics = json.loads((final / "metrics.json").read_text())
-    assert metrics["status"] == "finished" and len(metrics["history"]["val_accuracy"]) == 1
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
     assert (final / "model.keras").is_file()
-    config = json.loads((final / "config.json").read_text())
-    assert config["hyperparameters"] == {k: v for k, v in best["hyperparameters"].items()
-                                         if k not in ("optimizer", "learning_rate")}
-    assert config["trainer"]["optimizer"] == best["hyperparameters"]["optimizer"]
     assert f"run directory: {final}" in first.stdout
     # The summary table: a header, then the three trials, best first.
     assert "best 3 of 3 completed trials" in first.stdout
@@ -196,7 +217,12 @@ def test_running_the_same_command_again_redoes_nothing(search):
     assert "already retrained and tested" in second.stdout
     for trial_id in trials(project):
         assert len(runs(project, trial_id)) == 1
-    assert [p.name for p in (project / "best").iterdir()] == ["version_0"]
+    for name in ("best", "best-augment0"):
+        assert [p.name for p in (project / name).iterdir()] == ["version_0"]
+    # The comparison is made again from the two runs' models: neither trains.
+    assert "final comparison" in second.stdout
+    assert not re.search(r"^best(-augment0)?: augment", second.stdout, re.MULTILINE)
+    assert re.search(r"^best(-augment0)?: augment", first.stdout, re.MULTILINE)
 
 
 @pytest.mark.slow
@@ -207,7 +233,11 @@ def test_final_ensemble_retrains_the_best_twice_and_tests_their_average(search):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert " started" not in proc.stdout  # the search itself is done
     assert "1 epoch, 2 times (an ensemble)" in proc.stdout
-    seeds = [json.loads((project / f"best-member{k}/version_0/config.json").read_text())
+    # Decided again on the first members, the same seed as before, which the others follow.
+    choice = json.loads((project / "final_choice.json").read_text())
+    assert [c["run"] for c in choice["candidates"]] == ["best-member0", "best-augment0-member0"]
+    kept = choice["kept"].removesuffix("-member0")
+    seeds = [json.loads((project / f"{kept}-member{k}/version_0/config.json").read_text())
              ["trainer"]["seed"] for k in (0, 1)]
     assert seeds == [0, 1]
     metrics = json.loads((project / "best-ensemble/version_0/metrics.json").read_text())
@@ -456,3 +486,29 @@ def test_a_malformed_time_budget_is_one_error_line(text):
     proc = run_cli("digits.tune", "--max-time", text)
     assert proc.returncode == 2 and proc.stderr.startswith("error: argument --max-time")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_final_comparison_is_skipped_where_there_is_nothing_to_decide(capsys):
+    # Turned off, the same value already, pinned by the user, or no validation split.
+    from digits.tune import _contender, build_parser, compared
+
+    class Data:
+        def __init__(self, val):
+            self.val = val
+
+    def contender(*argv, values=None, val=(1, 2, 3)):
+        args = build_parser().parse_args(list(argv))
+        if args.final_compare is not None:
+            args.final_compare = (args.final_compare[0], float(args.final_compare[1]))
+        return _contender(args, values or {"augment": 0.5, "filters": 32}, Data(val))
+
+    assert compared("none") is None and compared("augment=0") == ("augment", 0)
+    assert contender() == {"augment": 0.0, "filters": 32}
+    assert contender("--final-compare", "augment=1") == {"augment": 1.0, "filters": 32}
+    assert contender("--final-compare", "none") is None
+    assert contender(values={"augment": 0.0}) is None
+    assert contender("--hp", "augment=0.5") is None
+    capsys.readouterr()
+    assert contender(val=()) is None
+    assert "no validation split, so --final-compare augment=0.0 has nothing to decide on" \
+        in capsys.readouterr().err

@@ -84,23 +84,24 @@ class Dimension:
             return "True or False"
         return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in self.values)
 
-    def check_pin(self, value) -> object:
-        """Check the type of a pinned value (`--hp NAME=VALUE`); the model checks its range."""
+    def check_pin(self, value, flag: str = "--hp") -> object:
+        """Check the type of a pinned value (`--hp NAME=VALUE`, or `flag`'s); the model checks
+        its range."""
         if self.kind == "boolean":
             if not isinstance(value, bool):
-                raise ConfigError(f"--hp {self.name} must be True or False, got {value!r}")
+                raise ConfigError(f"{flag} {self.name} must be True or False, got {value!r}")
             return value
         if self.name == "optimizer":
             if value not in OPTIMIZERS:
-                raise ConfigError(f"--hp optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                raise ConfigError(f"{flag} optimizer must be one of {', '.join(OPTIMIZERS)}, "
                                   f"got {value!r}")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"--hp {self.name} must be a number, got {value!r}")
+            raise ConfigError(f"{flag} {self.name} must be a number, got {value!r}")
         whole = self.kind == "int" or all(isinstance(v, int) for v in self.values)
         if whole:
             if not float(value).is_integer():
-                raise ConfigError(f"--hp {self.name} must be a whole number, got {value!r}")
+                raise ConfigError(f"{flag} {self.name} must be a whole number, got {value!r}")
             return int(value)
         return float(value)
 
@@ -176,14 +177,15 @@ def declare(hp, small: bool = False) -> tuple[dict, str, float]:
     return values, optimizer, learning_rate
 
 
-def check_pins(pins: dict) -> dict:
-    """Check `--hp` pins: known names and the right types. Returns the pins, normalised."""
+def check_pins(pins: dict, flag: str = "--hp") -> dict:
+    """Check `--hp` pins (or `flag`'s NAME=VALUE): known names and the right types. Returns the
+    pins, normalised."""
     checked = {}
     for name, value in pins.items():
         if name not in DIMENSIONS:
-            raise ConfigError(f"--hp {name}: not a searched hyperparameter; the search space is: "
+            raise ConfigError(f"{flag} {name}: not a searched hyperparameter; the search space is: "
                               f"{', '.join(DIMENSIONS)}")
-        checked[name] = DIMENSIONS[name].check_pin(value)
+        checked[name] = DIMENSIONS[name].check_pin(value, flag)
     return checked
 
 
