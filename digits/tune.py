@@ -27,6 +27,7 @@ from pathlib import Path
 from digits import cli
 from digits.engine.config import DEFAULTS
 from digits.recipes import data_size
+from digits.tuner import final_choice
 from digits.tuner.pruning import PRUNERS, check_pruner
 from digits.tuner.space import MODEL, TRAINER_HYPERPARAMETERS, check_pins, space_help
 
@@ -40,10 +41,6 @@ DEFAULT_FINAL_EPOCHS = DEFAULTS.max_epochs  # as digits.train: fewer beyond 21,6
 # (BENCHMARKS.md, 2026-12-05). About 2 minutes more per extra member on 2 cores in bfloat16.
 DEFAULT_FINAL_ENSEMBLE = 3
 DEFAULT_TOP = 10
-# The final retraining also trains the best hyperparameters without augmentation and keeps the
-# better on validation: 2-4-epoch trials cannot tell (they always prefer none), a full run can.
-# On 10,000 Fashion-MNIST images none tested 0.43 point better (3 seeds); on the digits worse.
-DEFAULT_FINAL_COMPARE = "augment=0"
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -134,15 +131,16 @@ def build_parser() -> cli.ArgumentParser:
                         help="retrain the best hyperparameters N times (seeds SEED..SEED+N-1) "
                              f"and test the model averaging them (default: {DEFAULT_FINAL_ENSEMBLE}; "
                              "with --choose 1, so that the model costs what was chosen)")
-    output.add_argument("--final-compare", type=compared, default=DEFAULT_FINAL_COMPARE,
-                        metavar="NAME=VALUE",
-                        help="also retrain the best hyperparameters with NAME=VALUE (its first "
-                             "model, for the full --final-epochs, same seed) and keep whichever "
-                             "is more accurate on validation; a tie keeps the search's. "
-                             "Augmentation is decided here, not in the search: trials of a few "
-                             "epochs always score a model without it higher, which then ends "
-                             "worse on the digits and better on Fashion-MNIST (default: "
-                             f"{DEFAULT_FINAL_COMPARE}; none: one retraining less)")
+    output.add_argument("--final-compare", type=final_choice.parse, default=final_choice.DEFAULT,
+                        metavar="STEPS",
+                        help="before the final model, settle at full length on validation what "
+                             "2-4-epoch trials cannot: each step retrains a contender (one "
+                             "model, or an ensemble's first member; same seed) beside the model "
+                             "kept so far and keeps the more accurate (a tie: the one kept). "
+                             "default: the hand-picked default architecture, when the search "
+                             "picked another (not with --choose); NAME=VALUE: the kept model "
+                             "with it. Comma-separated, in order; none: no comparison "
+                             f"(default: {final_choice.DEFAULT})")
     # The main job runs on the embedded digits unless told otherwise: "auto" would download
     # the full 60,000 where it can, which makes a default search about 13 times longer.
     cli.add_data_arguments(parser, default_dataset="mnist-5k")
@@ -167,11 +165,6 @@ def pin(text: str) -> tuple[str, object]:
         raise
 
 
-def compared(text: str) -> tuple[str, object] | None:
-    """`--final-compare`: `NAME=VALUE` as `--hp` reads it, or `none`."""
-    return None if text.strip().lower() == "none" else pin(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: exit code 0 ok, 1 the search or training failed, 2 bad input,
     130 interrupted."""
@@ -193,9 +186,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.swa_lr is not None and args.swa is None:
         raise ConfigError("--swa-lr needs --swa EPOCHS")
     _resolve_objectives(args)
-    if args.final_compare is not None:
-        [args.final_compare] = check_pins(dict([args.final_compare]),
-                                              "--final-compare").items()
+    args.final_compare = final_choice.check(args.final_compare)
     from digits.tuner.distributed import (
         local_chief,
         parallel_trials,
@@ -245,9 +236,10 @@ def _run_search(args, argv, role) -> int:
 
     check_pruner(args.pruner, args.tuner)
     pins = check_pins(dict(args.hp))
-    if args.final_compare is not None and role.holds_oracle:
-        # Built by the final retraining only: an error at the end of a search, unless now.
-        _check_pinned_values(dict([args.final_compare]))
+    if role.holds_oracle:  # built by the final retraining only: an error at its end, unless now
+        for step in args.final_compare:
+            if step.key is not None:
+                _check_pinned_values({step.key: step.value})
     project = args.project or args.tuner
     project_dir = Path(args.directory) / project
     check_writable_dir(project_dir)
@@ -652,16 +644,18 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
     latest such run already trained and tested these hyperparameters, it is reported instead
     of trained again.
 
-    With `--final-compare NAME=VALUE` (default `augment=0`) the hyperparameters with NAME=VALUE
-    are retrained too (`<project>/best-<name><value>/`; of an ensemble, its first member), and
-    the one more accurate on validation is kept (`final_choice.json`): the final model, or the
-    ensemble's other members, are that one's.
+    `--final-compare` (default: the hand-picked default, then augmentation off) first retrains
+    contenders beside it (`<project>/best-default/`, `best-augment0/`, ...; of an ensemble, the
+    first member) and keeps the more accurate on validation at each step
+    (`digits.tuner.final_choice`, `final_choice.json`): the final model, or the ensemble's other
+    members, are the kept one's.
     """
     from digits.callbacks.hparams import HParams, with_hparams
     from digits.engine.trainer import Trainer
+    from digits.models import load_model
     from digits.recipes import ensemble
     from digits.runs.directory import RunDirectory
-    from digits.tuner.display import plural
+    from digits.tuner.display import format_values, plural
 
     values = dict(record["hyperparameters"])
     config = {"command": "tune", "dataset": args.dataset, "test_dataset": args.test_dataset,
@@ -692,17 +686,49 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
 
     members = f", {args.final_ensemble} times (an ensemble)" if args.final_ensemble > 1 else ""
     which = "chosen" if record.get("chosen_by") else "best"
-    contender = _contender(args, values, data)
-    compare = "" if contender is None else (
-        f" (and once with {_setting_text(*args.final_compare)}, kept if more accurate on "
-        "validation)")
+    steps = _final_steps(args, data)
+    compare = "" if not steps else (
+        f", first compared at full length on validation with {' then '.join(s.text for s in steps)}")
     print(f"retraining the {which} hyperparameters (trial {record['trial_id']}) for "
-          f"{plural(args.final_epochs, 'epoch')}{members}{compare} on "
-          "the same training split, then testing", flush=True)
+          f"{plural(args.final_epochs, 'epoch')}{members} on the same training split"
+          f"{compare}, then testing", flush=True)
+    member = 0 if args.final_ensemble > 1 else None
+
+    def candidate(name: str, hyper: dict) -> dict:
+        """Train (or reuse, when an earlier run finished it) one candidate; validate it."""
+        trainer = final_trainer(hyper, name, member)
+        model = build(trainer, hyper)
+        run_config = {**config, "tune_final": final_of(hyper)}
+        done = ensemble.finished_member(trainer.log_dir, trainer.name,
+                                        trainer.resolved_config(model, data, run_config))
+        if done is not None:
+            model = load_model(str(done.file("model.keras")))
+        else:
+            print(f"{trainer.name}: {format_values(_differences(hyper, values)) or 'as searched'}",
+                  flush=True)
+            trainer.fit(model, data, config=run_config)
+            model = trainer.best_model(model)
+        tester = Trainer(callbacks=[], enable_checkpointing=False, verbose=False,
+                         batch_size=trainer.batch_size, precision=trainer.precision)
+        return {"run": trainer.name, "validation": tester.validate(model, data, tta=args.tta),
+                "fitted": None if done is not None else (trainer, model)}
+
     name, fitted = "best", None
-    if contender is not None:
-        name, values, fitted = _compare_final(args, data, project_dir, values, contender,
-                                              final_trainer, build, final_of, config)
+    if steps:
+        name, kept, candidates = final_choice.compare(
+            steps, values, candidate, pins=dict(args.hp), choose=args.choose is not None,
+            epochs=args.final_epochs, tta=args.tta, project_dir=project_dir)
+        for c in candidates:
+            if c["fitted"] is None:
+                continue
+            trainer, model = c["fitted"]
+            if c["name"] != name:
+                trainer.finish()  # kept as it is, for a rerun to reuse; never tested
+            elif member is None:
+                fitted = c["fitted"]
+            else:  # the ensemble's first member: tested as the others will be
+                trainer.print_report(trainer.test(model, data, tta=args.tta))
+        values = kept
     config = {**config, "tune_final": final_of(values)}
     if args.final_ensemble > 1:
         ensemble.train_and_join(args.final_ensemble, lambda k: final_trainer(values, name, k),
@@ -728,85 +754,18 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
     trainer.print_report(result)
 
 
-def _contender(args, values: dict, data) -> dict | None:
-    """The best hyperparameters with --final-compare's value, or None when there is nothing to
-    compare: turned off, the same value already, pinned with --hp (the user's choice), or no
-    validation split to decide on."""
-    if args.final_compare is None:
-        return None
-    key, value = args.final_compare
-    if values.get(key) == value or key in dict(args.hp):
-        return None
-    if data.val is None or not len(data.val):
-        print(f"notice: no validation split, so --final-compare {key}={value} has nothing to "
-              "decide on: the search's hyperparameters are retrained alone", file=sys.stderr)
-        return None
-    return {**values, key: value}
+def _final_steps(args, data) -> tuple:
+    """--final-compare's steps, none where there is no validation split to decide on."""
+    if args.final_compare and (data.val is None or not len(data.val)):
+        print("notice: no validation split, so --final-compare has nothing to decide on: the "
+              "search's hyperparameters are retrained alone", file=sys.stderr)
+        return ()
+    return args.final_compare
 
 
-def _setting_text(key: str, value, sep: str = " ") -> str:
-    """`augment 0.5`, `batch_norm False` (with `sep=""`: `augment0.5`, a run's name)."""
-    return f"{key}{sep}{value:g}" if isinstance(value, float) else f"{key}{sep}{value}"
-
-
-def _compare_final(args, data, project_dir: Path, values: dict, contender: dict, final_trainer,
-                   build, final_of, config: dict):
-    """Train the best hyperparameters and the contender (one model each, or each's first member,
-    same seed), each reused when an earlier run finished it; keep the more accurate on
-    validation (a tie: the search's), say so and write `final_choice.json`. Returns the kept
-    one's run name, hyperparameters and (trainer, best model) for a lone model."""
-    from digits.engine.trainer import Trainer
-    from digits.models import load_model
-    from digits.recipes import ensemble
-    from digits.runs.atomic import atomic_write_json
-    from digits.tuner.display import plural
-
-    key, value = args.final_compare
-    member = 0 if args.final_ensemble > 1 else None
-    candidates = []
-    for name, hyper in (("best", values), (f"best-{_setting_text(key, value, '')}", contender)):
-        trainer = final_trainer(hyper, name, member)
-        model = build(trainer, hyper)
-        run_config = {**config, "tune_final": final_of(hyper)}
-        done = ensemble.finished_member(trainer.log_dir, trainer.name,
-                                        trainer.resolved_config(model, data, run_config))
-        if done is not None:
-            model = load_model(str(done.file("model.keras")))
-        else:
-            print(f"{trainer.name}: {_setting_text(key, hyper[key])}", flush=True)
-            trainer.fit(model, data, config=run_config)
-            model = trainer.best_model(model)
-        tester = Trainer(callbacks=[], enable_checkpointing=False, verbose=False,
-                         batch_size=trainer.batch_size, precision=trainer.precision)
-        candidates.append({"name": name, "run": trainer.name, "hyperparameters": hyper,
-                           "validation": tester.validate(model, data, tta=args.tta),
-                           "fitted": None if done is not None else (trainer, model)})
-    searched, other = candidates
-    kept = other if other["validation"].accuracy > searched["validation"].accuracy else searched
-    said = []
-    for c in candidates:
-        whose = " (the search's)" if c is searched else ""
-        said.append(f"{_setting_text(key, c['hyperparameters'][key])}{whose} "
-                    f"{c['validation'].accuracy:.2%} (loss {c['validation'].loss:.4f})")
-    print(f"final comparison, validation after {plural(args.final_epochs, 'epoch')}: "
-          f"{'; '.join(said)}: keeping {_setting_text(key, kept['hyperparameters'][key])}"
-          + (" for the ensemble's other members" if member is not None else ""), flush=True)
-    atomic_write_json(project_dir / "final_choice.json", {
-        "compared": {key: value}, "epochs": args.final_epochs, "tta": bool(args.tta),
-        "decided_on": "validation accuracy (a tie keeps the search's)",
-        "candidates": [{"run": c["run"], "hyperparameters": c["hyperparameters"],
-                        "val_accuracy": c["validation"].accuracy,
-                        "val_loss": c["validation"].loss} for c in candidates],
-        "kept": kept["run"], "hyperparameters": kept["hyperparameters"]})
-    for c in candidates:
-        if c["fitted"] is None:
-            continue
-        trainer, model = c["fitted"]
-        if c is not kept:
-            trainer.finish()  # kept as it is, for a rerun to reuse, never tested
-        elif member is not None:  # the ensemble's first member: tested as the others will be
-            trainer.print_report(trainer.test(model, data, tta=args.tta))
-    return kept["name"], kept["hyperparameters"], kept["fitted"] if member is None else None
+def _differences(values: dict, searched: dict) -> dict:
+    """What a candidate changes in the search's hyperparameters."""
+    return {k: v for k, v in values.items() if searched.get(k) != v}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from digits.callbacks.base import Callback
+from digits.tuner.space import SEARCH_SPACE
 from tests.conftest import ROOT, run_cli
 
 # Real data, tiny work: a few batches per epoch, a small pinned architecture, few callbacks.
@@ -127,8 +128,9 @@ def test_three_trials_complete_each_in_its_own_run(search):
     assert len(trial_lines) == 6, "\n".join(trial_lines)
     assert [("started" in line, "completed" in line) for line in trial_lines] == [
         (True, False), (False, True)] * 3
-    # The final runs: as searched and without augmentation.
-    assert sum(line.strip().startswith("model cnn") for line in lines) == 2
+    # The final runs: as searched and each contender of --final-compare (two or three).
+    steps = json.loads((project / "final_choice.json").read_text())["steps"]
+    assert sum(line.strip().startswith("model cnn") for line in lines) == len(steps) + 1
     # What mattered: the history picture and the importance table in TensorBoard's Text tab.
     from PIL import Image
 
@@ -174,27 +176,42 @@ def test_best_hyperparameters_are_written_retrained_and_tested(search):
     assert best["train_command"].startswith("python -m digits.train --model cnn")
     assert best["trials"] == {"completed": 3, "failed": 0}
 
-    # Retrained twice, as searched and without augmentation (the search's augment is never 0),
-    # same seed and length; the one more accurate on validation is tested.
+    # Before the final model, full-length comparisons on validation (--final-compare's
+    # default): with the hand-picked default (the space's defaults and the pins) where the
+    # search picked another, then with augmentation off (never 0 in the search). Each step's
+    # first candidate is the one kept so far; only the last one kept saw the test split.
     choice = json.loads((project / "final_choice.json").read_text())
-    assert choice["compared"] == {"augment": 0.0} and choice["epochs"] == 1
-    searched, other = choice["candidates"]
-    assert (searched["run"], other["run"]) == ("best", "best-augment0")
-    assert searched["hyperparameters"] == best["hyperparameters"] != other["hyperparameters"]
-    assert other["hyperparameters"] == {**best["hyperparameters"], "augment": 0.0}
-    kept = other if other["val_accuracy"] > searched["val_accuracy"] else searched
+    assert choice["epochs"] == 1
+    default = {**{d.name: d.default for d in SEARCH_SPACE}, "filters": 8, "dense_units": 32}
+    wanted = ["default"] if best["hyperparameters"] != default else []
+    assert [step["compared"] for step in choice["steps"]] == [*wanted, {"augment": 0.0}]
+    kept = {"run": "best", "hyperparameters": best["hyperparameters"]}
+    candidates = {}
+    for step in choice["steps"]:
+        first_one, contender = step["candidates"]
+        assert first_one["run"] == kept["run"]
+        assert first_one["hyperparameters"] == kept["hyperparameters"]
+        if step["compared"] == "default":
+            assert contender["run"] == f"{kept['run']}-default"
+            assert contender["hyperparameters"] == default
+        else:
+            assert contender["run"] == f"{kept['run']}-augment0"
+            assert contender["hyperparameters"] == {**kept["hyperparameters"], "augment": 0.0}
+        kept = contender if contender["val_accuracy"] > first_one["val_accuracy"] else first_one
+        assert step["kept"] == kept["run"]
+        candidates.update({first_one["run"]: first_one, contender["run"]: contender})
     assert choice["kept"] == kept["run"] and choice["hyperparameters"] == kept["hyperparameters"]
-    assert f"keeping augment {kept['hyperparameters']['augment']:g}" in first.stdout
-    for candidate in (searched, other):
+    assert len(candidates) == len(choice["steps"]) + 1
+    for candidate in candidates.values():
         run = project / candidate["run"] / "version_0"
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["status"] == "finished" and len(metrics["history"]["val_accuracy"]) == 1
         config = json.loads((run / "config.json").read_text())
         assert config["hyperparameters"] == {k: v for k, v in candidate["hyperparameters"].items()
                                              if k not in ("optimizer", "learning_rate")}
-        assert config["trainer"]["optimizer"] == best["hyperparameters"]["optimizer"]
+        assert config["trainer"]["optimizer"] == candidate["hyperparameters"]["optimizer"]
         # Validation chose; only the kept one saw the test split.
-        assert ("test" in metrics) == (candidate is kept)
+        assert ("test" in metrics) == (candidate["run"] == kept["run"])
         # What the checkpoint kept is what was compared: its best epoch's validation accuracy.
         assert max(metrics["history"]["val_accuracy"]) == pytest.approx(
             candidate["val_accuracy"], abs=0.02)
@@ -217,12 +234,15 @@ def test_running_the_same_command_again_redoes_nothing(search):
     assert "already retrained and tested" in second.stdout
     for trial_id in trials(project):
         assert len(runs(project, trial_id)) == 1
-    for name in ("best", "best-augment0"):
+    choice = json.loads((project / "final_choice.json").read_text())
+    names = {c["run"] for step in choice["steps"] for c in step["candidates"]}
+    for name in names:
         assert [p.name for p in (project / name).iterdir()] == ["version_0"]
-    # The comparison is made again from the two runs' models: neither trains.
-    assert "final comparison" in second.stdout
-    assert not re.search(r"^best(-augment0)?: augment", second.stdout, re.MULTILINE)
-    assert re.search(r"^best(-augment0)?: augment", first.stdout, re.MULTILINE)
+    # The comparisons are made again from the runs' models: none trains.
+    assert second.stdout.count("final comparison") == len(choice["steps"])
+    # A candidate announced as it starts training: "best-default: conv_blocks=3 ...".
+    training = re.compile(r"^best(?:-default|-augment0)*: (?:as searched|\w+=)", re.MULTILINE)
+    assert len(training.findall(first.stdout)) == len(names) and not training.search(second.stdout)
 
 
 @pytest.mark.slow
@@ -235,7 +255,8 @@ def test_final_ensemble_retrains_the_best_twice_and_tests_their_average(search):
     assert "1 epoch, 2 times (an ensemble)" in proc.stdout
     # Decided again on the first members, the same seed as before, which the others follow.
     choice = json.loads((project / "final_choice.json").read_text())
-    assert [c["run"] for c in choice["candidates"]] == ["best-member0", "best-augment0-member0"]
+    assert choice["steps"][0]["candidates"][0]["run"] == "best-member0"
+    assert all(c["run"].endswith("-member0") for s in choice["steps"] for c in s["candidates"])
     kept = choice["kept"].removesuffix("-member0")
     seeds = [json.loads((project / f"{kept}-member{k}/version_0/config.json").read_text())
              ["trainer"]["seed"] for k in (0, 1)]
@@ -488,27 +509,37 @@ def test_a_malformed_time_budget_is_one_error_line(text):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_the_final_comparison_is_skipped_where_there_is_nothing_to_decide(capsys):
-    # Turned off, the same value already, pinned by the user, or no validation split.
-    from digits.tune import _contender, build_parser, compared
+def test_each_final_comparison_is_skipped_where_there_is_nothing_to_decide(capsys):
+    # The same values already, a pinned name (the user's), the default beside --choose (it
+    # would break the constraint), turned off, or no validation split.
+    from digits.tune import _final_steps, build_parser
+    from digits.tuner.final_choice import Step, check, parse
+
+    searched = {**{d.name: d.default for d in SEARCH_SPACE}, "filters": 16, "augment": 1.0}
+    default, off = parse("default,augment=0")
+    assert (default, off) == (Step(), Step("augment", 0)) and check((off,)) == (
+        Step("augment", 0.0),)
+    assert default.contender(searched, {}, choose=False) == {**searched, "filters": 32,
+                                                             "augment": 0.5}
+    assert default.contender(searched, {"filters": 16}, choose=False) == {**searched,
+                                                                          "augment": 0.5}
+    assert default.contender(searched, {}, choose=True) is None
+    assert default.contender({**searched, "filters": 32, "augment": 0.5}, {}, False) is None
+    assert off.contender(searched, {}, False) == {**searched, "augment": 0}
+    assert off.contender(searched, {"augment": 1.0}, False) is None
+    assert off.contender({**searched, "augment": 0.0}, {}, False) is None
+    assert parse("none") == () and parse("optimizer=sgd") == (Step("optimizer", "sgd"),)
+    assert [s.label for s in parse("default,augment=0.5,batch_norm=False")] == [
+        "default", "augment0.5", "batch_normFalse"]
 
     class Data:
         def __init__(self, val):
             self.val = val
 
-    def contender(*argv, values=None, val=(1, 2, 3)):
-        args = build_parser().parse_args(list(argv))
-        if args.final_compare is not None:
-            args.final_compare = (args.final_compare[0], float(args.final_compare[1]))
-        return _contender(args, values or {"augment": 0.5, "filters": 32}, Data(val))
-
-    assert compared("none") is None and compared("augment=0") == ("augment", 0)
-    assert contender() == {"augment": 0.0, "filters": 32}
-    assert contender("--final-compare", "augment=1") == {"augment": 1.0, "filters": 32}
-    assert contender("--final-compare", "none") is None
-    assert contender(values={"augment": 0.0}) is None
-    assert contender("--hp", "augment=0.5") is None
+    args = build_parser().parse_args([])
+    assert _final_steps(args, Data([1, 2])) == (default, off)
     capsys.readouterr()
-    assert contender(val=()) is None
-    assert "no validation split, so --final-compare augment=0.0 has nothing to decide on" \
-        in capsys.readouterr().err
+    assert _final_steps(args, Data([])) == ()
+    assert "no validation split, so --final-compare has nothing to decide on" in \
+        capsys.readouterr().err
+    assert _final_steps(build_parser().parse_args(["--final-compare", "none"]), Data([1])) == ()
