@@ -687,8 +687,10 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
     members = f", {args.final_ensemble} times (an ensemble)" if args.final_ensemble > 1 else ""
     which = "chosen" if record.get("chosen_by") else "best"
     steps = _final_steps(args, data)
-    compare = "" if not steps else (
-        f", first compared at full length on validation with {' then '.join(s.text for s in steps)}")
+    pins, choose = dict(args.hp), args.choose is not None
+    said = [s.text for s in steps if s.contender(values, pins, choose) is not None]
+    compare = f", first compared at full length on validation with {' then '.join(said)}" \
+        if said else ""
     print(f"retraining the {which} hyperparameters (trial {record['trial_id']}) for "
           f"{plural(args.final_epochs, 'epoch')}{members} on the same training split"
           f"{compare}, then testing", flush=True)
@@ -716,7 +718,7 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
     name, fitted = "best", None
     if steps:
         name, kept, candidates = final_choice.compare(
-            steps, values, candidate, pins=dict(args.hp), choose=args.choose is not None,
+            steps, values, candidate, pins=pins, choose=choose,
             epochs=args.final_epochs, tta=args.tta, project_dir=project_dir)
         for c in candidates:
             if c["fitted"] is None:
