@@ -51,10 +51,12 @@ HOW_LONG = {
         "  the progress bar's ETA holds from the first epoch on; --epochs scales it"),
     "tune": (
         "how long, on 2 CPU cores with the defaults (measured; BENCHMARKS.md):\n"
-        "  the main job on the embedded digits (a 10-trial search, then 3 runs of 40 epochs):\n"
-        "    6-8 minutes with native bfloat16 (Intel AMX, AMD AVX512_BF16), about 29 minutes on\n"
-        "    an AVX2-only CPU\n"
+        "  the main job on the embedded digits (a 10-trial search, then 4 runs of 40 epochs: one\n"
+        "    without augmentation to compare, 3 averaged; --final-compare none: one run less):\n"
+        "    11-12 minutes with AMD AVX512_BF16 (about 6 on an Intel AMX before the comparison),\n"
+        "    an estimated 36 minutes on an AVX2-only CPU\n"
         "  on full MNIST (--dataset mnist): not yet run whole; every epoch is 12 times the\n"
-        "    embedded digits' (38-51 s with AVX512_BF16, 104-124 s AVX2-only) and the 3 runs\n"
-        "    train 16 epochs: an estimated hour with AVX512_BF16, two and a half AVX2-only"),
+        "    embedded digits' (38-51 s with AVX512_BF16, 104-124 s AVX2-only) and the 4 runs\n"
+        "    train 16 epochs: an estimated hour and a quarter with AVX512_BF16, three hours\n"
+        "    AVX2-only"),
 }
