@@ -715,22 +715,21 @@ def retrain_best(args, data, record: dict, project_dir: Path, run_callbacks) -> 
         return {"run": trainer.name, "validation": tester.validate(model, data, tta=args.tta),
                 "fitted": None if done is not None else (trainer, model)}
 
-    name, fitted = "best", None
-    if steps:
-        name, kept, candidates = final_choice.compare(
-            steps, values, candidate, pins=pins, choose=choose,
-            epochs=args.final_epochs, tta=args.tta, project_dir=project_dir)
-        for c in candidates:
-            if c["fitted"] is None:
-                continue
-            trainer, model = c["fitted"]
-            if c["name"] != name:
-                trainer.finish()  # kept as it is, for a rerun to reuse; never tested
-            elif member is None:
-                fitted = c["fitted"]
-            else:  # the ensemble's first member: tested as the others will be
-                trainer.print_report(trainer.test(model, data, tta=args.tta))
-        values = kept
+    fitted = None
+    name, kept, candidates = final_choice.compare(
+        steps, values, candidate, pins=pins, choose=choose,
+        epochs=args.final_epochs, tta=args.tta, project_dir=project_dir)
+    for c in candidates:
+        if c["fitted"] is None:
+            continue
+        trainer, model = c["fitted"]
+        if c["name"] != name:
+            trainer.finish()  # kept as it is, for a rerun to reuse; never tested
+        elif member is None:
+            fitted = c["fitted"]
+        else:  # the ensemble's first member: tested as the others will be
+            trainer.print_report(trainer.test(model, data, tta=args.tta))
+    values = kept
     config = {**config, "tune_final": final_of(values)}
     if args.final_ensemble > 1:
         ensemble.train_and_join(args.final_ensemble, lambda k: final_trainer(values, name, k),

@@ -543,3 +543,44 @@ def test_each_final_comparison_is_skipped_where_there_is_nothing_to_decide(capsy
     assert "no validation split, so --final-compare has nothing to decide on" in \
         capsys.readouterr().err
     assert _final_steps(build_parser().parse_args(["--final-compare", "none"]), Data([1])) == ()
+
+
+def test_the_final_comparisons_keep_the_more_accurate_on_validation_a_tie_the_first(tmp_path):
+    # Each step against the one kept so far, named after it; what is written, and a step that
+    # has nothing to compare; no step at all still leaves a record (none from an earlier run).
+    from types import SimpleNamespace
+
+    from digits.tuner.final_choice import compare, parse
+
+    searched = {**{d.name: d.default for d in SEARCH_SPACE}, "filters": 16, "augment": 1.0}
+    scores = {"best": 0.90, "best-default": 0.95, "best-default-augment0": 0.95}
+    trained = []
+
+    def candidate(name, values):
+        trained.append(name)
+        return {"run": name, "validation": SimpleNamespace(accuracy=scores[name], loss=0.3),
+                "fitted": None}
+
+    lines = []
+    name, kept, candidates = compare(parse("default,augment=0,filters=32"), searched, candidate,
+                                     pins={}, choose=False, epochs=40, tta=True,
+                                     project_dir=tmp_path, say=lambda *a, **k: lines.append(a[0]))
+    default = {**searched, "filters": 32, "augment": 0.5}
+    assert (name, kept) == ("best-default", default)  # the tie with augment 0 keeps the first
+    assert trained == ["best", "best-default", "best-default-augment0"]  # filters=32: the same
+    assert [c["name"] for c in candidates] == trained
+    assert lines == [
+        "final comparison, validation after 40 epochs: the search's pick 90.00% (loss 0.3000); "
+        "the hand-picked default 95.00% (loss 0.3000): keeping the hand-picked default",
+        "final comparison, validation after 40 epochs: augment 0.5 95.00% (loss 0.3000); "
+        "augment 0 95.00% (loss 0.3000): keeping augment 0.5"]
+    record = json.loads((tmp_path / "final_choice.json").read_text())
+    assert [s["kept"] for s in record["steps"]] == ["best-default", "best-default"]
+    assert record["kept"] == "best-default" and record["hyperparameters"] == default
+    assert record["steps"][1]["candidates"][1]["hyperparameters"] == {**default, "augment": 0}
+
+    assert compare((), searched, candidate, pins={}, choose=False, epochs=40, tta=True,
+                   project_dir=tmp_path, say=print)[:2] == ("best", searched)
+    record = json.loads((tmp_path / "final_choice.json").read_text())
+    assert record["steps"] == [] and record["kept"] is None
+    assert record["hyperparameters"] == searched

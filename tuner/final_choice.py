@@ -138,11 +138,13 @@ def compare(steps: tuple[Step, ...], values: dict, candidate, *, pins: dict, cho
                        "kept": (contender if won else kept)["run"]})
         if won:
             kept_name, kept_values = contender["name"], other
-    if record:
-        atomic_write_json(project_dir / "final_choice.json", {
-            "epochs": epochs, "tta": bool(tta),
-            "decided_on": "validation accuracy, at full length (a tie keeps the first)",
-            "steps": record, "kept": seen[kept_name]["run"], "hyperparameters": kept_values})
+    # Written whatever was compared (no step: none), so that no earlier run's record is left
+    # to describe another final model.
+    atomic_write_json(project_dir / "final_choice.json", {
+        "epochs": epochs, "tta": bool(tta),
+        "decided_on": "validation accuracy, at full length (a tie keeps the first)",
+        "steps": record, "kept": seen[kept_name]["run"] if record else None,
+        "hyperparameters": kept_values})
     return kept_name, kept_values, list(seen.values())
 
 
