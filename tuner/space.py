@@ -117,8 +117,8 @@ SEARCH_SPACE: tuple[Dimension, ...] = (
     Dimension("dense_units", "choice", (64, 128, 256, 512), 256, "width of the dense layer"),
     Dimension("dense_dropout", "choice", (0.0, 0.2, 0.4, 0.5), 0.4, "dropout before the output"),
     # No 0: trials of a few epochs always score an unaugmented model higher, and it then tests
-    # worse once retrained for the full run (98.6% against 99.0%+ here). Pin --hp augment=0
-    # to turn augmentation off.
+    # worse once retrained for the full run (98.6% against 99.0%+ here). The final retraining
+    # tries it at full length instead (digits.tuner.final_choice); --hp augment=0 pins it off.
     Dimension("augment", "choice", (0.5, 1.0, 1.5), 0.5, "augmentation strength"),
     Dimension("optimizer", "choice", OPTIMIZERS, "adam", "the optimizer"),
     # Each optimizer its own range: SGD with Nesterov momentum wants rates far above Adam's (4
