@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 from pathlib import Path
 
@@ -68,9 +69,7 @@ class Step:
 
 def _setting(key: str, value, sep: str = " ") -> str:
     """`augment 0.5`, `batch_norm False` (with `sep=""`: `augment0.5`, for a run's name)."""
-    from digits.tuner.display import format_value  # rich: not at import, for --help
-
-    return f"{key}{sep}{format_value(value)}"
+    return f"{key}{sep}{value:g}" if isinstance(value, float) else f"{key}{sep}{value}"
 
 
 def parse(text: str) -> tuple[Step, ...]:
@@ -82,13 +81,17 @@ def parse(text: str) -> tuple[Step, ...]:
         if item.lower() == "default":
             steps.append(Step())
             continue
-        key, sep, _ = item.partition("=")
+        key, sep, raw = item.partition("=")
         if not sep or not key.isidentifier():
             raise argparse.ArgumentTypeError(
                 f"expected default, NAME=VALUE or none, comma-separated; got {item!r}")
-        from digits.tune import pin  # NAME=VALUE as --hp reads it (optimizer=sgd too)
-
-        steps.append(Step(*pin(item)))
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            value = raw if raw.isidentifier() else None  # optimizer=sgd
+        if value is None or not isinstance(value, (int, float, bool, str)):
+            raise argparse.ArgumentTypeError(f"{key}: {raw!r} is not a value")
+        steps.append(Step(key, value))
     return tuple(steps)
 
 
